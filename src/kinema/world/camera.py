@@ -36,6 +36,7 @@ def camera_track(scene: SceneSpec, traj: Trajectory, aspect: float) -> np.ndarra
     """Per-frame camera (frames, 4): cx, cy, view_width, view_height."""
     wcx, wcy, wvw, wvh = wide_view(aspect)
     out = np.zeros((scene.frames, 4), dtype=np.float64)
+    radius = [o.radius for o in scene.objects]
     for shot in scene.shots:
         zoom = ZOOM[shot.framing]
         vw, vh = wvw * zoom, wvh * zoom
@@ -50,12 +51,15 @@ def camera_track(scene: SceneSpec, traj: Trajectory, aspect: float) -> np.ndarra
                 sx = traj.x[f, s] if traj.present[f, s] else wcx
                 sy = traj.y[f, s] if traj.present[f, s] else 0.0
                 tx = min(max(sx, lo_x), hi_x)
-                ty = max(low_cy, sy + 0.1 * vh) if shot.framing == "closeup" else low_cy
+                if shot.framing == "closeup":
+                    ty = max(low_cy, sy + 0.1 * vh)
+                else:  # pan: tilt only as far as needed to keep the subject in view
+                    ty = max(low_cy, sy + radius[s] + 0.3 - 0.5 * vh)
                 if f == shot.start or shot.framing == "medium":
                     if f == shot.start:
                         cx, cy = tx, ty
                 elif shot.framing == "pan":
-                    cx, cy = cx + FOLLOW * (tx - cx), ty
+                    cx, cy = cx + FOLLOW * (tx - cx), cy + FOLLOW * (ty - cy)
                 else:
                     cx, cy = cx + FOLLOW * (tx - cx), cy + FOLLOW * (ty - cy)
             out[f] = (cx, cy, vw, vh)

@@ -19,9 +19,11 @@ from kinema.world.scene import GROUND_FRICTION, STAGE_WIDTH, ObjectSpec, SceneSp
 SUBSTEP_RATE = 128.0  # sub-steps per second of simulated time
 REST_SPEED = 0.9  # m/s: slower impacts on the ground stop the bounce (the object lands)
 CONTACT_SPEED = 0.6  # m/s: slower object–object impacts are inelastic resting contacts
-EVENT_SPEED = 1.2  # m/s: impacts this fast are reported as bounces or collisions
+EVENT_SPEED = 1.2  # m/s: impacts this fast are reported as collisions or hits on the posts
+BOUNCE_SPEED = 2.0  # m/s: rebounds this fast are reported as bounces (they rise visibly for over a frame)
 MARK_SPEED = 1.5  # m/s: a paint-covered object leaves a mark when it lands at least this fast
 POST_HALF_WIDTH = 0.15
+COLLISION_PASSES = 3  # contact resolution passes per sub-step (stacks need more than one)
 
 
 @dataclass
@@ -265,7 +267,7 @@ class Simulator:
         if impact >= REST_SPEED:
             body.vy = spec.restitution * impact
             body.on_ground = False
-            if impact >= EVENT_SPEED:
+            if body.vy >= BOUNCE_SPEED:
                 self.events.append(PhysicsEvent(self.frame, "bounce", (spec.id,), body.x, 0.0, impact))
         else:
             body.vy = 0.0
@@ -290,10 +292,10 @@ class Simulator:
                 nx, ny, pen = contact
                 inv_a, inv_b = 1.0 / a.spec.mass, 1.0 / b.spec.mass
                 # A body resting on the ground cannot be pushed down into it.
-                if a.on_ground and ny > 0.5:
-                    inv_a = inv_a if ny < 0.99 else 0.0
-                if b.on_ground and ny < -0.5:
-                    inv_b = inv_b if ny > -0.99 else 0.0
+                if a.on_ground and ny > 0.7:
+                    inv_a = 0.0
+                if b.on_ground and ny < -0.7:
+                    inv_b = 0.0
                 if inv_a + inv_b == 0.0:
                     inv_a = inv_b = 1e-9
                 vrel = (b.vx - a.vx) * nx + (b.vy - a.vy) * ny
@@ -359,7 +361,8 @@ class Simulator:
                     if body.on_ground and body.vy > 0:
                         body.on_ground = False
                     self._advance(body, self.dt)
-            self._collide()
+            for _ in range(COLLISION_PASSES):
+                self._collide()
         self.frame += 1
 
     def snapshot(self) -> list[tuple[float, float, float, float, bool, bool]]:

@@ -172,11 +172,14 @@ def _start_x(rng: np.random.Generator, action: str, radius: float, taken: list[t
         hi = STAGE_WIDTH * 0.45
     elif action in ("thrown_left", "rolls_left"):
         lo = STAGE_WIDTH * 0.55
-    for _ in range(200):
-        x = float(rng.uniform(lo, hi))
+    candidates = rng.uniform(lo, hi, 64)
+    for x in candidates:
         if all(abs(x - tx) > radius + tr + 0.3 for tx, tr in taken):
-            return x
-    return float(rng.uniform(lo, hi))
+            return float(x)
+    # No free spot in the preferred range: take the whole stage and the roomiest spot.
+    candidates = rng.uniform(radius + 0.4, STAGE_WIDTH - radius - 0.4, 64)
+    clearance = [min((abs(x - tx) - radius - tr for tx, tr in taken), default=0.0) for x in candidates]
+    return float(candidates[int(np.argmax(clearance))])
 
 
 def make_object(rng: np.random.Generator, object_id: int, action: str, taken: list[tuple[float, float]],

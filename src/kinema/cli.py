@@ -1,0 +1,188 @@
+"""The ``kinema`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kinema.errors import KinemaError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="kinema: text-to-video on a causal video VAE, a diffusion transformer and flow matching.")
+world_app = typer.Typer(no_args_is_help=True, help="The simulated world: make datasets, print the vocabulary, look.")
+eval_app = typer.Typer(no_args_is_help=True, help="Score videos against their captions with the analyzer.")
+app.add_typer(world_app, name="world")
+app.add_typer(eval_app, name="eval")
+
+
+def _range(text: str, name: str, lo: int, hi: int) -> tuple[int, int]:
+    """'2' -> (2, 2); '1-3' -> (1, 3), within [lo, hi]."""
+    try:
+        parts = [int(p) for p in text.split("-")]
+    except ValueError:
+        raise KinemaError(f"{name} '{text}': expected a number or a range such as 1-3") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or not (lo <= parts[0] <= parts[1] <= hi):
+        raise KinemaError(f"{name} '{text}': expected values from {lo} to {hi}, low before high")
+    return parts[0], parts[1]
+
+
+def _scene_options(seconds: float, fps: float, shots: str, framings: str, objects: str,
+                   occluder_probability: float, paint_probability: float):
+    from kinema.world.dataset import MAX_SECONDS
+    from kinema.world.scene import FRAMINGS, SceneOptions
+
+    if not (0 < seconds <= MAX_SECONDS):
+        raise KinemaError(f"seconds must be > 0 and <= {MAX_SECONDS:g} (got {seconds:g})")
+    if not (0 < fps <= 60):
+        raise KinemaError(f"fps must be > 0 and <= 60 (got {fps:g})")
+    for name, p in (("occluder-probability", occluder_probability), ("paint-probability", paint_probability)):
+        if not (0.0 <= p <= 1.0):
+            raise KinemaError(f"{name} must be between 0 and 1 (got {p:g})")
+    framing_list = tuple(f.strip() for f in framings.split(",") if f.strip())
+    bad = [f for f in framing_list if f not in FRAMINGS]
+    if bad or not framing_list:
+        raise KinemaError(f"framings '{framings}': choose from {', '.join(FRAMINGS)}")
+    return SceneOptions(seconds=seconds, fps=fps, shots=_range(shots, "shots", 1, 64), framings=framing_list,
+                        objects=_range(objects, "objects", 1, 3), occluder_probability=occluder_probability,
+                        paint_probability=paint_probability)
+
+
+Seconds = Annotated[float, typer.Option(help="Length of each clip in seconds.")]
+Size = Annotated[str, typer.Option(help="WIDTHxHEIGHT, multiples of 8.")]
+Fps = Annotated[float, typer.Option(help="Frames per second.")]
+Seed = Annotated[int, typer.Option(help="Random seed; the same seed gives the same clips, bit for bit.")]
+Shots = Annotated[str, typer.Option(help="Shots per clip: a number or a range such as 1-4.")]
+Framings = Annotated[str, typer.Option(help="Comma-separated framings allowed for shots after the first.")]
+Objects = Annotated[str, typer.Option(help="Objects per scene at the start: a number or a range within 1-3.")]
+OccluderP = Annotated[float, typer.Option(help="Probability that a wall or tree stands in front.")]
+PaintP = Annotated[float, typer.Option(help="Probability that an object is paint-covered.")]
+
+
+@world_app.command("make")
+def world_make(
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    clips: Annotated[int, typer.Option(help="Number of clips.")] = 8,
+    seconds: Seconds = 4.0,
+    size: Size = "64x64",
+    fps: Fps = 8.0,
+    seed: Seed = 0,
+    shots: Shots = "1",
+    framings: Framings = "wide,medium,closeup,pan",
+    objects: Objects = "1-3",
+    occluder_probability: OccluderP = 0.5,
+    paint_probability: PaintP = 0.3,
+) -> None:
+    """Write N simulated clips (MP4), their ground truth and DIR/manifest.jsonl."""
+    from tqdm import tqdm
+
+    from kinema.config import parse_size
+    from kinema.world.dataset import make_dataset
+
+    if clips < 1 or clips > 1_000_000:
+        raise KinemaError(f"clips must be between 1 and 1000000 (got {clips})")
+    width, height = parse_size(size, max_side=1024)
+    options = _scene_options(seconds, fps, shots, framings, objects, occluder_probability, paint_probability)
+    with tqdm(total=clips, unit="clip", desc="world make", disable=None) as bar:
+        manifest = make_dataset(out, clips, options, (width, height), seed, progress=lambda n: bar.update(1))
+    typer.echo(f"wrote {clips} clips and {manifest}")
+
+
+@world_app.command("vocab")
+def world_vocab() -> None:
+    """Print every word the captions use, by category, with its synonyms."""
+    from kinema.world.caption import vocab_text
+
+    typer.echo(vocab_text())
+
+
+@world_app.command("show")
+def world_show(
+    output: Annotated[Path, typer.Option("-o", "--output", help="PNG contact sheet to write.")] = Path("world.png"),
+    video: Annotated[Path | None, typer.Option(help="Show this video instead of a new simulated clip.")] = None,
+    seconds: Seconds = 4.0,
+    size: Size = "64x64",
+    fps: Fps = 8.0,
+    seed: Seed = 0,
+    shots: Shots = "1",
+    framings: Framings = "wide,medium,closeup,pan",
+    objects: Objects = "1-3",
+    occluder_probability: OccluderP = 0.5,
+    paint_probability: PaintP = 0.3,
+    columns: Annotated[int, typer.Option(help="Frames per row.")] = 8,
+    count: Annotated[int, typer.Option(help="Frames shown, evenly spaced.")] = 32,
+    scale: Annotated[int, typer.Option(help="Enlargement factor.")] = 2,
+) -> None:
+    """Render a contact sheet PNG of a simulated clip (printing its captions), or of any video."""
+    from kinema.config import parse_size
+    from kinema.media import read_video, write_image
+    from kinema.world.dataset import contact_sheet, make_clip
+    from kinema.world.scene import sample_scene
+
+    if not (1 <= columns <= 64 and 1 <= count <= 1024 and 1 <= scale <= 16):
+        raise KinemaError("columns must be 1-64, count 1-1024 and scale 1-16")
+    if video is not None:
+        frames, _ = read_video(video)
+    else:
+        width, height = parse_size(size, max_side=1024)
+        options = _scene_options(seconds, fps, shots, framings, objects, occluder_probability, paint_probability)
+        clip = make_clip(sample_scene(seed, options), width, height)
+        frames = clip.frames
+        typer.echo(clip.captions.caption)
+        for shot, text in zip(clip.scene.shots, clip.captions.shots):
+            typer.echo(f"  frames {shot.start}-{shot.end - 1} [{shot.framing}]: {text}")
+    write_image(output, contact_sheet(frames, columns=columns, count=count, scale=scale), sidecar=False)
+    typer.echo(f"wrote {output}")
+
+
+@eval_app.command("clips")
+def eval_clips(
+    folder: Annotated[Path, typer.Argument(help="A folder with manifest.jsonl, such as `kinema world make` writes.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Also write DIR/eval.json and print it.")] = False,
+) -> None:
+    """Score every clip of a folder against its manifest (caption, shots, scene) and print a table."""
+    from kinema.eval.clips import evaluate_folder, format_table
+
+    report = evaluate_folder(folder)
+    typer.echo(format_table(report))
+    if json_out:
+        path = Path(folder) / "eval.json"
+        path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        typer.echo(json.dumps(report["summary"]))
+        typer.echo(f"wrote {path}")
+
+
+def main() -> None:
+    """Entry point: user errors print one line and exit 2, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except KinemaError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # the last line of defence for the CLI
+        import click
+
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if os.environ.get("KINEMA_DEBUG"):
+            raise
+        typer.echo(f"error: internal error ({type(e).__name__}: {e}); set KINEMA_DEBUG=1 for a traceback", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
