@@ -35,6 +35,7 @@ from typing import Any
 
 import av
 import numpy as np
+from av.video.reformatter import Interpolation, VideoReformatter
 from PIL import Image, PngImagePlugin
 
 import kinema
@@ -50,6 +51,10 @@ METADATA_TAG = "comment"  # the MP4 container tag that holds the metadata JSON
 PNG_TEXT_KEY = "kinema"
 VIDEO_SUFFIXES = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
 IMAGE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+# (colorspace, primaries, transfer, range) = BT.709, BT.709, BT.709, limited ("MPEG").
+BT709_TAGS = (1, 1, 1, 1)
+# swscale's default YUV->RGB path rounds down (about -1.5 per channel); these flags make it exact.
+DECODE_FLAGS = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
 # Formats Pillow identifies by their magic bytes; anything else is handed to PyAV.
 PILLOW_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")
 
@@ -104,26 +109,35 @@ def _open_pillow_image(path: Path) -> Image.Image | None:
     except Image.DecompressionBombError as error:
         raise MediaError(f"cannot read image '{path}': image is too large ({_describe(error)})") from None
     except Exception as error:  # Pillow raises many types for broken headers (SyntaxError, struct.error...)
-        raise MediaError(
-            f"cannot read image '{path}': file is truncated or corrupt ({_describe(error)})"
-        ) from None
+        raise MediaError(f"cannot read image '{path}': file is truncated or corrupt ({_describe(error)})") from None
 
 
 def _pillow_frame_count(image: Image.Image) -> int:
     return int(getattr(image, "n_frames", 1))
 
 
+def _fps_from_durations(durations_ms: list[float]) -> float:
+    """Average fps of an animated image from its per-frame durations; 8 fps for a still image."""
+    mean_ms = sum(durations_ms) / len(durations_ms) if len(durations_ms) > 1 else 0.0
+    return 1000.0 / mean_ms if mean_ms > 0 else DEFAULT_FPS
+
+
+def _pillow_duration(image: Image.Image) -> float:
+    """Duration in ms of the current frame. WebP only knows it after decoding the frame."""
+    if "duration" not in image.info:
+        image.load()
+    return float(image.info.get("duration") or 0.0)
+
+
 def _pillow_fps(image: Image.Image, frames: int) -> float:
-    """Average fps of an animated image from its per-frame durations (milliseconds)."""
     if frames < 2:
         return DEFAULT_FPS
     durations = []
     for index in range(frames):
         image.seek(index)
-        durations.append(float(image.info.get("duration") or 0.0))
+        durations.append(_pillow_duration(image))
     image.seek(0)
-    mean_ms = sum(durations) / len(durations)
-    return 1000.0 / mean_ms if mean_ms > 0 else DEFAULT_FPS
+    return _fps_from_durations(durations)
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
@@ -155,9 +169,7 @@ def _complete_metadata(metadata: dict | None) -> dict:
 
 def _dump_metadata(metadata: dict, *, indent: int | None = None) -> str:
     try:
-        return json.dumps(
-            metadata, default=_json_default, indent=indent, ensure_ascii=indent is None, allow_nan=False
-        )
+        return json.dumps(metadata, default=_json_default, indent=indent, ensure_ascii=indent is None, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise MediaError(f"metadata is not JSON-serialisable: {_describe(error)}") from None
 
@@ -203,15 +215,11 @@ def _validate_frames(frames: Any, *, single: bool) -> np.ndarray:
     try:
         array = np.asarray(frames)
     except Exception as error:
-        raise MediaError(
-            f"frames must be a numpy array, got {type(frames).__name__} ({_describe(error)})"
-        ) from None
+        raise MediaError(f"frames must be a numpy array, got {type(frames).__name__} ({_describe(error)})") from None
     expected = "(height, width, 3)" if single else "(frames, height, width, 3)"
     ndim = 3 if single else 4
     if array.ndim != ndim or array.shape[-1] != 3 or 0 in array.shape:
-        raise MediaError(
-            f"frames must have shape {expected} with RGB channels, got shape {tuple(array.shape)}"
-        )
+        raise MediaError(f"frames must have shape {expected} with RGB channels, got shape {tuple(array.shape)}")
     if array.dtype == np.uint8:
         return array
     if np.issubdtype(array.dtype, np.floating):
@@ -240,18 +248,14 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
     _check_readable(path, "image")
     image = _open_pillow_image(path)
     if image is None:
-        raise MediaError(
-            f"cannot read image '{path}': not an image file (supported: png, jpg, gif, webp, bmp, tiff)"
-        )
+        raise MediaError(f"cannot read image '{path}': not an image file (supported: png, jpg, gif, webp, bmp, tiff)")
     with image:
         _check_pixels(path, "image", image.width, image.height, max_pixels)
         try:
             image.load()
             return _to_rgb(image)
         except Exception as error:
-            raise MediaError(
-                f"cannot read image '{path}': file is truncated or corrupt ({_describe(error)})"
-            ) from None
+            raise MediaError(f"cannot read image '{path}': file is truncated or corrupt ({_describe(error)})") from None
 
 
 def _read_pillow_frames(
@@ -261,20 +265,21 @@ def _read_pillow_frames(
     with image:
         _check_pixels(path, "video", image.width, image.height, max_pixels)
         frames: list[np.ndarray] = []
+        durations: list[float] = []
         try:
             total = _pillow_frame_count(image)
-            fps = _pillow_fps(image, total)
             count = total if max_frames is None else min(total, max_frames)
-            frames = []
             for index in range(count):
                 image.seek(index)
                 image.load()
+                durations.append(_pillow_duration(image))
                 frames.append(_to_rgb(image))
         except Exception as error:
             if not frames:
                 raise MediaError(
                     f"cannot read video '{path}': file is truncated or corrupt ({_describe(error)})"
                 ) from None
+    fps = _fps_from_durations(durations[: len(frames)])
     return np.stack(frames), fps
 
 
@@ -296,10 +301,7 @@ def _open_av(path: Path, what: str) -> Any:
 
 def _video_stream(container: Any, path: Path) -> Any:
     if not container.streams.video:
-        container.close()
-        raise MediaError(
-            f"cannot read video '{path}': no video stream (the file may be truncated or corrupt)"
-        )
+        raise MediaError(f"cannot read video '{path}': no video stream (the file may be truncated or corrupt)")
     return container.streams.video[0]
 
 
@@ -327,13 +329,17 @@ def read_video(
         fps = _stream_fps(stream)
         stream.thread_type = "AUTO"
         frames: list[np.ndarray] = []
+        reformatter = VideoReformatter()  # one for all frames: it keeps its swscale context
         try:
             for frame in container.decode(stream):
                 if not frames:  # the header may not know the size; the first frame does
                     width, height = frame.width, frame.height
                     _check_pixels(path, "video", width, height, max_pixels)
                 # Frames that change size mid-stream are scaled to the first frame's size.
-                frames.append(frame.to_ndarray(format="rgb24", width=width, height=height))
+                rgb = reformatter.reformat(
+                    frame, format="rgb24", width=width, height=height, interpolation=DECODE_FLAGS
+                )
+                frames.append(rgb.to_ndarray())
                 if max_frames is not None and len(frames) >= max_frames:
                     break
         except MediaError:
@@ -407,16 +413,14 @@ def _parse_metadata(text: str | bytes, source: str) -> dict:
     except (ValueError, UnicodeDecodeError) as error:
         raise MediaError(f"cannot read metadata from {source}: corrupt JSON ({_describe(error)})") from None
     if not isinstance(value, dict):
-        raise MediaError(
-            f"cannot read metadata from {source}: expected a JSON object, got {type(value).__name__}"
-        )
+        raise MediaError(f"cannot read metadata from {source}: expected a JSON object, got {type(value).__name__}")
     return value
 
 
 def _container_metadata(path: Path) -> dict | None:
     """Kinema metadata in the container `comment` tag, or None. Comments that are not a JSON object
     holding ``kinema_version`` were written by other tools and are ignored."""
-    container = _open_av(path, "video")
+    container = _open_av(path, "file")
     with container:
         comment = container.metadata.get(METADATA_TAG)
     if not comment:
@@ -474,9 +478,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 # ----------------------------------------------------------------------------- writing
 
 
-def write_image(
-    path: str | os.PathLike, frame: Any, *, metadata: dict | None = None, sidecar: bool = True
-) -> Path:
+def write_image(path: str | os.PathLike, frame: Any, *, metadata: dict | None = None, sidecar: bool = True) -> Path:
     """Write one (H, W, 3) frame as PNG (metadata in tEXt chunk ``kinema``) or JPEG (in its comment).
 
     uint8 or float in [0, 1]; also writes the sidecar ``.json`` when `sidecar`. Atomic.
@@ -537,9 +539,7 @@ def write_video(
     array = _validate_frames(frames, single=False)
     if suffix in IMAGE_SUFFIXES:
         if array.shape[0] != 1:
-            raise MediaError(
-                f"cannot write '{path}': an image holds 1 frame, got {array.shape[0]}; use a .mp4 path"
-            )
+            raise MediaError(f"cannot write '{path}': an image holds 1 frame, got {array.shape[0]}; use a .mp4 path")
         return write_image(path, array[0], metadata=metadata, sidecar=sidecar)
     container_format = VIDEO_SUFFIXES.get(suffix)
     if container_format is None:
@@ -585,8 +585,17 @@ def _encode_h264(
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(crf), "preset": "medium"}
+        # Convert with BT.709 and say so in the stream, so browsers and ffmpeg agree on the colours.
+        codec = stream.codec_context
+        codec.colorspace, codec.color_primaries, codec.color_trc, codec.color_range = BT709_TAGS
+        reformatter = VideoReformatter()  # one for all frames: it keeps its swscale context
         for index, frame in enumerate(frames):
-            video_frame = av.VideoFrame.from_ndarray(_as_uint8(frame), format="rgb24")
+            video_frame = reformatter.reformat(
+                av.VideoFrame.from_ndarray(_as_uint8(frame), format="rgb24"),
+                format="yuv420p",
+                dst_colorspace="ITU709",
+                dst_color_range="MPEG",
+            )
             video_frame.pts = index
             container.mux(stream.encode(video_frame))
         container.mux(stream.encode())

@@ -281,7 +281,9 @@ class Simulator:
         if impact >= EVENT_SPEED:
             self.events.append(PhysicsEvent(self.frame, "wall", (body.spec.id,), side, body.y, impact))
 
-    def _collide(self) -> None:
+    def _collide(self) -> bool:
+        """Resolve every contact once; True if there was any."""
+        touching = False
         bodies = [b for b in self.bodies if b.present]
         for i in range(len(bodies)):
             for j in range(i + 1, len(bodies)):
@@ -289,6 +291,7 @@ class Simulator:
                 contact = _contact(a, b)
                 if contact is None:
                     continue
+                touching = True
                 nx, ny, pen = contact
                 inv_a, inv_b = 1.0 / a.spec.mass, 1.0 / b.spec.mass
                 # A body resting on the ground cannot be pushed down into it.
@@ -320,6 +323,7 @@ class Simulator:
                 for body in (a, b):
                     self._after_push(body)
                 self._remove_gain(a, b, before)
+        return touching
 
     def _pair_energy(self, a: Body, b: Body) -> float:
         return sum(body.spec.mass * (0.5 * (body.vx ** 2 + body.vy ** 2) + self.g * (body.y - body.r))
@@ -362,7 +366,8 @@ class Simulator:
                         body.on_ground = False
                     self._advance(body, self.dt)
             for _ in range(COLLISION_PASSES):
-                self._collide()
+                if not self._collide():
+                    break
         self.frame += 1
 
     def snapshot(self) -> list[tuple[float, float, float, float, bool, bool]]:

@@ -1,0 +1,77 @@
+"""Score a folder of clips that has a manifest (``kinema eval clips DIR``)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from kinema.errors import KinemaError
+
+# Columns of the printed table: metric name, heading, and whether higher is better.
+TABLE = [
+    ("attributes", "attr", True),
+    ("motion_direction", "motion", True),
+    ("bounces", "bounce", True),
+    ("parabola_residual_px", "parab px", False),
+    ("gravity_consistency", "gravity", True),
+    ("permanence", "perm", True),
+    ("color_drift", "drift", False),
+    ("cross_shot_consistency", "x-shot", True),
+    ("shot_count", "cuts", True),
+]
+
+
+def expectation_from_record(record: dict) -> dict:
+    """What a clip should show, from its manifest line (the format ``kinema world make`` writes)."""
+    scene = record.get("scene")
+    if not isinstance(scene, dict):
+        raise KinemaError(f"manifest line for '{record.get('file')}' has no 'scene' object")
+    return {
+        "sky": scene.get("sky"),
+        "ground": scene.get("ground"),
+        "occluder": scene.get("occluder"),
+        "objects": [{k: o.get(k) for k in ("color", "shape", "size", "material", "paint", "action")}
+                    for o in scene.get("objects", [])],
+        "shots": [{k: s.get(k) for k in ("start", "end", "framing", "subject")} for s in record.get("shots", [])],
+        "fps": record.get("fps"),
+        "gravity": scene.get("gravity", 9.81),
+        "events": record.get("events", []),
+    }
+
+
+def evaluate_folder(folder: str | Path, progress: bool = True) -> dict:
+    """Analyze and score every clip listed in ``folder/manifest.jsonl``."""
+    from tqdm import tqdm
+
+    from kinema.eval.analyzer import analyze_file
+    from kinema.eval.metrics import score_clip, summarize
+    from kinema.world.dataset import read_manifest
+
+    folder = Path(folder)
+    records = read_manifest(folder)
+    clips = []
+    for record in tqdm(records, desc="eval", unit="clip", disable=not progress or None):
+        path = folder / record["file"]
+        analysis = analyze_file(path)
+        scores = score_clip(analysis, expectation_from_record(record))
+        clips.append({"file": record["file"], "caption": record.get("caption", ""), "scores": scores})
+    return {"folder": str(folder), "clips": clips, "summary": summarize([c["scores"] for c in clips])}
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def format_table(report: dict) -> str:
+    """A fixed-width table: one row per clip, then the mean."""
+    heads = ["clip", *(h for _, h, _ in TABLE)]
+    rows = [[c["file"], *(_cell(c["scores"].get(k)) for k, _, _ in TABLE)] for c in report["clips"]]
+    rows.append(["mean", *(_cell(report["summary"].get(k)) for k, _, _ in TABLE)])
+    widths = [max(len(r[i]) for r in [heads, *rows]) for i in range(len(heads))]
+    lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
+             for r in [heads, *rows]]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.insert(len(lines) - 1, "-" * len(lines[0]))
+    return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""The command line: real runs and the bad-input corpus (one-line errors, exit status 2)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kinema.media import read_video
+
+
+def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kinema.cli", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+def test_world_make_writes_playable_clips_and_a_manifest(tmp_path):
+    out = tmp_path / "w"
+    result = run("world", "make", "--out", str(out), "--clips", "3", "--seconds", "2", "--size", "96x64",
+                 "--seed", "4", "--shots", "1-2")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(lines) == 3
+    for line in lines:
+        frames, fps = read_video(out / line["file"])
+        assert frames.shape == (17, 64, 96, 3) and fps == pytest.approx(8.0)
+        assert line["caption"] and all(s["caption"] for s in line["shots"])
+        assert line["shots"][0]["start"] == 0 and line["shots"][-1]["end"] == 17
+        with np.load(out / line["ground_truth"], allow_pickle=False) as gt:
+            assert gt["x"].shape == (17, len(line["scene"]["objects"]))
+    # The same seed writes the same clips.
+    again = tmp_path / "again"
+    run("world", "make", "--out", str(again), "--clips", "3", "--seconds", "2", "--size", "96x64", "--seed", "4",
+        "--shots", "1-2")
+    assert (again / "manifest.jsonl").read_text() == (out / "manifest.jsonl").read_text()
+
+
+def test_world_vocab_and_show(tmp_path):
+    vocab = run("world", "vocab")
+    assert vocab.returncode == 0 and "close-up" in vocab.stdout and "purple" in vocab.stdout
+    sheet = tmp_path / "sheet.png"
+    shown = run("world", "show", "-o", str(sheet), "--seconds", "2", "--seed", "3", "--shots", "2")
+    assert shown.returncode == 0, shown.stderr
+    assert "frames 0-" in shown.stdout
+    from kinema.media import read_image
+
+    assert read_image(sheet).shape[0] > 64
+
+
+@pytest.mark.parametrize("args, words", [
+    (["world", "make", "--out", "X", "--size", "65x64"], "multiples of 8"),
+    (["world", "make", "--out", "X", "--size", "huge"], "WIDTHxHEIGHT"),
+    (["world", "make", "--out", "X", "--size", "8192x64"], "1024"),
+    (["world", "make", "--out", "X", "--clips", "0"], "clips"),
+    (["world", "make", "--out", "X", "--seconds", "-1"], "seconds"),
+    (["world", "make", "--out", "X", "--seconds", "0"], "seconds"),
+    (["world", "make", "--out", "X", "--seconds", "100000"], "seconds"),
+    (["world", "make", "--out", "X", "--fps", "0"], "fps"),
+    (["world", "make", "--out", "X", "--shots", "0"], "shots"),
+    (["world", "make", "--out", "X", "--shots", "3-1"], "shots"),
+    (["world", "make", "--out", "X", "--framings", "sideways"], "framings"),
+    (["world", "make", "--out", "X", "--objects", "5"], "objects"),
+    (["world", "make", "--out", "X", "--paint-probability", "2"], "paint-probability"),
+    (["world", "show", "--video", "does-not-exist.mp4"], "does-not-exist.mp4"),
+    (["eval", "clips", "no-such-folder"], "manifest"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, args, words):
+    args = [a.replace("X", str(tmp_path / "x")) for a in args]
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert words in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_a_corrupt_video_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
+    result = run("world", "show", "--video", str(bad), "-o", str(tmp_path / "s.png"))
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
