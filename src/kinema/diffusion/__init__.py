@@ -1,0 +1,1 @@
+"""Flow matching: the training objective with per-frame noise levels, and samplers."""

@@ -1,0 +1,115 @@
+"""Samplers for flow-matching models.
+
+A sampler is a pure function of ``model(x, t, **extra) -> velocity`` (t per latent frame, shape
+(B, F')), a schedule of flow times from 1 (noise) to 0 (data) and a callback. The model never
+imports the sampler, and the sampler never imports the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from kinema.diffusion.flow import shift_time
+
+Model = Callable[..., torch.Tensor]
+
+
+def flow_schedule(steps: int, shift: float = 1.0, start: float = 1.0) -> torch.Tensor:
+    """steps + 1 flow times from ``start`` down to 0, uniform in t then shifted (as SD3/Wan)."""
+    t = torch.linspace(start, 0.0, steps + 1, dtype=torch.float64)
+    return shift_time(t, shift).float()
+
+
+def guided(model: Model, guidance_scale: float, cond: dict, uncond: dict) -> Model:
+    """Classifier-free guidance (Ho & Salimans 2022) with both passes batched together.
+
+    ``cond`` and ``uncond`` are keyword arguments for the model that differ only in the text;
+    tensors are concatenated along the batch dimension.
+    """
+    if guidance_scale == 1.0:
+        return lambda x, t, **extra: model(x, t, **cond, **extra)
+
+    def both(x: torch.Tensor, t: torch.Tensor, **extra) -> torch.Tensor:
+        merged = {}
+        for key in cond:
+            a, b = cond[key], uncond[key]
+            merged[key] = torch.cat([a, b]) if isinstance(a, torch.Tensor) else a
+        v = model(torch.cat([x, x]), torch.cat([t, t]), **merged, **extra)
+        v_cond, v_uncond = v.chunk(2)
+        return v_uncond + guidance_scale * (v_cond - v_uncond)
+
+    return both
+
+
+@torch.no_grad()
+def sample_euler(
+    model: Model,
+    x: torch.Tensor,
+    times: torch.Tensor,
+    known: torch.Tensor | None = None,
+    known_latents: torch.Tensor | None = None,
+    extra_args: dict | None = None,
+    callback: Callable[[int, int, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """Euler integration of dx/dt = v from times[0] to times[-1] (Liu et al. 2023, rectified flow).
+
+    x: (B, C, F', H', W') start (noise at times[0]). Frames where ``known`` (B, F') is True are held
+    at ``known_latents`` with t = 0 throughout, so they stay bit-identical.
+    """
+    extra_args = extra_args or {}
+    b, _, frames = x.shape[:3]
+    if known is not None:
+        mask = known[:, None, :, None, None]
+        x = torch.where(mask, known_latents.to(x.dtype), x)
+    steps = len(times) - 1
+    for i in range(steps):
+        t = torch.full((b, frames), float(times[i]), device=x.device)
+        if known is not None:
+            t = torch.where(known, torch.zeros_like(t), t)
+        v = model(x, t, **extra_args)
+        x_next = x + (float(times[i + 1]) - float(times[i])) * v
+        x = x_next if known is None else torch.where(mask, x, x_next)
+        if callback is not None:
+            callback(i + 1, steps, x)
+    return x
+
+
+@torch.no_grad()
+def sample_heun(
+    model: Model,
+    x: torch.Tensor,
+    times: torch.Tensor,
+    known: torch.Tensor | None = None,
+    known_latents: torch.Tensor | None = None,
+    extra_args: dict | None = None,
+    callback: Callable[[int, int, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """Heun's second-order method (Karras et al. 2022, Algorithm 1 without churn); Euler on the last step."""
+    extra_args = extra_args or {}
+    b, _, frames = x.shape[:3]
+    mask = None
+    if known is not None:
+        mask = known[:, None, :, None, None]
+        x = torch.where(mask, known_latents.to(x.dtype), x)
+
+    def times_for(value: float) -> torch.Tensor:
+        t = torch.full((b, frames), value, device=x.device)
+        return t if known is None else torch.where(known, torch.zeros_like(t), t)
+
+    steps = len(times) - 1
+    for i in range(steps):
+        t0, t1 = float(times[i]), float(times[i + 1])
+        v0 = model(x, times_for(t0), **extra_args)
+        x_next = x + (t1 - t0) * v0
+        if t1 > 0:
+            v1 = model(x_next, times_for(t1), **extra_args)
+            x_next = x + (t1 - t0) * 0.5 * (v0 + v1)
+        x = x_next if mask is None else torch.where(mask, x, x_next)
+        if callback is not None:
+            callback(i + 1, steps, x)
+    return x
+
+
+SAMPLERS = {"euler": sample_euler, "heun": sample_heun}

@@ -1,0 +1,330 @@
+"""Diffusion transformer over spacetime latent patches, in the Wan2.1 block design.
+
+kinema's two extensions reduce exactly to the plain design when unused:
+- the timestep has one value per latent frame, shape (B, F'), so that known frames can enter clean
+  (t = 0) next to frames being denoised; a scalar or (B,) timestep broadcasts;
+- each latent frame may cross-attend to its own text sequence (its shot's caption): the text is
+  (B, S, L, D) with a frame -> sequence index of shape (B, F'); S = 1 is plain cross-attention.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from kinema.errors import KinemaError
+
+DIT_CONFIGS: dict[str, dict] = {
+    # CPU default: about 6M parameters.
+    "tiny": dict(num_layers=6, num_attention_heads=4, attention_head_dim=48, ffn_dim=768, text_dim=384),
+    "small": dict(num_layers=10, num_attention_heads=6, attention_head_dim=64, ffn_dim=1536, text_dim=384),
+    "base": dict(num_layers=20, num_attention_heads=12, attention_head_dim=64, ffn_dim=3072, text_dim=384),
+    # The dims of Wan2.1-T2V-1.3B (with a UMT5 text encoder).
+    "wan2.1-1.3b": dict(num_layers=30, num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, text_dim=4096),
+}
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding, cosines first (as Wan). t: any shape -> (*t.shape, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[..., None] * freqs  # (..., half)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class TimestepEmbedder(nn.Module):
+    """Timestep (flow time in [0, 1], scaled by 1000 as Wan's) -> vector of size dim."""
+
+    def __init__(self, dim: int, freq_dim: int) -> None:
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.linear_1 = nn.Linear(freq_dim, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        x = timestep_embedding(t * 1000.0, self.freq_dim).to(self.linear_1.weight.dtype)  # (B, F', freq_dim)
+        return self.linear_2(F.silu(self.linear_1(x)))  # (B, F', D)
+
+
+class TextProjection(nn.Module):
+    """Text encoder states -> model width."""
+
+    def __init__(self, text_dim: int, dim: int) -> None:
+        super().__init__()
+        self.linear_1 = nn.Linear(text_dim, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.gelu(self.linear_1(text), approximate="tanh"))
+
+
+class RotaryEmbedding3D(nn.Module):
+    """3D RoPE: the head dimension is split over (t, h, w) as in Wan: h and w get 2*(d//6) each.
+
+    Positions are computed at run time for any (F', H', W'), so there is no position table;
+    ``frame_positions`` lets long-video windows place their frames anywhere in time.
+    """
+
+    def __init__(self, head_dim: int, theta: float = 10000.0) -> None:
+        super().__init__()
+        self.h_dim = self.w_dim = 2 * (head_dim // 6)
+        self.t_dim = head_dim - self.h_dim - self.w_dim
+        self.theta = theta
+
+    def _angles(self, positions: torch.Tensor, dim: int) -> torch.Tensor:
+        freqs = 1.0 / self.theta ** (torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device) / dim)
+        return positions.double()[:, None] * freqs[None]  # (n, dim/2)
+
+    def forward(self, frames: int, height: int, width: int, device: torch.device,
+                frame_positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if frame_positions is None:
+            frame_positions = torch.arange(frames, device=device)
+        t = self._angles(frame_positions.to(device), self.t_dim)  # (F', t_dim/2)
+        h = self._angles(torch.arange(height, device=device), self.h_dim)  # (H', h_dim/2)
+        w = self._angles(torch.arange(width, device=device), self.w_dim)  # (W', w_dim/2)
+        angles = torch.cat([
+            t[:, None, None].expand(frames, height, width, -1),
+            h[None, :, None].expand(frames, height, width, -1),
+            w[None, None, :].expand(frames, height, width, -1),
+        ], dim=-1).reshape(frames * height * width, -1)  # (N, head_dim/2)
+        return angles.cos().float(), angles.sin().float()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs (x[2i], x[2i+1]). x: (B, heads, N, d); cos, sin: (N, d/2)."""
+    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (B, heads, N, d/2) each
+    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, heads, N, d/2, 2)
+    return out.flatten(-2).type_as(x)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with RMSNorm on q and k across heads (Wan's qk norm)."""
+
+    def __init__(self, dim: int, heads: int, eps: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim)
+        self.to_k = nn.Linear(dim, dim)
+        self.to_v = nn.Linear(dim, dim)
+        self.to_out = nn.Linear(dim, dim)
+        self.norm_q = nn.RMSNorm(dim, eps=eps)
+        self.norm_k = nn.RMSNorm(dim, eps=eps)
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.heads, -1)).transpose(-3, -2)  # (..., heads, n, d)
+
+    def self_attention(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        q = apply_rotary(self.split(self.norm_q(self.to_q(x))), *rope)  # (B, heads, N, d)
+        k = apply_rotary(self.split(self.norm_k(self.to_k(x))), *rope)  # (B, heads, N, d)
+        v = self.split(self.to_v(x))  # (B, heads, N, d)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, d)
+        return self.to_out(out.transpose(1, 2).flatten(2))  # (B, N, D)
+
+    def cross_attention(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None,
+                        frame_text_index: torch.Tensor | None, frames: int) -> torch.Tensor:
+        """x: (B, N, D) with N = F' * HW; text: (B, S, L, D); text_mask: (B, S, L); index: (B, F')."""
+        b, n, dim = x.shape
+        s = text.shape[1]
+        q = self.norm_q(self.to_q(x))  # (B, N, D)
+        k = self.norm_k(self.to_k(text))  # (B, S, L, D)
+        v = self.to_v(text)  # (B, S, L, D)
+        mask = None
+        if s == 1 and frame_text_index is None:
+            q = self.split(q)  # (B, heads, N, d)
+            k, v = self.split(k[:, 0]), self.split(v[:, 0])  # (B, heads, L, d)
+            if text_mask is not None:
+                mask = text_mask[:, 0, None, None, :]  # (B, 1, 1, L)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, heads, N, d)
+            return self.to_out(out.transpose(1, 2).flatten(2))
+        # Per-frame text: each frame's queries attend to the sequence its index picks.
+        if frame_text_index is None:
+            frame_text_index = torch.zeros(b, frames, dtype=torch.long, device=x.device)
+        rows = torch.arange(b, device=x.device)[:, None]
+        k = k[rows, frame_text_index]  # (B, F', L, D)
+        v = v[rows, frame_text_index]  # (B, F', L, D)
+        q = self.split(q.reshape(b * frames, n // frames, dim))  # (B*F', heads, HW, d)
+        k = self.split(k.flatten(0, 1))  # (B*F', heads, L, d)
+        v = self.split(v.flatten(0, 1))  # (B*F', heads, L, d)
+        if text_mask is not None:
+            mask = text_mask[rows, frame_text_index].flatten(0, 1)[:, None, None, :]  # (B*F', 1, 1, L)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B*F', heads, HW, d)
+        return self.to_out(out.transpose(1, 2).flatten(2).reshape(b, n, dim))  # (B, N, D)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, frames: int) -> torch.Tensor:
+    """x: (B, N, D); shift, scale: (B, F', D), applied to the tokens of each frame."""
+    b, n, d = x.shape
+    x = x.view(b, frames, n // frames, d)
+    return (x * (1 + scale[:, :, None]) + shift[:, :, None]).view(b, n, d)
+
+
+def gated(x: torch.Tensor, gate: torch.Tensor, frames: int) -> torch.Tensor:
+    b, n, d = x.shape
+    return (x.view(b, frames, n // frames, d) * gate[:, :, None]).view(b, n, d)
+
+
+class DiTBlock(nn.Module):
+    """Self-attention (3D RoPE) -> cross-attention to text -> MLP, with adaLN per latent frame."""
+
+    def __init__(self, dim: int, ffn_dim: int, heads: int, eps: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
+        self.attn1 = Attention(dim, heads, eps)
+        self.norm2 = nn.LayerNorm(dim, eps=eps, elementwise_affine=True)  # before cross-attention
+        self.attn2 = Attention(dim, heads, eps)
+        self.norm3 = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
+        self.ffn = FeedForward(dim, ffn_dim)
+        self.scale_shift_table = nn.Parameter(torch.zeros(1, 1, 6, dim))
+
+    def forward(self, x: torch.Tensor, modulation: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None,
+                frame_text_index: torch.Tensor | None, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        frames = modulation.shape[1]
+        shift1, scale1, gate1, shift2, scale2, gate2 = (self.scale_shift_table + modulation).unbind(2)  # (B, F', D)
+        h = self.attn1.self_attention(modulate(self.norm1(x), shift1, scale1, frames), rope)  # (B, N, D)
+        x = x + gated(h, gate1, frames)
+        x = x + self.attn2.cross_attention(self.norm2(x), text, text_mask, frame_text_index, frames)
+        h = self.ffn(modulate(self.norm3(x), shift2, scale2, frames))  # (B, N, D)
+        return x + gated(h, gate2, frames)
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, dim: int, out_dim: int, eps: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
+        self.proj_out = nn.Linear(dim, out_dim)
+        self.scale_shift_table = nn.Parameter(torch.zeros(1, 1, 2, dim))
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        shift, scale = (self.scale_shift_table + temb[:, :, None]).unbind(2)  # (B, F', D) each
+        return self.proj_out(modulate(self.norm(x), shift, scale, temb.shape[1]))
+
+
+class VideoDiT(ModelMixin, ConfigMixin):
+    """Predicts the flow-matching velocity of latent video (B, C, F', H', W')."""
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 16,
+        out_channels: int = 16,
+        patch_size: tuple[int, int, int] = (1, 2, 2),
+        num_attention_heads: int = 4,
+        attention_head_dim: int = 48,
+        ffn_dim: int = 768,
+        num_layers: int = 6,
+        text_dim: int = 384,
+        freq_dim: int = 256,
+        eps: float = 1e-6,
+        rope_theta: float = 10000.0,
+    ) -> None:
+        super().__init__()
+        if patch_size[0] != 1:
+            raise KinemaError(f"patch_size {tuple(patch_size)}: the time patch must be 1 (per-frame timesteps)")
+        dim = num_attention_heads * attention_head_dim
+        self.patch_embedding = nn.Conv3d(in_channels, dim, kernel_size=tuple(patch_size), stride=tuple(patch_size))
+        self.time_embedder = TimestepEmbedder(dim, freq_dim)
+        self.time_proj = nn.Linear(dim, 6 * dim)
+        self.text_embedder = TextProjection(text_dim, dim)
+        self.rope = RotaryEmbedding3D(attention_head_dim, rope_theta)
+        self.blocks = nn.ModuleList([DiTBlock(dim, ffn_dim, num_attention_heads, eps) for _ in range(num_layers)])
+        self.final = FinalLayer(dim, out_channels * math.prod(patch_size), eps)
+        self.gradient_checkpointing = False
+        self.initialize_weights()
+
+    @classmethod
+    def from_name(cls, name: str, **overrides) -> VideoDiT:
+        if name not in DIT_CONFIGS:
+            raise KinemaError(f"unknown DiT config '{name}' (choose from {', '.join(DIT_CONFIGS)})")
+        return cls(**{**DIT_CONFIGS[name], **overrides})
+
+    def initialize_weights(self) -> None:
+        def xavier(module: nn.Module) -> None:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+        self.apply(xavier)
+        w = self.patch_embedding.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.patch_embedding.bias)
+        nn.init.normal_(self.time_embedder.linear_1.weight, std=0.02)
+        nn.init.normal_(self.time_embedder.linear_2.weight, std=0.02)
+        # adaLN-Zero: every block starts as the identity, and the output starts at zero.
+        nn.init.zeros_(self.time_proj.weight)
+        nn.init.zeros_(self.time_proj.bias)
+        nn.init.zeros_(self.final.proj_out.weight)
+        nn.init.zeros_(self.final.proj_out.bias)
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        return self.patch_embedding(x).flatten(2).transpose(1, 2)  # (B, N, D), N = F' * H'/p * W'/p
+
+    def unpatchify(self, x: torch.Tensor, frames: int, height: int, width: int) -> torch.Tensor:
+        """(B, N, C * pt * ph * pw) -> (B, C, F', H', W')."""
+        pt, ph, pw = self.config.patch_size
+        b = x.shape[0]
+        x = x.reshape(b, frames // pt, height // ph, width // pw, pt, ph, pw, -1)
+        x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)  # (B, C, F', pt, H'', ph, W'', pw)
+        return x.reshape(b, -1, frames, height, width)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timestep: torch.Tensor | float,
+        text: torch.Tensor,
+        text_mask: torch.Tensor | None = None,
+        frame_text_index: torch.Tensor | None = None,
+        frame_positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Velocity for latents x (B, C, F', H', W').
+
+        timestep: scalar, (B,) or (B, F') flow times in [0, 1].
+        text: (B, L, D_text) or (B, S, L, D_text); text_mask: (B, L) or (B, S, L), True for real tokens.
+        frame_text_index: (B, F') index into S, or None (every frame uses sequence 0).
+        frame_positions: (F',) temporal RoPE positions, or None for 0..F'-1.
+        """
+        b, _, frames, height, width = x.shape
+        _, ph, pw = self.config.patch_size
+        if height % ph or width % pw:
+            raise KinemaError(f"latent size {height}x{width} must be divisible by the patch size {ph}x{pw}")
+        t = torch.as_tensor(timestep, dtype=torch.float32, device=x.device)
+        if t.ndim == 0:
+            t = t.expand(b)
+        if t.ndim == 1:
+            t = t[:, None].expand(b, frames)  # (B, F')
+        if t.shape != (b, frames):
+            raise KinemaError(f"timestep shape {tuple(t.shape)} must be (), ({b},) or ({b}, {frames})")
+        if text.ndim == 3:
+            text = text[:, None]  # (B, 1, L, D_text)
+            text_mask = None if text_mask is None else text_mask[:, None]
+        if text_mask is not None:
+            text_mask = text_mask.bool()
+        rope = self.rope(frames, height // ph, width // pw, x.device, frame_positions)
+        h = self.patchify(x)  # (B, N, D)
+        temb = self.time_embedder(t)  # (B, F', D)
+        modulation = self.time_proj(F.silu(temb)).unflatten(-1, (6, -1))  # (B, F', 6, D)
+        context = self.text_embedder(text)  # (B, S, L, D)
+        for block in self.blocks:
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                h = torch.utils.checkpoint.checkpoint(block, h, modulation, context, text_mask, frame_text_index,
+                                                      rope, use_reentrant=False)
+            else:
+                h = block(h, modulation, context, text_mask, frame_text_index, rope)  # (B, N, D)
+        h = self.final(h, temb)  # (B, N, C * pt * ph * pw)
+        return self.unpatchify(h, frames, height, width)  # (B, C, F', H', W')

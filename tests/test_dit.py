@@ -1,0 +1,121 @@
+"""The diffusion transformer: patches, RoPE, per-frame timesteps and per-frame text."""
+
+from __future__ import annotations
+
+import torch
+
+from kinema.models.dit import RotaryEmbedding3D, VideoDiT, apply_rotary
+
+
+def tiny(**kw) -> VideoDiT:
+    torch.manual_seed(0)
+    model = VideoDiT(num_layers=2, num_attention_heads=2, attention_head_dim=24, ffn_dim=64, text_dim=16,
+                     in_channels=4, out_channels=4, **kw)
+    # Give the zero-initialised layers random values so that every path carries signal.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0, 0.05)
+    return model.eval()
+
+
+def test_zero_initialised_output():
+    model = VideoDiT(num_layers=2, num_attention_heads=2, attention_head_dim=24, ffn_dim=64, text_dim=16,
+                     in_channels=4, out_channels=4)
+    out = model(torch.randn(1, 4, 3, 4, 4), 0.5, torch.randn(1, 5, 16))
+    assert out.shape == (1, 4, 3, 4, 4) and out.abs().max() == 0
+
+
+def test_patchify_unpatchify_round_trip():
+    model = tiny()
+    x = torch.randn(2, 4, 3, 6, 8)
+    b, c, f, h, w = x.shape
+    # Patches laid out as unpatchify expects: (B, N, pt*ph*pw*C) with the channel last.
+    patches = x.reshape(b, c, f, h // 2, 2, w // 2, 2).permute(0, 2, 3, 5, 4, 6, 1).reshape(b, f * h * w // 4, -1)
+    assert torch.equal(model.unpatchify(patches, f, h, w), x)
+    # The patch embedding sees exactly one 1x2x2 patch per token, in the same order.
+    weight = model.patch_embedding.weight  # (D, C, 1, 2, 2)
+    manual = patches @ weight.permute(0, 2, 3, 4, 1).reshape(weight.shape[0], -1).T + model.patch_embedding.bias
+    assert torch.allclose(model.patchify(x), manual, atol=1e-5)
+
+
+def test_rope_depends_only_on_relative_position():
+    rope = RotaryEmbedding3D(head_dim=24)
+    q, k = torch.randn(1, 1, 1, 24), torch.randn(1, 1, 1, 24)
+
+    def score(pos_q, pos_k):
+        cq, sq = rope(1, 1, 1, "cpu", torch.tensor([pos_q]))
+        ck, sk = rope(1, 1, 1, "cpu", torch.tensor([pos_k]))
+        return (apply_rotary(q, cq, sq) * apply_rotary(k, ck, sk)).sum()
+
+    assert torch.allclose(score(3, 1), score(10, 8), atol=1e-5)
+    assert torch.allclose(score(0, 5), score(7, 12), atol=1e-5)
+    assert not torch.allclose(score(3, 1), score(3, 2), atol=1e-3)
+    # Spatial axes too: shifting both rows by the same amount keeps attention scores.
+    cos, sin = rope(1, 6, 1, "cpu")
+    rq, rk = apply_rotary(q.expand(1, 1, 6, 24), cos, sin), apply_rotary(k.expand(1, 1, 6, 24), cos, sin)
+    assert torch.allclose((rq[..., 4, :] * rk[..., 1, :]).sum(), (rq[..., 5, :] * rk[..., 2, :]).sum(), atol=1e-5)
+
+
+def test_scalar_timestep_equals_the_same_timestep_per_frame():
+    model = tiny()
+    x, text = torch.randn(2, 4, 3, 4, 4), torch.randn(2, 5, 16)
+    a = model(x, 0.3, text)
+    b = model(x, torch.full((2,), 0.3), text)
+    c = model(x, torch.full((2, 3), 0.3), text)
+    assert torch.equal(a, b) and torch.equal(a, c)
+    d = model(x, torch.tensor([[0.3, 0.3, 0.9], [0.3, 0.3, 0.3]]), text)
+    assert not torch.allclose(d[0], a[0]) and torch.allclose(d[1], a[1])
+
+
+def test_per_frame_text_routes_cross_attention():
+    model = tiny()
+    x = torch.randn(1, 4, 4, 4, 4)
+    texts = torch.randn(1, 2, 5, 16)  # shot 1 and shot 2 captions
+    index = torch.tensor([[0, 0, 1, 1]])  # frames 2 and 3 belong to shot 2
+    outputs = []
+    model.blocks[0].register_forward_hook(lambda m, i, o: outputs.append(o))
+    model(x, 0.5, texts, frame_text_index=index)
+    changed = texts.clone()
+    changed[:, 1] = torch.randn(5, 16)
+    model(x, 0.5, changed, frame_text_index=index)
+    first, second = (o.view(1, 4, 4, -1) for o in outputs)  # (B, F', H'W', D)
+    assert torch.equal(first[:, :2], second[:, :2])  # shot 1's frames are untouched after the first block
+    assert not torch.allclose(first[:, 2:], second[:, 2:])
+
+
+def test_one_sequence_per_frame_reduces_to_plain_cross_attention():
+    model = tiny()
+    x, text = torch.randn(2, 4, 3, 4, 4), torch.randn(2, 6, 16)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1, 4:] = False
+    plain = model(x, 0.4, text, text_mask=mask)
+    routed = model(x, 0.4, text[:, None], text_mask=mask[:, None], frame_text_index=torch.zeros(2, 3, dtype=torch.long))
+    assert torch.allclose(plain, routed, atol=1e-5)
+    # Padding is ignored: changing masked tokens changes nothing.
+    text2 = text.clone()
+    text2[1, 4:] = 100.0
+    assert torch.allclose(model(x, 0.4, text2, text_mask=mask), plain, atol=1e-5)
+
+
+def test_any_latent_size_and_save_load(tmp_path):
+    model = tiny()
+    for shape in [(1, 4, 1, 2, 2), (1, 4, 5, 6, 4), (2, 4, 2, 8, 12)]:
+        assert model(torch.randn(shape), 0.5, torch.randn(shape[0], 3, 16)).shape == shape
+    model.save_pretrained(tmp_path / "dit")
+    loaded = VideoDiT.from_pretrained(tmp_path / "dit").eval()
+    x, text = torch.randn(1, 4, 2, 4, 4), torch.randn(1, 3, 16)
+    assert torch.equal(model(x, 0.7, text), loaded(x, 0.7, text))
+    assert list((tmp_path / "dit").glob("*.safetensors"))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = tiny().train()
+    x, text = torch.randn(1, 4, 2, 4, 4), torch.randn(1, 3, 16)
+    model(x, 0.5, text).square().sum().backward()
+    plain = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.gradient_checkpointing = True
+    model(x, 0.5, text).square().sum().backward()
+    for a, p in zip(plain, model.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-6)
