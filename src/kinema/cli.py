@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from kinema.errors import KinemaError
+from kinema.train.commands import train_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="kinema: text-to-video on a causal video VAE, a diffusion transformer and flow matching.")
@@ -18,6 +19,7 @@ world_app = typer.Typer(no_args_is_help=True, help="The simulated world: make da
 eval_app = typer.Typer(no_args_is_help=True, help="Score videos against their captions with the analyzer.")
 app.add_typer(world_app, name="world")
 app.add_typer(eval_app, name="eval")
+app.add_typer(train_app, name="train")
 
 
 def _range(text: str, name: str, lo: int, hi: int) -> tuple[int, int]:

@@ -1,0 +1,104 @@
+"""``kinema train ...``: the typer sub-app, mounted by the main CLI as ``app.add_typer(train_app, name="train")``.
+
+Imports stay light here (torch and the models load inside the commands), so ``kinema --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kinema.errors import KinemaError
+
+__all__ = ["run_train_cli", "train_app"]
+
+train_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
+                        help="Train the models (one process, or many under torchrun).")
+
+
+@train_app.callback()
+def _train_group() -> None:
+    """Train the models (one process, or many under torchrun)."""  # a callback keeps `vae` a sub-command
+
+
+ConfigPath = Annotated[Path, typer.Option("--config", help="YAML config, such as configs/vae/tiny.yaml.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue from the newest complete checkpoint in "
+                                                       "train.out_dir (a fresh start if there is none).")]
+Overrides = Annotated[list[str] | None, typer.Argument(help="Config overrides KEY=VALUE, such as train.steps=100 "
+                                                            "train.lr=2e-4.", show_default=False)]
+
+
+@train_app.command("vae")
+def vae(config: ConfigPath, resume: Resume = False, overrides: Overrides = None) -> None:
+    """Train the video VAE on simulated-world clips; writes checkpoints, metrics.jsonl and OUT/vae/."""
+    from kinema.train.distributed import cleanup
+    from kinema.train.vae import load_vae_config, train_vae
+
+    _setup_logging()
+    settings = load_vae_config(config, overrides or [])
+    try:
+        summary = train_vae(settings, resume=resume)
+    finally:
+        cleanup()
+    if _rank() == 0:
+        loss = "n/a" if summary.loss is None else f"{summary.loss:.4g}"
+        evaluation = "".join(f", {key} {value:.4g}" for key, value in summary.metrics.items())
+        typer.echo(f"trained {summary.step} steps (loss {loss}{evaluation}, {summary.skipped_steps} skipped); "
+                   f"wrote {Path(settings.train.out_dir) / 'vae'}")
+
+
+def run_train_cli(argv: list[str]) -> None:
+    """Run ``train_app`` on ``argv`` as a program: user errors print one line and exit 2, never a traceback."""
+    try:
+        train_app(argv, prog_name="kinema train", standalone_mode=False)
+    except KinemaError as error:
+        prefix = f"[rank {_rank()}] " if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else ""
+        typer.echo(f"{prefix}error: {error}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as error:
+        import click
+
+        if isinstance(error, click.exceptions.Abort):
+            sys.exit(1)
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        raise
+
+
+class _TqdmHandler(logging.Handler):
+    """Log lines that do not break a running progress bar; warnings and errors say so."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        prefix = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
+        try:
+            tqdm.write(prefix + self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+def _setup_logging() -> None:
+    train_logger = logging.getLogger("kinema.train")
+    if not any(isinstance(handler, _TqdmHandler) for handler in train_logger.handlers):
+        handler = _TqdmHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        train_logger.addHandler(handler)
+    train_logger.setLevel(logging.INFO)
+    train_logger.propagate = False
+
+
+def _rank() -> int:
+    try:
+        return int(os.environ.get("RANK", "0") or 0)
+    except ValueError:
+        return 0

@@ -1,0 +1,335 @@
+"""Train the video VAE on simulated-world clips: ``kinema train vae --config configs/vae/tiny.yaml``.
+
+Also runnable as a module, which is what torchrun needs::
+
+    python -m kinema.train.vae --config configs/vae/tiny.yaml train.steps=100
+    torchrun --nproc_per_node 2 -m kinema.train.vae --config configs/vae/tiny.yaml
+
+The loss is L1 and/or MSE reconstruction plus a small KL term on a sampled posterior. Evaluation
+reports PSNR and SSIM on a fixed set of held-out clips whose scene seeds lie in [2**31, 2**32),
+a range the world's training clips (seeds from ``clip_seed``, below 2**31) never use. At the end the
+EMA weights are written as a diffusers folder ``OUT/vae/`` with the per-channel latent mean and std,
+measured on training batches, stored in its config.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kinema.config import config_to_dict, load_config, parse_size
+from kinema.errors import KinemaError
+from kinema.train import distributed as dist_utils
+from kinema.train.loop import TrainConfig, Trainer, TrainSummary, derived_seed, seed_everything
+
+__all__ = ["VAEDataConfig", "VAELossConfig", "VAETask", "VAETrainConfig", "export_vae", "main", "ssim", "train_vae"]
+
+logger = logging.getLogger("kinema.train")
+
+HELD_OUT_SEED_OFFSET = 2**31  # world training clips use scene seeds below this; held-out clips above
+
+
+@dataclass
+class VAEDataConfig:
+    """Simulated-world clips, rendered on demand (``kinema.data.world.WorldVideoSource``)."""
+
+    source: Literal["world"] = "world"
+    seed: int = 0
+    sizes: list[str] = field(default_factory=lambda: ["64x64"])  # WIDTHxHEIGHT, cycled by batch index
+    frames: int = 17  # 1 + 4k
+    fps: float = 8.0
+    shots: tuple[int, int] = (1, 3)
+    occluder_probability: float = 0.5
+    paint_probability: float = 0.3
+    workers: int = 0  # render processes per rank
+    eval_seed: int = 0  # picks the held-out clips
+    eval_clips: int = 8  # held-out clips per size
+    eval_batch_size: int = 4
+    stats_batches: int = 4  # training batches the latent mean/std are measured on
+
+    def __post_init__(self) -> None:
+        if not self.sizes:
+            raise ValueError("sizes must list at least one WIDTHxHEIGHT")
+        for text in self.sizes:
+            try:
+                parse_size(text, multiple=8, max_side=1024)
+            except KinemaError as error:
+                raise ValueError(f"sizes: {error}") from None
+        if self.frames < 1 or (self.frames - 1) % 4:
+            raise ValueError(f"frames must be 1 + 4k (1, 5, 9, 13, 17, ...) (got {self.frames})")
+        if not 0 < self.fps <= 60:
+            raise ValueError(f"fps must be in (0, 60] (got {self.fps})")
+        if not 1 <= self.shots[0] <= self.shots[1]:
+            raise ValueError(f"shots must be [low, high] with 1 <= low <= high (got {list(self.shots)})")
+        for name in ("eval_clips", "eval_batch_size", "stats_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0 (got {self.workers})")
+
+    def size_list(self) -> list[tuple[int, int]]:
+        return [parse_size(text, multiple=8, max_side=1024) for text in self.sizes]
+
+
+@dataclass
+class VAELossConfig:
+    """Weights of the loss terms. KL is summed over latent elements per clip, hence its tiny weight."""
+
+    l1: float = 1.0
+    mse: float = 0.0
+    kl: float = 1e-6
+    perceptual: float = 0.0  # not implemented yet: must stay 0
+    gan: float = 0.0  # not implemented yet: must stay 0
+
+    def __post_init__(self) -> None:
+        for name in ("l1", "mse", "kl"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)})")
+        if self.l1 == 0 and self.mse == 0:
+            raise ValueError("l1 and mse: at least one reconstruction weight must be > 0")
+        for name in ("perceptual", "gan"):
+            if getattr(self, name) != 0:
+                raise ValueError(f"{name}: this loss is not available yet; set it to 0")
+
+
+@dataclass
+class VAETrainConfig:
+    """Everything ``kinema train vae`` reads from its YAML file."""
+
+    model: str | dict[str, Any] = "tiny"  # a name in VAE_CONFIGS, or VideoVAE keyword arguments
+    data: VAEDataConfig = field(default_factory=VAEDataConfig)
+    loss: VAELossConfig = field(default_factory=VAELossConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir=Path("runs/vae")))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, str):
+            from kinema.models.vae import VAE_CONFIGS
+
+            if self.model not in VAE_CONFIGS:
+                raise ValueError(f"model: unknown VAE config {self.model!r} (choose from "
+                                 f"{', '.join(VAE_CONFIGS)}, or give a mapping of VideoVAE options)")
+
+
+def build_vae(model: str | dict[str, Any]) -> nn.Module:
+    """A randomly initialised VideoVAE from a config name or a dict of its options (one-line errors)."""
+    from kinema.models.vae import VideoVAE
+
+    if isinstance(model, str):
+        return VideoVAE.from_name(model)
+    allowed = [name for name in inspect.signature(VideoVAE.__init__).parameters if name != "self"]
+    unknown = sorted(set(model) - set(allowed))
+    if unknown:
+        raise KinemaError(f"config key 'model': unknown VideoVAE option(s) {', '.join(unknown)} "
+                          f"(allowed: {', '.join(allowed)})")
+    try:
+        return VideoVAE(**model)
+    except KinemaError as error:
+        raise KinemaError(f"config key 'model': {error}") from None
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> torch.Tensor:
+    coords = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+    profile = torch.exp(-(coords**2) / (2 * sigma**2))
+    profile = profile / profile.sum()
+    window = profile[:, None] * profile[None, :]  # (size, size)
+    return window.expand(channels, 1, size, size).contiguous()  # (C, 1, size, size): one per channel
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, window: int = 11,
+         sigma: float = 1.5) -> torch.Tensor:
+    """Structural similarity (Wang et al. 2004) of images (N, C, H, W): one value per image, (N,).
+
+    A Gaussian window (11 x 11, sigma 1.5) over valid positions only, per channel, averaged over the map
+    and the channels; images smaller than the window use the largest odd window that fits.
+    """
+    if a.shape != b.shape or a.ndim != 4:
+        raise ValueError(f"ssim needs two (N, C, H, W) tensors of one shape, got {tuple(a.shape)}, {tuple(b.shape)}")
+    size = min(window, a.shape[-1], a.shape[-2])
+    size -= 1 - size % 2
+    a, b = a.double(), b.double()
+    kernel = _gaussian_window(size, sigma, a.shape[1], a.device, a.dtype)
+    channels = a.shape[1]
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, kernel, groups=channels)  # (N, C, H - size + 1, W - size + 1)
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    covariance = blur(a * b) - mu_a * mu_b
+    index = ((2 * mu_a * mu_b + c1) * (2 * covariance + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return index.flatten(1).mean(dim=1)  # (N,)
+
+
+def video_psnr_ssim(reconstruction: torch.Tensor, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per clip PSNR (dB, over all frames) and SSIM (mean over frames) of videos (B, 3, F, H, W) in [-1, 1]."""
+    a = (reconstruction.float().clamp(-1, 1) + 1) / 2  # (B, 3, F, H, W) in [0, 1]
+    b = (video.float() + 1) / 2
+    mse = (a - b).pow(2).flatten(1).mean(dim=1).clamp_min(1e-10)  # (B,)
+    psnr = 10 * torch.log10(1.0 / mse)
+    batch, channels, frames, height, width = a.shape
+    frames_a = a.permute(0, 2, 1, 3, 4).reshape(batch * frames, channels, height, width)  # (B * F, 3, H, W)
+    frames_b = b.permute(0, 2, 1, 3, 4).reshape(batch * frames, channels, height, width)
+    similarity = ssim(frames_a, frames_b).view(batch, frames).mean(dim=1)  # (B,)
+    return psnr, similarity.float()
+
+
+# ----------------------------------------------------------------------------- the task
+
+
+class VAETask:
+    """The VAE as a training task: world batches, reconstruction + KL loss, held-out PSNR / SSIM."""
+
+    def __init__(self, config: VAETrainConfig) -> None:
+        from kinema.data.world import WorldVideoSource
+
+        self.config = config
+        data = config.data
+        self.model = build_vae(config.model)
+        self.source = WorldVideoSource(
+            seed=data.seed, sizes=data.size_list(), frames=data.frames, fps=data.fps, shots=tuple(data.shots),
+            occluder_probability=data.occluder_probability, paint_probability=data.paint_probability,
+            workers=data.workers)
+        self._eval_videos: list[torch.Tensor] | None = None
+
+    def batch(self, index: int, rank: int, world_size: int) -> dict:
+        """Slice ``rank`` of ``world_size`` of global batch ``index``, with the seed of its posterior noise."""
+        batch = self.source.batch(index, self.config.train.batch_size, rank, world_size)
+        noise_seed = derived_seed(self.config.data.seed, index, rank, world_size)
+        return {"video": batch["video"], "noise_seed": noise_seed}  # video (b, 3, F, H, W) in [-1, 1]
+
+    def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        video = batch["video"]  # (b, 3, F, H, W)
+        generator = torch.Generator(device=video.device).manual_seed(batch["noise_seed"])
+        reconstruction, posterior = model(video, sample_posterior=True, generator=generator)
+        error = reconstruction.float() - video  # (b, 3, F, H, W)
+        l1, mse = error.abs().mean(), error.pow(2).mean()
+        kl = posterior.kl().float().mean()  # KL summed over latent elements, averaged over clips
+        weights = self.config.loss
+        loss = weights.l1 * l1 + weights.mse * mse + weights.kl * kl
+        return loss, {"l1": l1.detach(), "mse": mse.detach(), "kl": kl.detach()}
+
+    def held_out_videos(self) -> list[torch.Tensor]:
+        """The fixed evaluation clips, in batches of one size: scene seeds 2**31 + clip_seed(eval_seed, i)."""
+        if self._eval_videos is None:
+            from kinema.data.batching import frames_to_video_tensor
+            from kinema.data.world import render_clip
+            from kinema.world.dataset import clip_seed
+
+            data = self.config.data
+            videos, clip = [], 0
+            for width, height in data.size_list():
+                for start in range(0, data.eval_clips, data.eval_batch_size):
+                    count = min(data.eval_batch_size, data.eval_clips - start)
+                    frames = [render_clip(HELD_OUT_SEED_OFFSET + clip_seed(data.eval_seed, clip + i), width, height,
+                                          self.source.options)["frames"] for i in range(count)]
+                    videos.append(frames_to_video_tensor(frames))  # (b, 3, F, H, W)
+                    clip += count
+            self._eval_videos = videos
+        return self._eval_videos
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        device = next(model.parameters()).device
+        psnr_all, ssim_all = [], []
+        for video in self.held_out_videos():
+            video = video.to(device)
+            reconstruction, _ = model(video, sample_posterior=False)
+            psnr, similarity = video_psnr_ssim(reconstruction, video)
+            psnr_all.append(psnr.cpu())
+            ssim_all.append(similarity.cpu())
+        return {"psnr": float(torch.cat(psnr_all).mean()), "ssim": float(torch.cat(ssim_all).mean())}
+
+
+# ----------------------------------------------------------------------------- export
+
+
+@torch.no_grad()
+def export_vae(trainer: Trainer, task: VAETask, folder: Path) -> Path | None:
+    """Write the EMA weights as a diffusers folder with latent mean/std measured on training batches.
+
+    A collective under FSDP2 (every rank gathers); rank 0 measures and writes. Returns the folder on rank 0.
+    """
+    from kinema.models.vae import VideoVAE
+
+    model_state = dist_utils.model_state_dict(trainer.model)
+    ema_state = trainer.ema.state_dict()
+    if not trainer.runtime.is_main:
+        dist_utils.barrier()
+        return None
+    live = dist_utils.unwrap(trainer.model)
+    vae = VideoVAE.from_config(live.config).to(trainer.runtime.device)
+    vae.load_state_dict(model_state | ema_state, strict=True)
+    vae.eval()
+    data = task.config.data
+    channel_sum = torch.zeros(vae.config.z_dim, dtype=torch.float64)
+    channel_sum_sq = torch.zeros_like(channel_sum)
+    count = 0
+    for index in range(data.stats_batches):
+        video = task.source.batch(index, task.config.train.batch_size)["video"].to(trainer.runtime.device)
+        latents = vae.encode(video).mode().double().cpu()  # (B, C, F', h, w)
+        channel_sum += latents.sum(dim=(0, 2, 3, 4))
+        channel_sum_sq += latents.pow(2).sum(dim=(0, 2, 3, 4))
+        count += latents.numel() // latents.shape[1]
+    mean = channel_sum / count
+    std = (channel_sum_sq / count - mean.pow(2)).clamp_min(1e-12).sqrt()
+    vae.set_latent_stats(mean.tolist(), std.tolist())
+    vae.to("cpu").save_pretrained(folder)
+    logger.info(f"wrote the EMA weights to '{folder}' (latent mean {_short(mean)}, std {_short(std)})")
+    dist_utils.barrier()
+    return folder
+
+
+def _short(values: torch.Tensor) -> str:
+    shown = ", ".join(f"{v:.3g}" for v in values[:4].tolist())
+    return f"[{shown}{', ...' if len(values) > 4 else ''}]"
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def train_vae(config: VAETrainConfig, resume: bool = False) -> TrainSummary:
+    """Train (or, with ``resume``, continue) and export; runs alike in one process or under torchrun."""
+    runtime = dist_utils.init_distributed()
+    seed_everything(config.train.seed)  # the same initial weights on every rank
+    task = VAETask(config)
+    model_config = json.dumps(dict(task.model.config), sort_keys=True)
+    trainer = Trainer(task, config.train, runtime, run_config=config_to_dict(config),
+                      safetensors_metadata={"kinema_config": model_config})
+    if runtime.is_main:
+        parameters = sum(p.numel() for p in task.model.parameters())
+        logger.info(f"training a {parameters / 1e6:.2f}M-parameter VAE on {runtime.world_size} process(es), "
+                    f"{runtime.device}, {trainer.accumulation} micro-batch(es) per step; out '{config.train.out_dir}'")
+    try:
+        summary = trainer.fit(resume=resume)
+        export_vae(trainer, task, Path(config.train.out_dir) / "vae")
+    finally:
+        task.source.close()
+    return summary
+
+
+def load_vae_config(path: str | Path, overrides: list[str] | None = None) -> VAETrainConfig:
+    return load_config(VAETrainConfig, path, overrides or [])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m kinema.train.vae --config PATH [--resume] [KEY=VALUE ...]`` (what torchrun launches)."""
+    from kinema.train.commands import run_train_cli
+
+    run_train_cli(["vae", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    main()

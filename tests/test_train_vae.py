@@ -1,0 +1,146 @@
+"""The VAE training task: a minuscule run end to end (configs/vae/test.yaml), exact resume, the
+exported diffusers folder, SSIM/PSNR, and one-line errors for bad configs and commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from kinema.errors import ConfigError
+from kinema.train import checkpoint as checkpoint_module
+from kinema.train.checkpoint import latest_checkpoint, load_checkpoint
+from kinema.train.commands import run_train_cli
+from kinema.train.vae import HELD_OUT_SEED_OFFSET, VAETask, load_vae_config, ssim, train_vae, video_psnr_ssim
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_CONFIG = ROOT / "configs" / "vae" / "test.yaml"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def config(out_dir: Path, *overrides: str):
+    return load_vae_config(TEST_CONFIG, [f"train.out_dir={out_dir}", *overrides])
+
+
+def metric_lines(out_dir: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if k != "samples_per_s"} for line in lines]
+
+
+def test_vae_training_runs_resumes_exactly_and_exports_the_ema_weights(tmp_path, monkeypatch):
+    from kinema.models.vae import VideoVAE
+
+    straight = tmp_path / "straight"
+    summary = train_vae(config(straight))
+    assert summary.step == 6 and summary.skipped_steps == 0
+    lines = metric_lines(straight)
+    assert {"loss", "l1", "mse", "kl", "lr", "grad_norm"} <= lines[0].keys()
+    evals = [line for line in lines if "eval/psnr" in line]
+    assert [line["step"] for line in evals] == [3, 6] and 0 < evals[-1]["eval/ssim"] <= 1
+    assert summary.metrics["psnr"] == pytest.approx(evals[-1]["eval/psnr"])
+
+    # Killed inside the second save, then resumed: the same losses and bit-identical weights.
+    class Killed(Exception):
+        pass
+
+    real_publish = checkpoint_module._publish
+
+    def publish(temp, final):
+        if final.name == "step_00000006":
+            raise Killed
+        real_publish(temp, final)
+
+    broken = tmp_path / "broken"
+    monkeypatch.setattr(checkpoint_module, "_publish", publish)
+    with pytest.raises(Killed):
+        train_vae(config(broken))
+    monkeypatch.undo()
+    train_vae(config(broken), resume=True)
+    assert metric_lines(broken) == lines
+    done, expected = load_checkpoint(latest_checkpoint(broken)), load_checkpoint(latest_checkpoint(straight))
+    for name, tensor in expected.model.items():
+        assert torch.equal(done.model[name], tensor), name
+    for name, tensor in expected.ema.items():
+        assert torch.equal(done.ema[name], tensor), name
+
+    # The exported folder holds the EMA weights and the measured latent statistics.
+    vae = VideoVAE.from_pretrained(straight / "vae")
+    for name, tensor in expected.ema.items():
+        assert torch.equal(vae.state_dict()[name], tensor), name
+    assert vae.config.z_dim == 4 and len(vae.config.latents_std) == 4
+    assert vae.config.latents_mean != [0.0] * 4 and all(s > 0 for s in vae.config.latents_std)
+    assert (straight / "config.yaml").is_file()
+
+
+def test_held_out_clips_are_fixed_and_outside_the_training_seed_range(tmp_path):
+    task = VAETask(config(tmp_path))
+    videos = task.held_out_videos()
+    assert [tuple(v.shape) for v in videos] == [(2, 3, 5, 16, 16), (2, 3, 5, 16, 24)]
+    assert task.held_out_videos() is videos
+    assert HELD_OUT_SEED_OFFSET == 2**31  # world training clips use clip_seed(...) < 2**31
+    train = task.batch(0, 0, 1)["video"]
+    assert train.shape == (4, 3, 5, 16, 16) and not torch.equal(train[:2], videos[0])
+
+
+def test_ssim_and_psnr_behave():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 3, 24, 24, generator=generator)
+    assert torch.allclose(ssim(images, images), torch.ones(3, dtype=torch.float64))
+    noisy = (images + 0.1 * torch.randn(images.shape, generator=generator)).clamp(0, 1)
+    noisier = (images + 0.3 * torch.randn(images.shape, generator=generator)).clamp(0, 1)
+    assert (ssim(images, noisier) < ssim(images, noisy)).all() and (ssim(images, noisy) < 1).all()
+    # Two flat images: SSIM reduces to its luminance term.
+    a, b = torch.full((1, 1, 16, 16), 0.2), torch.full((1, 1, 16, 16), 0.6)
+    c1 = 0.01**2
+    assert float(ssim(a, b)) == pytest.approx((2 * 0.2 * 0.6 + c1) / (0.2**2 + 0.6**2 + c1), rel=1e-6)
+    video = torch.rand(2, 3, 5, 16, 16, generator=generator) * 2 - 1
+    psnr, similarity = video_psnr_ssim(video + 0.02, video)
+    assert psnr.shape == (2,) and torch.allclose(psnr, torch.full((2,), 20 * torch.log10(torch.tensor(100.0))),
+                                                  atol=0.05)
+    assert (similarity > 0.9).all()
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["model=huge"], "unknown VAE config 'huge'"),
+    (["data.frames=6"], "1 + 4k"),
+    (["data.sizes=[65x64]"], "multiples of 8"),
+    (["loss.perceptual=1.0"], "not available yet"),
+    (["loss.l1=0", "loss.mse=0"], "at least one reconstruction"),
+    (["train.batch_size=0"], "batch_size"),
+    (["train.lr=fast"], "expected float"),
+    (["data.sizez=[64x64]"], "did you mean 'sizes'"),
+])
+def test_bad_vae_configs_are_one_line_errors(tmp_path, overrides, words):
+    with pytest.raises(ConfigError) as error:
+        config(tmp_path, *overrides)
+    assert words in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_command_prints_one_line_errors_and_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_train_cli(["vae", "--config", str(TEST_CONFIG), f"train.out_dir={tmp_path}", "model={base_dim: -4}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "base_dim" in err
+    with pytest.raises(SystemExit) as exit_info:
+        run_train_cli(["vae", "--config", str(tmp_path / "missing.yaml")])
+    assert exit_info.value.code == 2 and "file not found" in capsys.readouterr().err
+
+
+def test_the_command_trains_and_resumes(tmp_path, capsys):
+    args = ["vae", "--config", str(TEST_CONFIG), f"train.out_dir={tmp_path}", "train.steps=2", "train.eval_every=0"]
+    run_train_cli(args)
+    assert "trained 2 steps" in capsys.readouterr().out
+    run_train_cli([*args[:-2], "train.steps=3", "--resume"])
+    out = capsys.readouterr()
+    assert "trained 3 steps" in out.out
+    assert [line["step"] for line in metric_lines(tmp_path) if "loss" in line] == [1, 2, 3]
