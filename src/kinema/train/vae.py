@@ -106,6 +106,7 @@ class VAETrainConfig:
     """Everything ``kinema train vae`` reads from its YAML file."""
 
     model: str | dict[str, Any] = "tiny"  # a name in VAE_CONFIGS, or VideoVAE keyword arguments
+    init: str | None = None  # a pretrained VAE folder to start from (warm start; the config must match)
     data: VAEDataConfig = field(default_factory=VAEDataConfig)
     loss: VAELossConfig = field(default_factory=VAELossConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir=Path("runs/vae")))
@@ -134,6 +135,19 @@ def build_vae(model: str | dict[str, Any]) -> nn.Module:
         return VideoVAE(**model)
     except KinemaError as error:
         raise KinemaError(f"config key 'model': {error}") from None
+
+
+def load_init_weights(model: nn.Module, folder: str) -> None:
+    """Copy the weights of a pretrained VideoVAE folder into ``model`` (same architecture required)."""
+    from kinema.models.vae import VideoVAE
+
+    pretrained = VideoVAE.from_pretrained(folder)
+    try:
+        model.load_state_dict(pretrained.state_dict(), strict=True)
+    except RuntimeError as error:
+        raise KinemaError(f"config key 'init': '{folder}' does not match the model config "
+                          f"({str(error).splitlines()[0]})") from None
+    model.set_latent_stats(pretrained.config.latents_mean, pretrained.config.latents_std)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -199,6 +213,8 @@ class VAETask:
         self.config = config
         data = config.data
         self.model = build_vae(config.model)
+        if config.init:
+            load_init_weights(self.model, config.init)
         self.source = WorldVideoSource(
             seed=data.seed, sizes=data.size_list(), frames=data.frames, fps=data.fps, shots=tuple(data.shots),
             occluder_probability=data.occluder_probability, paint_probability=data.paint_probability,

@@ -1,0 +1,372 @@
+"""KinemaPipeline: prompts, images and videos in, frames out, in every conditioning mode.
+
+One mechanism serves every mode: each latent frame has its own flow time, known latent frames
+(an image, a video to extend, the ends to connect) are held clean at t = 0 while the others are
+denoised. The denoising loop lives here and reads top to bottom.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+
+from kinema.diffusion.flow import FlowConfig, shift_for_tokens
+from kinema.diffusion.sampling import SAMPLERS, flow_schedule, guided
+from kinema.errors import KinemaError
+from kinema.models.dit import VideoDiT
+from kinema.models.text import TextEncoder, pad_token_batches
+from kinema.models.vae import VideoVAE
+
+MODES = ("t2v", "image", "i2v", "extend_forward", "extend_backward", "loop", "connect", "edit")
+MAX_SIDE = 1024
+MAX_PROMPT_CHARS = 2000
+MAX_FRAMES = 4097
+MAX_TOKENS_PER_PASS = 1 << 16  # patch tokens the transformer may see at once
+
+
+@dataclass
+class KinemaPipelineOutput(BaseOutput):
+    frames: np.ndarray  # (B, F, H, W, 3) uint8
+
+
+@dataclass
+class SamplingDefaults:
+    steps: int = 20
+    guidance_scale: float = 4.0
+    sampler: str = "euler"
+    shift: float | None = None  # None: grows with the token count (FlowConfig)
+    fps: float = 8.0
+
+
+def check_request(prompt: Any, num_frames: int, height: int, width: int, steps: int, guidance_scale: float,
+                  mode: str, strength: float) -> None:
+    """Limits checked before anything is allocated; one-line errors naming the field."""
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise KinemaError("prompt must be a non-empty string or a list of strings")
+    for p in prompts:
+        if not p.strip():
+            raise KinemaError("prompt is empty")
+        if len(p) > MAX_PROMPT_CHARS:
+            raise KinemaError(f"prompt has {len(p)} characters; the limit is {MAX_PROMPT_CHARS}")
+    if mode not in MODES:
+        raise KinemaError(f"mode '{mode}': choose from {', '.join(MODES)}")
+    for name, value in (("height", height), ("width", width)):
+        if not isinstance(value, int) or value <= 0 or value % 8 or value > MAX_SIDE:
+            raise KinemaError(f"{name} {value}: must be a positive multiple of 8, at most {MAX_SIDE}")
+    if not isinstance(num_frames, int) or num_frames < 1 or num_frames > MAX_FRAMES:
+        raise KinemaError(f"num_frames {num_frames}: must be between 1 and {MAX_FRAMES}")
+    if mode != "loop" and (num_frames - 1) % 4:
+        raise KinemaError(f"num_frames {num_frames}: must be 1 + 4k (1, 5, 9, 13, ...)")
+    if mode == "loop" and (num_frames % 4 or num_frames < 8):
+        raise KinemaError(f"num_frames {num_frames}: a loop needs a multiple of 4 frames, at least 8")
+    if not isinstance(steps, int) or not (1 <= steps <= 1000):
+        raise KinemaError(f"num_inference_steps {steps}: must be between 1 and 1000")
+    if not (0.0 <= guidance_scale <= 50.0):
+        raise KinemaError(f"guidance_scale {guidance_scale}: must be between 0 and 50")
+    if mode == "edit" and not (0.0 < strength <= 1.0):
+        raise KinemaError(f"strength {strength}: must be in (0, 1]")
+
+
+def frames_to_tensor(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """uint8 (F, H, W, 3) -> (1, 3, F, height, width) in [-1, 1], resized and centre-cropped if needed."""
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise KinemaError(f"expected frames shaped (F, H, W, 3), got {tuple(frames.shape)}")
+    if frames.shape[1:3] != (height, width):
+        from kinema.data.folder import resize_crop
+
+        frames = resize_crop(frames, height, width)
+    x = torch.from_numpy(np.ascontiguousarray(frames)).float().div(127.5).sub(1.0)  # (F, H, W, 3)
+    return x.permute(3, 0, 1, 2)[None]  # (1, 3, F, H, W)
+
+
+def trim_to_latent_length(frames: np.ndarray) -> np.ndarray:
+    """Keep the first 1 + 4k frames."""
+    keep = 1 + 4 * ((len(frames) - 1) // 4)
+    return frames[:keep]
+
+
+class KinemaPipeline(DiffusionPipeline):
+    """Text-to-video and every 'prompt with images and video' mode on one diffusion transformer."""
+
+    model_cpu_offload_seq = "transformer->vae"
+
+    def __init__(self, transformer: VideoDiT, vae: VideoVAE, text_encoder: TextEncoder | None = None,
+                 defaults: SamplingDefaults | None = None, flow: FlowConfig | None = None,
+                 text_encoder_name: str = "minilm") -> None:
+        super().__init__()
+        self.register_modules(transformer=transformer, vae=vae)
+        self._text_encoder = text_encoder
+        self.text_encoder_name = text_encoder_name
+        self.defaults = defaults or SamplingDefaults()
+        self.flow = flow or FlowConfig()
+        self.name = "kinema"
+        self.weights_sha256: str | None = None
+
+    # -- loading and saving ----------------------------------------------------------------------
+
+    @property
+    def text_encoder(self) -> TextEncoder:
+        if self._text_encoder is None:
+            if self.text_encoder_name == "minilm":
+                self._text_encoder = TextEncoder.default()
+            else:
+                self._text_encoder = TextEncoder(self.text_encoder_name)
+        return self._text_encoder
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, text_encoder: TextEncoder | None = None,
+                        **_: Any) -> KinemaPipeline:
+        """Load a pipeline folder: model_index.json, transformer/, vae/. Never downloads."""
+        folder = Path(path)
+        index_file = folder / "model_index.json"
+        if not folder.is_dir():
+            raise KinemaError(f"model folder '{folder}' does not exist")
+        if not index_file.is_file():
+            raise KinemaError(f"model folder '{folder}' has no model_index.json")
+        try:
+            index = json.loads(index_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise KinemaError(f"model folder '{folder}': model_index.json is not valid JSON ({e})") from None
+        if not isinstance(index, dict):
+            raise KinemaError(f"model folder '{folder}': model_index.json must be an object")
+        try:
+            transformer = VideoDiT.from_pretrained(folder / "transformer", local_files_only=True)
+        except KinemaError:
+            raise
+        except Exception as e:  # diffusers raises many types for a broken folder
+            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise KinemaError(f"cannot load transformer from '{folder / 'transformer'}': {message}") from None
+        vae = VideoVAE.from_pretrained(folder / "vae")
+        kinema = index.get("kinema", {})
+        try:
+            defaults = SamplingDefaults(**kinema.get("defaults", {}))
+            flow = FlowConfig(**kinema.get("flow", {}))
+        except (TypeError, ValueError) as e:
+            raise KinemaError(f"model folder '{folder}': bad 'kinema' section in model_index.json ({e})") from None
+        encoder_name = kinema.get("text_encoder", "minilm")
+        if encoder_name != "minilm" and not Path(encoder_name).is_absolute():
+            encoder_name = str(folder / encoder_name)
+        pipe = cls(transformer.eval(), vae.eval(), text_encoder, defaults, flow, encoder_name)
+        pipe.name = kinema.get("name", folder.name)
+        weights = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+        if weights.is_file():
+            from kinema.media import file_sha256
+
+            pipe.weights_sha256 = file_sha256(weights)
+        return pipe
+
+    def save_pretrained(self, path: str | os.PathLike, **_: Any) -> None:
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.transformer.save_pretrained(folder / "transformer")
+        self.vae.save_pretrained(folder / "vae")
+        index = {
+            "_class_name": "KinemaPipeline",
+            "_diffusers_version": __import__("diffusers").__version__,
+            "transformer": ["kinema.models.dit", "VideoDiT"],
+            "vae": ["kinema.models.vae", "VideoVAE"],
+            "kinema": {
+                "name": self.name,
+                "text_encoder": self.text_encoder_name,
+                "defaults": self.defaults.__dict__,
+                "flow": {k: v for k, v in self.flow.__dict__.items()},
+            },
+        }
+        (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+    # -- pieces ------------------------------------------------------------------------------------
+
+    def encode_text(self, prompts: list[str], negative: list[str]) -> tuple[dict, dict]:
+        tokens, mask = self.text_encoder.encode(prompts)
+        neg = [self.text_encoder.encode_cached(n) for n in negative]
+        neg_tokens, neg_mask = pad_token_batches(neg)
+        tokens, mask, neg_tokens, neg_mask = _pad_pair(tokens, mask, neg_tokens, neg_mask)
+        dtype = self.transformer.dtype
+        return ({"text": tokens.to(dtype), "text_mask": mask}, {"text": neg_tokens.to(dtype), "text_mask": neg_mask})
+
+    @torch.no_grad()
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """(1, 3, F, H, W) in [-1, 1] -> normalized latents (1, C, F', H', W') (posterior mean)."""
+        chunk = 32 if video.shape[2] > 64 else None
+        latents = self.vae.encode(video.to(self.vae.dtype), chunk_frames=chunk).mode()
+        return self.vae.normalize_latents(latents)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
+        chunk = 32 if latents.shape[2] > 16 else None
+        video = self.vae.decode(self.vae.denormalize_latents(latents.to(self.vae.dtype)), chunk_frames=chunk)
+        video = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (B, 3, F, H, W)
+        return video.permute(0, 2, 3, 4, 1).cpu().numpy()  # (B, F, H, W, 3)
+
+    def _denoise(self, latents: torch.Tensor, known: torch.Tensor | None, known_latents: torch.Tensor | None,
+                 cond: dict, uncond: dict, steps: int, guidance_scale: float, start: float, shift: float,
+                 sampler: str, callback) -> torch.Tensor:
+        """Run the sampler on latents (B, C, F', H', W') padded to even H', W' for the 1x2x2 patches."""
+        h, w = latents.shape[-2:]
+        pad = (0, w % 2, 0, h % 2, 0, 0)
+        if any(pad):
+            latents = torch.nn.functional.pad(latents, pad, mode="replicate")
+            if known_latents is not None:
+                known_latents = torch.nn.functional.pad(known_latents, pad, mode="replicate")
+
+        def model(x, t, text, text_mask):
+            return self.transformer(x.to(self.transformer.dtype), t, text, text_mask).float()
+
+        batch = latents.shape[0]
+        cond = {k: v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 else v for k, v in cond.items()}
+        uncond = {k: v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 else v for k, v in uncond.items()}
+        fn = guided(model, guidance_scale, cond, uncond)
+        times = flow_schedule(steps, shift=shift, start=start)
+        if sampler not in SAMPLERS:
+            raise KinemaError(f"sampler '{sampler}': choose from {', '.join(SAMPLERS)}")
+        out = SAMPLERS[sampler](fn, latents, times, known=known, known_latents=known_latents, callback=callback)
+        return out[..., :h, :w]
+
+    # -- the call ------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        num_frames: int = 17,
+        height: int = 64,
+        width: int = 64,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        generator: torch.Generator | None = None,
+        negative_prompt: str | list[str] | None = None,
+        image: np.ndarray | None = None,
+        video: np.ndarray | None = None,
+        video_end: np.ndarray | None = None,
+        mode: str | None = None,
+        strength: float = 0.7,
+        sampler: str | None = None,
+        shift: float | None = None,
+        callback=None,
+        output_type: str = "np",
+    ) -> KinemaPipelineOutput:
+        """Generate videos.
+
+        mode: t2v (default), image (1 frame), i2v (``image`` is frame 0), extend_forward /
+        extend_backward (``video`` is kept and ``num_frames`` is the total length), loop (a
+        seamless loop of ``num_frames`` = 4k frames), connect (``video`` ... ``video_end``),
+        edit (SDEdit of ``video`` at ``strength``). Frames are uint8 (B, F, H, W, 3).
+        """
+        mode = mode or ("image" if num_frames == 1 else "i2v" if image is not None else "t2v")
+        steps = self.defaults.steps if num_inference_steps is None else num_inference_steps
+        guidance = self.defaults.guidance_scale if guidance_scale is None else guidance_scale
+        check_request(prompt, num_frames, height, width, steps, guidance, mode, strength)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        negative = negative_prompt if negative_prompt is not None else ""
+        negatives = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
+        if len(negatives) != len(prompts):
+            raise KinemaError(f"negative_prompt: got {len(negatives)} for {len(prompts)} prompts")
+        needs = {"i2v": image, "extend_forward": video, "extend_backward": video, "connect": video,
+                 "edit": video}
+        if mode in needs and needs[mode] is None:
+            raise KinemaError(f"mode '{mode}' needs {'an image' if mode == 'i2v' else 'a video'}")
+        if mode == "connect" and video_end is None:
+            raise KinemaError("mode 'connect' needs two videos")
+
+        vae_time = self.vae.temporal_compression
+        spatial = self.vae.spatial_compression
+        latent_frames = 1 + (num_frames - 1) // vae_time if mode != "loop" else num_frames // vae_time + 2
+        lh, lw = height // spatial, width // spatial
+        tokens = latent_frames * ((lh + 1) // 2) * ((lw + 1) // 2)
+        if tokens > MAX_TOKENS_PER_PASS:
+            raise KinemaError(f"{num_frames} frames at {width}x{height} is {tokens} tokens; one pass allows "
+                              f"{MAX_TOKENS_PER_PASS} (use fewer frames or a smaller size)")
+        shift = shift or self.defaults.shift or shift_for_tokens(tokens, self.flow)
+        sampler = sampler or self.defaults.sampler
+        batch = len(prompts)
+        channels = self.vae.config.z_dim
+        shape = (batch, channels, latent_frames, lh, lw)
+        cond, uncond = self.encode_text(prompts, negatives)
+        noise = torch.randn((batch, channels, latent_frames, lh + lh % 2, lw + lw % 2), generator=generator)
+        noise = noise[..., :lh, :lw]
+        known = known_latents = None
+        start = 1.0
+        latents = noise
+
+        def known_at(positions: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            mask = torch.zeros(batch, latent_frames, dtype=torch.bool)
+            values = torch.zeros(shape)
+            for index, latent in positions.items():
+                mask[:, index] = True
+                values[:, :, index] = latent
+            return mask, values
+
+        if mode == "i2v":
+            first = self.encode_video(frames_to_tensor(image, height, width))[:, :, 0]
+            known, known_latents = known_at({0: first})
+        elif mode in ("extend_forward", "extend_backward", "connect"):
+            source = trim_to_latent_length(np.asarray(video))
+            encoded = self.encode_video(frames_to_tensor(source, height, width))  # (1, C, 1 + k, H', W')
+            count = encoded.shape[2]
+            positions: dict[int, torch.Tensor] = {}
+            if mode == "extend_forward":
+                positions = {i: encoded[:, :, i] for i in range(count)}
+            elif mode == "extend_backward":
+                tail = encoded[:, :, 1:] if count > 1 else encoded
+                positions = {latent_frames - tail.shape[2] + i: tail[:, :, i] for i in range(tail.shape[2])}
+            else:
+                end = self.encode_video(frames_to_tensor(trim_to_latent_length(np.asarray(video_end)), height, width))
+                tail = end[:, :, 1:] if end.shape[2] > 1 else end
+                positions = {i: encoded[:, :, i] for i in range(count)}
+                positions |= {latent_frames - tail.shape[2] + i: tail[:, :, i] for i in range(tail.shape[2])}
+            if len(positions) >= latent_frames:
+                raise KinemaError(f"num_frames {num_frames} leaves nothing to generate around the given video "
+                                  f"({len(positions)} of {latent_frames} latent frames are known)")
+            known, known_latents = known_at(positions)
+        elif mode == "loop":
+            # Two latent frames (frames 0..4) first; then the clip runs from frame 0 to frames 4k+1..4k+4,
+            # which must equal frames 1..4, so frame 4k leads back into frame 0.
+            head_noise = torch.randn((batch, channels, 2, lh + lh % 2, lw + lw % 2), generator=generator)
+            head = self._denoise(head_noise[..., :lh, :lw], None, None, cond, uncond, steps, guidance, 1.0, shift,
+                                 sampler, None)
+            known = torch.zeros(batch, latent_frames, dtype=torch.bool)
+            known[:, 0] = known[:, -1] = True
+            known_latents = torch.zeros(shape)
+            known_latents[:, :, 0] = head[:, :, 0]
+            known_latents[:, :, -1] = head[:, :, 1]
+        elif mode == "edit":
+            source = trim_to_latent_length(np.asarray(video))
+            if 1 + 4 * (latent_frames - 1) != len(source):
+                latent_frames = 1 + (len(source) - 1) // vae_time
+                noise = noise[:, :, :latent_frames]
+                if noise.shape[2] < latent_frames:
+                    raise KinemaError(f"num_frames {num_frames}: an edit keeps the video's length ({len(source)})")
+            x0 = self.encode_video(frames_to_tensor(source, height, width)).expand(batch, -1, -1, -1, -1)
+            start = float(strength)
+            latents = (1.0 - start) * x0 + start * noise
+
+        latents = self._denoise(latents, known, known_latents, cond, uncond, steps, guidance, start, shift, sampler,
+                                callback)
+        if output_type == "latent":
+            return KinemaPipelineOutput(frames=latents)
+        frames = self.decode_latents(latents)  # (B, F, H, W, 3)
+        if mode == "loop":
+            frames = frames[:, :num_frames]
+        return KinemaPipelineOutput(frames=frames)
+
+
+def _pad_pair(a: torch.Tensor, am: torch.Tensor, b: torch.Tensor, bm: torch.Tensor):
+    length = max(a.shape[1], b.shape[1])
+
+    def pad(t, m):
+        extra = length - t.shape[1]
+        return torch.nn.functional.pad(t, (0, 0, 0, extra)), torch.nn.functional.pad(m, (0, extra))
+
+    return (*pad(a, am), *pad(b, bm))
