@@ -67,6 +67,70 @@ OccluderP = Annotated[float, typer.Option(help="Probability that a wall or tree 
 PaintP = Annotated[float, typer.Option(help="Probability that an object is paint-covered.")]
 
 
+@app.command("generate")
+def generate(
+    prompt: Annotated[str | None, typer.Argument(help="What to generate.")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output .mp4 (or .png for an image).")] = Path(
+        "out.mp4"),
+    seconds: Annotated[float, typer.Option(help="Length in seconds (for --extend/--connect: seconds added).")] = 2.0,
+    frames: Annotated[int | None, typer.Option(help="Exact frame count (1 + 4k); overrides --seconds.")] = None,
+    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT, multiples of 8 (any aspect ratio).")] = "64x64",
+    fps: Annotated[float | None, typer.Option(help="Frames per second (default: the model's).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Sampling steps (default: the model's).")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed and settings give the same video.")] = 0,
+    negative_prompt: Annotated[str | None, typer.Option(help="What to steer away from.")] = None,
+    image: Annotated[Path | None, typer.Option(help="Image to video: this image is the first frame.")] = None,
+    extend: Annotated[Path | None, typer.Option(help="Extend this video by --seconds.")] = None,
+    direction: Annotated[str, typer.Option(help="forward or backward, for --extend.")] = "forward",
+    loop: Annotated[bool, typer.Option("--loop", help="Make a seamless loop.")] = False,
+    connect: Annotated[tuple[Path, Path] | None, typer.Option(help="Connect two videos, --seconds between.")] = None,
+    edit: Annotated[Path | None, typer.Option(help="Video to video: edit this video under the prompt.")] = None,
+    strength: Annotated[float, typer.Option(help="Edit strength in (0, 1]: how far from the input.")] = 0.7,
+    sampler: Annotated[str | None, typer.Option(help="euler or heun (default: the model's).")] = None,
+    model: Annotated[Path | None, typer.Option(help="Model folder (default: the embedded model).")] = None,
+    prompts: Annotated[Path | None, typer.Option(help="Batch: one prompt per line, or JSONL with settings.")] = None,
+    out_dir: Annotated[Path | None, typer.Option(help="Batch output folder (with --prompts).")] = None,
+) -> None:
+    """Generate a video (or an image) from a prompt, in any mode; writes provenance metadata and a sidecar JSON."""
+    from tqdm import tqdm
+
+    from kinema.generate import Request, load_pipeline, read_prompts_file, run, validate
+
+    common = dict(seconds=seconds, frames=frames, size=size, fps=fps, steps=steps, guidance=guidance, seed=seed,
+                  negative_prompt=negative_prompt, image=str(image) if image else None,
+                  extend=str(extend) if extend else None, direction=direction, loop=loop,
+                  connect=[str(c) for c in connect] if connect else [], edit=str(edit) if edit else None,
+                  strength=strength, sampler=sampler)
+    if prompts is not None:
+        if prompt is not None:
+            raise KinemaError("give either a PROMPT or --prompts FILE, not both")
+        if out_dir is None:
+            raise KinemaError("--prompts needs --out-dir")
+        items = read_prompts_file(prompts)
+        requests = []
+        for n, item in enumerate(items):
+            name = item.pop("name", None) or f"{n:04d}"
+            merged = {**common, **item}
+            suffix = ".png" if merged.get("frames") == 1 else ".mp4"
+            requests.append(Request(output=str(out_dir / f"{name}{suffix}"), **merged))
+    else:
+        if prompt is None:
+            raise KinemaError("missing PROMPT (or --prompts FILE)")
+        requests = [Request(prompt=prompt, output=str(output), **common)]
+    for request in requests:
+        validate(request)  # every request is checked before the model is loaded
+    pipe = load_pipeline(model)
+    for request in requests:
+        with tqdm(desc=Path(request.output).name, unit="step", disable=None, leave=False) as bar:
+            def progress(step: int, total: int, _latents, bar=bar) -> None:
+                bar.total = total
+                bar.update(step - bar.n)
+
+            written = run(pipe, request, progress)
+        typer.echo(f"wrote {written}")
+
+
 @world_app.command("make")
 def world_make(
     out: Annotated[Path, typer.Option(help="Output folder.")],

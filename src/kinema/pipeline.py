@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
+from diffusers.utils import logging as diffusers_logging
 
 from kinema.diffusion.flow import FlowConfig, shift_for_tokens
 from kinema.diffusion.sampling import SAMPLERS, flow_schedule, guided
@@ -24,6 +25,8 @@ from kinema.errors import KinemaError
 from kinema.models.dit import VideoDiT
 from kinema.models.text import TextEncoder, pad_token_batches
 from kinema.models.vae import VideoVAE
+
+diffusers_logging.set_verbosity_error()  # no hints about optional packages in the CLI's output
 
 MODES = ("t2v", "image", "i2v", "extend_forward", "extend_backward", "loop", "connect", "edit")
 MAX_SIDE = 1024

@@ -1,0 +1,177 @@
+"""What ``kinema generate`` does: validate a request, run the pipeline, write the video and its provenance."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kinema.errors import KinemaError
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "weights" / "kinema-tiny"
+MAX_SECONDS = 600.0
+
+
+@dataclass
+class Request:
+    """One generation: the CLI flags, or one line of a --prompts file."""
+
+    prompt: str
+    output: str = "out.mp4"
+    seconds: float = 2.0
+    frames: int | None = None
+    size: str = "64x64"
+    fps: float | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int = 0
+    negative_prompt: str | None = None
+    image: str | None = None
+    extend: str | None = None
+    direction: str = "forward"
+    loop: bool = False
+    connect: list[str] = field(default_factory=list)
+    edit: str | None = None
+    strength: float = 0.7
+    sampler: str | None = None
+
+    def mode(self) -> str:
+        chosen = [name for name, on in (("image", self.image), ("extend", self.extend), ("loop", self.loop),
+                                        ("connect", self.connect), ("edit", self.edit)) if on]
+        if len(chosen) > 1:
+            raise KinemaError(f"choose one of --image, --extend, --loop, --connect, --edit (got {', '.join(chosen)})")
+        if self.output.lower().endswith((".png", ".jpg", ".jpeg")) or self.frames == 1:
+            if chosen:
+                raise KinemaError(f"an image output cannot be combined with --{chosen[0]}")
+            return "image"
+        if not chosen:
+            return "t2v"
+        return {"image": "i2v", "loop": "loop", "connect": "connect", "edit": "edit",
+                "extend": f"extend_{self.direction}"}[chosen[0]]
+
+
+def validate(request: Request, fps_default: float = 8.0) -> tuple[str, int, int, int, float]:
+    """(mode, frames, width, height, fps) for a request; one-line errors before anything is loaded."""
+    from kinema.config import parse_size
+    from kinema.world.scene import frames_for_seconds
+
+    if not isinstance(request.prompt, str) or not request.prompt.strip():
+        raise KinemaError("prompt is empty")
+    if request.direction not in ("forward", "backward"):
+        raise KinemaError(f"direction '{request.direction}': choose forward or backward")
+    if request.connect and len(request.connect) != 2:
+        raise KinemaError("--connect takes two videos")
+    width, height = parse_size(request.size, max_side=1024)
+    fps = request.fps or fps_default
+    if not (0 < fps <= 60):
+        raise KinemaError(f"fps must be > 0 and <= 60 (got {fps:g})")
+    if not (0 < request.seconds <= MAX_SECONDS):
+        raise KinemaError(f"seconds must be > 0 and <= {MAX_SECONDS:g} (got {request.seconds:g})")
+    if request.steps is not None and not (1 <= request.steps <= 1000):
+        raise KinemaError(f"steps must be between 1 and 1000 (got {request.steps})")
+    if request.guidance is not None and not (0 <= request.guidance <= 50):
+        raise KinemaError(f"guidance must be between 0 and 50 (got {request.guidance:g})")
+    if not (0 < request.strength <= 1):
+        raise KinemaError(f"strength must be in (0, 1] (got {request.strength:g})")
+    if not (0 <= request.seed < 2**63):
+        raise KinemaError(f"seed must be between 0 and 2^63 - 1 (got {request.seed})")
+    mode = request.mode()
+    if request.frames is not None:
+        frames = request.frames
+        if frames < 1 or (mode != "loop" and (frames - 1) % 4) or frames > 4097:
+            raise KinemaError(f"frames {frames}: must be 1 + 4k (1, 5, 9, ...), at most 4097")
+    elif mode == "image":
+        frames = 1
+    elif mode == "loop":
+        frames = max(8, 4 * round(request.seconds * fps / 4))
+    else:
+        frames = frames_for_seconds(request.seconds, fps)
+    for path in [request.image, request.extend, request.edit, *request.connect]:
+        if path is not None and not Path(path).is_file():
+            raise KinemaError(f"input file '{path}' does not exist")
+    return mode, frames, width, height, fps
+
+
+def load_pipeline(model: str | Path | None):
+    from kinema.pipeline import KinemaPipeline
+
+    folder = Path(model) if model else DEFAULT_MODEL
+    if not folder.exists() and model is None:
+        raise KinemaError(f"the embedded model is missing from '{folder}'; pass --model DIR")
+    return KinemaPipeline.from_pretrained(folder)
+
+
+def run(pipe, request: Request, progress=None) -> Path:
+    """Generate one request with a loaded pipeline and write the output (+ sidecar JSON)."""
+    import torch
+
+    from kinema.media import read_image, read_video, write_image, write_video
+
+    mode, frames, width, height, fps = validate(request, pipe.defaults.fps)
+    kwargs: dict = {}
+    if mode == "i2v":
+        kwargs["image"] = read_image(request.image)
+    elif mode.startswith("extend"):
+        video, _ = read_video(request.extend, max_frames=4097)
+        video = video[: 1 + 4 * ((len(video) - 1) // 4)]
+        frames = len(video) + 4 * max(1, round(request.seconds * fps / 4))
+        kwargs["video"] = video
+    elif mode == "connect":
+        first, _ = read_video(request.connect[0], max_frames=4097)
+        last, _ = read_video(request.connect[1], max_frames=4097)
+        first, last = first[: 1 + 4 * ((len(first) - 1) // 4)], last[: 1 + 4 * ((len(last) - 1) // 4)]
+        middle = 4 * max(1, round(request.seconds * fps / 4))
+        frames = len(first) + middle + 4 * ((len(last) - 1) // 4)
+        kwargs.update(video=first, video_end=last)
+    elif mode == "edit":
+        video, _ = read_video(request.edit, max_frames=4097)
+        video = video[: 1 + 4 * ((len(video) - 1) // 4)]
+        frames = len(video)
+        kwargs.update(video=video, strength=request.strength)
+    generator = torch.Generator().manual_seed(request.seed)
+    result = pipe(request.prompt, num_frames=frames, height=height, width=width,
+                  num_inference_steps=request.steps, guidance_scale=request.guidance, generator=generator,
+                  negative_prompt=request.negative_prompt, mode=mode, sampler=request.sampler,
+                  callback=progress, **kwargs)
+    metadata = {
+        "prompt": request.prompt, "negative_prompt": request.negative_prompt, "mode": mode, "seed": request.seed,
+        "steps": request.steps or pipe.defaults.steps,
+        "guidance": pipe.defaults.guidance_scale if request.guidance is None else request.guidance,
+        "sampler": request.sampler or pipe.defaults.sampler, "size": f"{width}x{height}", "fps": fps,
+        "frames": int(result.frames.shape[1]), "model": pipe.name, "model_sha256": pipe.weights_sha256,
+        "inputs": {k: v for k, v in asdict(request).items() if k in ("image", "extend", "connect", "edit") and v},
+    }
+    frames_out: np.ndarray = result.frames[0]
+    output = Path(request.output)
+    if mode == "image":
+        return write_image(output, frames_out[0], metadata=metadata)
+    return write_video(output, frames_out, fps, metadata=metadata)
+
+
+def read_prompts_file(path: str | Path) -> list[dict]:
+    """One prompt per line, or JSON lines with a 'prompt' and per-prompt settings."""
+    path = Path(path)
+    if not path.is_file():
+        raise KinemaError(f"prompts file '{path}' does not exist")
+    items = []
+    allowed = set(Request.__dataclass_fields__) - {"output"}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("{"):
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise KinemaError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            unknown = set(item) - allowed - {"name"}
+            if unknown or "prompt" not in item:
+                raise KinemaError(f"{path}:{n}: needs 'prompt'; unknown keys: {', '.join(sorted(unknown)) or 'none'}")
+            items.append(item)
+        else:
+            items.append({"prompt": line})
+    if not items:
+        raise KinemaError(f"prompts file '{path}' has no prompts")
+    return items
