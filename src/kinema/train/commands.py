@@ -52,6 +52,25 @@ def vae(config: ConfigPath, resume: Resume = False, overrides: Overrides = None)
                    f"wrote {Path(settings.train.out_dir) / 'vae'}")
 
 
+@train_app.command("export-vae")
+def export_vae_command(
+    config: ConfigPath,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder to write (diffusers layout).")],
+    checkpoint: Annotated[Path | None, typer.Option(help="A checkpoint directory (default: the newest).")] = None,
+    fp32: Annotated[bool, typer.Option("--fp32", help="Keep float32 weights (default: float16).")] = False,
+    overrides: Overrides = None,
+) -> None:
+    """Export the EMA weights of a VAE training run (even one still going) with measured latent statistics."""
+    import torch
+
+    from kinema.train.vae import export_checkpoint, load_vae_config
+
+    _setup_logging()
+    settings = load_vae_config(config, overrides or [])
+    folder, step = export_checkpoint(settings, output, checkpoint, torch.float32 if fp32 else torch.float16)
+    typer.echo(f"wrote {folder} (EMA weights of step {step})")
+
+
 def run_train_cli(argv: list[str]) -> None:
     """Run ``train_app`` on ``argv`` as a program: user errors print one line and exit 2, never a traceback."""
     try:

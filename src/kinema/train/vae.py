@@ -31,7 +31,8 @@ from kinema.errors import KinemaError
 from kinema.train import distributed as dist_utils
 from kinema.train.loop import TrainConfig, Trainer, TrainSummary, derived_seed, seed_everything
 
-__all__ = ["VAEDataConfig", "VAELossConfig", "VAETask", "VAETrainConfig", "export_vae", "main", "ssim", "train_vae"]
+__all__ = ["VAEDataConfig", "VAELossConfig", "VAETask", "VAETrainConfig", "export_checkpoint", "export_vae", "main",
+           "ssim", "train_vae"]
 
 logger = logging.getLogger("kinema.train")
 
@@ -306,6 +307,38 @@ def export_vae(trainer: Trainer, task: VAETask, folder: Path) -> Path | None:
     logger.info(f"wrote the EMA weights to '{folder}' (latent mean {_short(mean)}, std {_short(std)})")
     dist_utils.barrier()
     return folder
+
+
+@torch.no_grad()
+def export_checkpoint(config: VAETrainConfig, out: str | Path, checkpoint: str | Path | None = None,
+                      dtype: torch.dtype = torch.float16) -> tuple[Path, int]:
+    """Export the EMA weights of a checkpoint (default: the newest complete one of train.out_dir) as a
+    diffusers folder with measured latent statistics, stored in ``dtype`` (fp16 for the embedded model)."""
+    from kinema.models.vae import VideoVAE
+    from kinema.train.checkpoint import load_checkpoint, load_latest_checkpoint
+
+    found = load_checkpoint(checkpoint) if checkpoint else load_latest_checkpoint(config.train.out_dir, logger.warning)
+    if found is None:
+        raise KinemaError(f"no complete checkpoint in '{config.train.out_dir}'")
+    task = VAETask(config)
+    vae = VideoVAE.from_config(task.model.config)
+    vae.load_state_dict(found.model | found.ema, strict=True)
+    vae.eval()
+    data = config.data
+    channel_sum = torch.zeros(vae.config.z_dim, dtype=torch.float64)
+    channel_sum_sq = torch.zeros_like(channel_sum)
+    count = 0
+    for index in range(data.stats_batches):
+        latents = vae.encode(task.source.batch(index, config.train.batch_size)["video"]).mode().double()
+        channel_sum += latents.sum(dim=(0, 2, 3, 4))
+        channel_sum_sq += latents.pow(2).sum(dim=(0, 2, 3, 4))
+        count += latents.numel() // latents.shape[1]
+    mean = channel_sum / count
+    std = (channel_sum_sq / count - mean.pow(2)).clamp_min(1e-12).sqrt()
+    vae.set_latent_stats(mean.tolist(), std.tolist())
+    vae.to(dtype).save_pretrained(out)
+    task.source.close()
+    return Path(out), found.step
 
 
 def _short(values: torch.Tensor) -> str:
