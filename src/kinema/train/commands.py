@@ -52,6 +52,23 @@ def vae(config: ConfigPath, resume: Resume = False, overrides: Overrides = None)
                    f"wrote {Path(settings.train.out_dir) / 'vae'}")
 
 
+@train_app.command("dit")
+def dit(config: ConfigPath, resume: Resume = False, overrides: Overrides = None) -> None:
+    """Train the diffusion transformer with flow matching on VAE latents of simulated-world clips."""
+    from kinema.train.distributed import cleanup
+    from kinema.train.dit import load_dit_config, train_dit
+
+    _setup_logging()
+    settings = load_dit_config(config, overrides or [])
+    try:
+        summary = train_dit(settings, resume=resume)
+    finally:
+        cleanup()
+    if _rank() == 0:
+        loss = "n/a" if summary.loss is None else f"{summary.loss:.4g}"
+        typer.echo(f"trained {summary.step} steps (loss {loss}, {summary.skipped_steps} skipped)")
+
+
 @train_app.command("export-vae")
 def export_vae_command(
     config: ConfigPath,

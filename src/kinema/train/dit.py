@@ -1,0 +1,189 @@
+"""Train the diffusion transformer: ``kinema train dit --config configs/dit/tiny.yaml``.
+
+Each step takes simulated-world clips (rendered on demand, or read from a latent cache), encodes
+them with the frozen VAE and the frozen text encoder, draws per-frame flow times and a conditioning
+mask (``kinema.diffusion.flow``) and regresses the velocity of the unknown frames. Multi-shot clips
+give every latent frame its shot's caption (scene caption + shot caption); captions are dropped
+at a small rate so that classifier-free guidance has an unconditional model.
+
+Runs alike in one process or under torchrun (``python -m kinema.train.dit``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kinema.config import config_to_dict, load_config, parse_size
+from kinema.diffusion.flow import FlowConfig, add_noise, flow_loss, sample_condition, shift_for_tokens
+from kinema.errors import KinemaError
+from kinema.train import distributed as dist_utils
+from kinema.train.loop import TrainConfig, Trainer, TrainSummary, derived_seed, seed_everything
+
+logger = logging.getLogger("kinema.train")
+
+
+@dataclass
+class DiTDataConfig:
+    seed: int = 0
+    sizes: list[str] = field(default_factory=lambda: ["64x64", "96x64", "64x96"])
+    frames: int = 17
+    fps: float = 8.0
+    shots: tuple[int, int] = (1, 1)
+    occluder_probability: float = 0.5
+    paint_probability: float = 0.3
+    latent_cache: str | None = None  # a folder written by kinema.data.latents.cache_latents
+
+    def __post_init__(self) -> None:
+        for text in self.sizes:
+            try:
+                parse_size(text, multiple=8, max_side=1024)
+            except KinemaError as error:
+                raise ValueError(f"sizes: {error}") from None
+        if self.frames < 1 or (self.frames - 1) % 4:
+            raise ValueError(f"frames must be 1 + 4k (got {self.frames})")
+
+
+@dataclass
+class DiTTrainConfig:
+    model: str | dict[str, Any] = "tiny"  # a name in DIT_CONFIGS, or VideoDiT keyword arguments
+    init: str | None = None  # a pretrained transformer folder to start from
+    vae: str = "weights/kinema-tiny/vae"
+    text_encoder: str = "minilm"
+    caption_dropout: float = 0.1
+    shot_captions: float = 0.5  # share of multi-shot clips trained with per-shot captions
+    data: DiTDataConfig = field(default_factory=DiTDataConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir=Path("runs/dit")))
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.caption_dropout < 1.0:
+            raise ValueError(f"caption_dropout must be in [0, 1) (got {self.caption_dropout})")
+
+
+def build_dit(model: str | dict[str, Any]) -> nn.Module:
+    from kinema.models.dit import DIT_CONFIGS, VideoDiT
+
+    if isinstance(model, str):
+        if model not in DIT_CONFIGS:
+            raise KinemaError(f"config key 'model': unknown DiT config '{model}' ({', '.join(DIT_CONFIGS)})")
+        return VideoDiT.from_name(model)
+    allowed = [n for n in inspect.signature(VideoDiT.__init__).parameters if n != "self"]
+    unknown = sorted(set(model) - set(allowed))
+    if unknown:
+        raise KinemaError(f"config key 'model': unknown VideoDiT option(s) {', '.join(unknown)}")
+    return VideoDiT(**model)
+
+
+def shot_latent_index(shot_starts: list[int], latent_frames: int, temporal: int = 4) -> list[int]:
+    """Which shot each latent frame belongs to: frame 0 is latent 0; frames 1 + 4(j-1) .. 4j are latent j."""
+    index = []
+    for j in range(latent_frames):
+        first_frame = 0 if j == 0 else 1 + temporal * (j - 1)
+        index.append(max(k for k, start in enumerate(shot_starts) if start <= first_frame))
+    return index
+
+
+class DiTTask:
+    """Flow matching on VAE latents of world clips, with per-frame times and conditioning masks."""
+
+    def __init__(self, config: DiTTrainConfig) -> None:
+        from kinema.data.world import WorldVideoSource
+        from kinema.models.text import TextEncoder
+        from kinema.models.vae import VideoVAE
+
+        self.config = config
+        self.model = build_dit(config.model)
+        if config.init:
+            from kinema.models.dit import VideoDiT
+
+            self.model.load_state_dict(VideoDiT.from_pretrained(config.init).state_dict())
+        self.vae = VideoVAE.from_pretrained(config.vae).float().eval().requires_grad_(False)
+        self.text = TextEncoder.default() if config.text_encoder == "minilm" else TextEncoder(config.text_encoder)
+        data = config.data
+        self.latents = None
+        if data.latent_cache:
+            from kinema.data.latents import LatentSource
+
+            self.latents = LatentSource(data.latent_cache, seed=data.seed)
+        self.source = WorldVideoSource(seed=data.seed, sizes=[parse_size(s) for s in data.sizes], frames=data.frames,
+                                       fps=data.fps, shots=tuple(data.shots),
+                                       occluder_probability=data.occluder_probability,
+                                       paint_probability=data.paint_probability)
+
+    @torch.no_grad()
+    def batch(self, index: int, rank: int, world_size: int) -> dict:
+        size = self.config.train.batch_size
+        if self.latents is not None:
+            raw = self.latents.batch(index, size, rank, world_size)
+            latents = raw["latents"].float()
+        else:
+            raw = self.source.batch(index, size, rank, world_size)
+            latents = self.vae.normalize_latents(self.vae.encode(raw["video"]).mode())  # (b, C, F', h, w)
+        generator = torch.Generator().manual_seed(derived_seed(self.config.data.seed, index, rank, world_size))
+        b, _, latent_frames = latents.shape[:3]
+        texts: list[list[str]] = []
+        frame_index = torch.zeros(b, latent_frames, dtype=torch.long)
+        drop = torch.rand(b, generator=generator) < self.config.caption_dropout
+        per_shot = torch.rand(b, generator=generator) < self.config.shot_captions
+        for i in range(b):
+            shots = raw["shot_captions"][i]
+            if drop[i]:
+                texts.append([""])
+            elif len(shots) > 1 and per_shot[i]:
+                scene = raw["scene_captions"][i]
+                texts.append([f"{scene} {shot}" for shot in shots])
+                frame_index[i] = torch.tensor(shot_latent_index(raw["shot_starts"][i], latent_frames))
+            else:
+                texts.append([raw["captions"][i]])
+        sequences = max(len(t) for t in texts)
+        flat = [t[min(s, len(t) - 1)] for t in texts for s in range(sequences)]
+        tokens, mask = self.text.encode(flat)  # (b * S, L, D)
+        tokens = tokens.view(b, sequences, *tokens.shape[1:])
+        mask = mask.view(b, sequences, -1)
+        patch_tokens = latent_frames * (latents.shape[3] // 2) * (latents.shape[4] // 2)
+        shift = shift_for_tokens(patch_tokens, self.config.flow)
+        t, known = sample_condition(b, latent_frames, self.config.flow, shift, generator)
+        noise = torch.randn(latents.shape, generator=generator)
+        return {"latents": latents, "noise": noise, "t": t, "known": known, "text": tokens, "text_mask": mask,
+                "frame_text_index": frame_index}
+
+    def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x0, noise, t = batch["latents"], batch["noise"], batch["t"]
+        xt = add_noise(x0, noise, t)
+        prediction = model(xt, t, batch["text"], batch["text_mask"], batch["frame_text_index"])
+        loss = flow_loss(prediction, x0, noise, batch["known"])
+        return loss, {"known_frames": batch["known"].float().mean().detach()}
+
+
+def train_dit(config: DiTTrainConfig, resume: bool = False) -> TrainSummary:
+    runtime = dist_utils.init_distributed()
+    seed_everything(config.train.seed)
+    task = DiTTask(config)
+    trainer = Trainer(task, config.train, runtime, run_config=config_to_dict(config))
+    if runtime.is_main:
+        parameters = sum(p.numel() for p in task.model.parameters())
+        logger.info(f"training a {parameters / 1e6:.2f}M-parameter DiT on {runtime.world_size} process(es), "
+                    f"{runtime.device}; out '{config.train.out_dir}'")
+    return trainer.fit(resume=resume)
+
+
+def load_dit_config(path: str | Path, overrides: list[str] | None = None) -> DiTTrainConfig:
+    return load_config(DiTTrainConfig, path, overrides or [])
+
+
+def main(argv: list[str] | None = None) -> None:
+    from kinema.train.commands import run_train_cli
+
+    run_train_cli(["dit", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    main()
