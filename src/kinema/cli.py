@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from kinema.errors import KinemaError
+from kinema.models.vae_commands import vae_app
 from kinema.train.commands import train_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -20,6 +21,7 @@ eval_app = typer.Typer(no_args_is_help=True, help="Score videos against their ca
 app.add_typer(world_app, name="world")
 app.add_typer(eval_app, name="eval")
 app.add_typer(train_app, name="train")
+app.add_typer(vae_app, name="vae")
 
 
 def _range(text: str, name: str, lo: int, hi: int) -> tuple[int, int]:
@@ -222,6 +224,30 @@ def eval_clips(
         path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         typer.echo(json.dumps(report["summary"]))
         typer.echo(f"wrote {path}")
+
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Which benchmark: world, vae, train (benchmarks/bench_NAME.py).")],
+) -> None:
+    """Run a benchmark from the source checkout; it prints JSON lines (extra flags are passed through)."""
+    import runpy
+
+    script = BENCHMARKS / f"bench_{name}.py"
+    if not script.is_file():
+        available = sorted(p.stem.removeprefix("bench_") for p in BENCHMARKS.glob("bench_*.py"))
+        raise KinemaError(f"no benchmark '{name}' (available: {', '.join(available) or 'none; run from a checkout'})")
+    argv = [a for a in ctx.args if a != "--json"]  # every benchmark prints JSON lines
+    saved = sys.argv
+    sys.argv = [str(script), *argv]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = saved
 
 
 def main() -> None:
