@@ -274,6 +274,22 @@ class VAETask:
 
 
 @torch.no_grad()
+def measure_latent_stats(vae: nn.Module, task: VAETask, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of the posterior means over ``data.stats_batches`` training batches."""
+    channel_sum = torch.zeros(vae.config.z_dim, dtype=torch.float64)
+    channel_sum_sq = torch.zeros_like(channel_sum)
+    count = 0
+    for index in range(task.config.data.stats_batches):
+        video = task.source.batch(index, task.config.train.batch_size)["video"].to(device)
+        latents = vae.encode(video).mode().double().cpu()  # (B, C, F', h, w)
+        channel_sum += latents.sum(dim=(0, 2, 3, 4))
+        channel_sum_sq += latents.pow(2).sum(dim=(0, 2, 3, 4))
+        count += latents.numel() // latents.shape[1]
+    mean = channel_sum / count
+    return mean, (channel_sum_sq / count - mean.pow(2)).clamp_min(1e-12).sqrt()
+
+
+@torch.no_grad()
 def export_vae(trainer: Trainer, task: VAETask, folder: Path) -> Path | None:
     """Write the EMA weights as a diffusers folder with latent mean/std measured on training batches.
 
@@ -290,18 +306,7 @@ def export_vae(trainer: Trainer, task: VAETask, folder: Path) -> Path | None:
     vae = VideoVAE.from_config(live.config).to(trainer.runtime.device)
     vae.load_state_dict(model_state | ema_state, strict=True)
     vae.eval()
-    data = task.config.data
-    channel_sum = torch.zeros(vae.config.z_dim, dtype=torch.float64)
-    channel_sum_sq = torch.zeros_like(channel_sum)
-    count = 0
-    for index in range(data.stats_batches):
-        video = task.source.batch(index, task.config.train.batch_size)["video"].to(trainer.runtime.device)
-        latents = vae.encode(video).mode().double().cpu()  # (B, C, F', h, w)
-        channel_sum += latents.sum(dim=(0, 2, 3, 4))
-        channel_sum_sq += latents.pow(2).sum(dim=(0, 2, 3, 4))
-        count += latents.numel() // latents.shape[1]
-    mean = channel_sum / count
-    std = (channel_sum_sq / count - mean.pow(2)).clamp_min(1e-12).sqrt()
+    mean, std = measure_latent_stats(vae, task, trainer.runtime.device)
     vae.set_latent_stats(mean.tolist(), std.tolist())
     vae.to("cpu").save_pretrained(folder)
     logger.info(f"wrote the EMA weights to '{folder}' (latent mean {_short(mean)}, std {_short(std)})")
@@ -324,17 +329,7 @@ def export_checkpoint(config: VAETrainConfig, out: str | Path, checkpoint: str |
     vae = VideoVAE.from_config(task.model.config)
     vae.load_state_dict(found.model | found.ema, strict=True)
     vae.eval()
-    data = config.data
-    channel_sum = torch.zeros(vae.config.z_dim, dtype=torch.float64)
-    channel_sum_sq = torch.zeros_like(channel_sum)
-    count = 0
-    for index in range(data.stats_batches):
-        latents = vae.encode(task.source.batch(index, config.train.batch_size)["video"]).mode().double()
-        channel_sum += latents.sum(dim=(0, 2, 3, 4))
-        channel_sum_sq += latents.pow(2).sum(dim=(0, 2, 3, 4))
-        count += latents.numel() // latents.shape[1]
-    mean = channel_sum / count
-    std = (channel_sum_sq / count - mean.pow(2)).clamp_min(1e-12).sqrt()
+    mean, std = measure_latent_stats(vae, task, torch.device("cpu"))
     vae.set_latent_stats(mean.tolist(), std.tolist())
     vae.to(dtype).save_pretrained(out)
     task.source.close()
