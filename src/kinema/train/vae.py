@@ -331,6 +331,9 @@ def export_checkpoint(config: VAETrainConfig, out: str | Path, checkpoint: str |
     vae.eval()
     mean, std = measure_latent_stats(vae, task, torch.device("cpu"))
     vae.set_latent_stats(mean.tolist(), std.tolist())
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()  # its hint about keeping modules in float32 does not apply here
     vae.to(dtype).save_pretrained(out)
     task.source.close()
     return Path(out), found.step
