@@ -82,3 +82,81 @@ def test_a_corrupt_video_is_a_clear_error(tmp_path):
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
     result = run("world", "show", "--video", str(bad), "-o", str(tmp_path / "s.png"))
     assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def random_model(tmp_path_factory):
+    """A tiny randomly initialised pipeline folder (fast to load, fast to run)."""
+    import torch
+
+    from kinema.models.dit import VideoDiT
+    from kinema.models.vae import VideoVAE
+    from kinema.pipeline import KinemaPipeline
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model") / "tiny-random"
+    dit = VideoDiT(num_layers=1, num_attention_heads=2, attention_head_dim=24, ffn_dim=64, in_channels=4,
+                   out_channels=4)
+    pipe = KinemaPipeline(dit, VideoVAE.from_name("tiny", base_dim=8, z_dim=4))
+    pipe.defaults.steps = 2
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def test_generate_writes_video_image_and_provenance(tmp_path, random_model):
+    from kinema.media import read_image, read_metadata
+
+    out = tmp_path / "a.mp4"
+    result = run("generate", "a red ball is thrown to the right", "-o", str(out), "--model", str(random_model),
+                 "--seconds", "1", "--size", "96x64", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    frames, fps = read_video(out)
+    assert frames.shape == (9, 64, 96, 3) and fps == pytest.approx(8.0)
+    meta = read_metadata(out)
+    assert meta["prompt"] == "a red ball is thrown to the right" and meta["seed"] == 3
+    assert len(meta["model_sha256"]) == 64 and meta["kinema_version"]
+    assert json.loads((tmp_path / "a.json").read_text())["steps"] == 2
+    # Same seed, same video.
+    again = tmp_path / "b.mp4"
+    run("generate", "a red ball is thrown to the right", "-o", str(again), "--model", str(random_model),
+        "--seconds", "1", "--size", "96x64", "--seed", "3")
+    assert np.array_equal(read_video(again)[0], frames)
+    png = tmp_path / "c.png"
+    assert run("generate", "a blue box", "-o", str(png), "--model", str(random_model)).returncode == 0
+    assert read_image(png).shape == (64, 64, 3)
+    # image to video from that PNG, and a batch file
+    i2v = tmp_path / "d.mp4"
+    assert run("generate", "a blue box", "-o", str(i2v), "--model", str(random_model), "--image", str(png),
+               "--seconds", "1").returncode == 0
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "a red ball", "seed": 1}\na green box rolls left\n')
+    batch = run("generate", "--prompts", str(prompts), "--out-dir", str(tmp_path / "batch"), "--model",
+                str(random_model), "--seconds", "1")
+    assert batch.returncode == 0, batch.stderr
+    assert sorted(p.name for p in (tmp_path / "batch").glob("*.mp4")) == ["0000.mp4", "0001.mp4"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["generate", ""], "prompt is empty"),
+    (["generate", "x" * 5000, "--model", "M"], "characters"),
+    (["generate", "a ball", "--size", "63x64", "--model", "M"], "multiples of 8"),
+    (["generate", "a ball", "--seconds", "0", "--model", "M"], "seconds"),
+    (["generate", "a ball", "--seconds", "-2", "--model", "M"], "seconds"),
+    (["generate", "a ball", "--model", "no-such-model"], "does not exist"),
+    (["generate", "a ball", "--model", "CORRUPT"], "model_index.json"),
+    (["generate", "a ball", "--image", "missing.png", "--model", "M"], "missing.png"),
+    (["generate", "a ball", "--image", "NOTANIMAGE", "--model", "M"], "cannot read"),
+    (["generate", "a ball", "--loop", "--edit", "NOTANIMAGE", "--model", "M"], "choose one"),
+    (["generate", "a ball", "--direction", "sideways", "--extend", "NOTANIMAGE", "--model", "M"], "direction"),
+])
+def test_generate_bad_input_is_one_clear_line(tmp_path, random_model, args, words):
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "model_index.json").write_text("{oops")
+    not_image = tmp_path / "not-image.png"
+    not_image.write_text("hello")
+    swap = {"M": str(random_model), "CORRUPT": str(corrupt), "NOTANIMAGE": str(not_image)}
+    result = run(*[swap.get(a, a) for a in args], cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], result.stderr

@@ -98,8 +98,9 @@ def load_pipeline(model: str | Path | None):
     from kinema.pipeline import KinemaPipeline
 
     folder = Path(model) if model else DEFAULT_MODEL
-    if not folder.exists() and model is None:
-        raise KinemaError(f"the embedded model is missing from '{folder}'; pass --model DIR")
+    if model is None and not (folder / "model_index.json").is_file():
+        raise KinemaError(f"the embedded model is not in this checkout yet ('{folder}' has no model_index.json); "
+                          "pass --model DIR")
     return KinemaPipeline.from_pretrained(folder)
 
 
