@@ -21,12 +21,16 @@ TABLE = [
 ]
 
 
-def expectation_from_record(record: dict) -> dict:
-    """What a clip should show, from its manifest line (the format ``kinema world make`` writes)."""
+def expectation_from_record(record: dict, ground_truth: dict | None = None) -> dict:
+    """What a clip should show, from its manifest line (the format ``kinema world make`` writes).
+
+    With the clip's ground truth, each object also gets ``in_view``: whether at least half of it is
+    in the frame on two frames or more (a thrown-in object may never come into view).
+    """
     scene = record.get("scene")
     if not isinstance(scene, dict):
         raise KinemaError(f"manifest line for '{record.get('file')}' has no 'scene' object")
-    return {
+    expected = {
         "sky": scene.get("sky"),
         "ground": scene.get("ground"),
         "occluder": scene.get("occluder"),
@@ -37,6 +41,11 @@ def expectation_from_record(record: dict) -> dict:
         "gravity": scene.get("gravity", 9.81),
         "events": record.get("events", []),
     }
+    if ground_truth is not None and "in_frame" in ground_truth:
+        shown = (ground_truth["in_frame"] >= 0.5) & ground_truth["present"]  # (F, N)
+        for n, obj in enumerate(expected["objects"]):
+            obj["in_view"] = bool(shown[:, n].sum() >= 2)
+    return expected
 
 
 def evaluate_folder(folder: str | Path, progress: bool = True) -> dict:
@@ -45,7 +54,7 @@ def evaluate_folder(folder: str | Path, progress: bool = True) -> dict:
 
     from kinema.eval.analyzer import analyze_file
     from kinema.eval.metrics import score_clip, summarize
-    from kinema.world.dataset import read_manifest
+    from kinema.world.dataset import load_ground_truth, read_manifest
 
     folder = Path(folder)
     records = read_manifest(folder)
@@ -53,7 +62,8 @@ def evaluate_folder(folder: str | Path, progress: bool = True) -> dict:
     for record in tqdm(records, desc="eval", unit="clip", disable=not progress or None):
         path = folder / record["file"]
         analysis = analyze_file(path)
-        scores = score_clip(analysis, expectation_from_record(record))
+        truth = load_ground_truth(folder, record) if record.get("ground_truth") else None
+        scores = score_clip(analysis, expectation_from_record(record, truth))
         clips.append({"file": record["file"], "caption": record.get("caption", ""), "scores": scores})
     return {"folder": str(folder), "clips": clips, "summary": summarize([c["scores"] for c in clips])}
 
