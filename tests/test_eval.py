@@ -33,7 +33,6 @@ def matched(detections, gt, f, scene):
 
 KNOWN_SMALL_BALL = pytest.mark.xfail(strict=True, reason="known gap: a small green ball (radius 2.8 px) is read as "
                                      "a box on 6 of 294 checks (fill ratio ~1.0)")
-KNOWN_FALSE_CUT = pytest.mark.xfail(strict=True, reason="known gap: a fast close-up gives a false cut at frame 27")
 
 
 @pytest.mark.parametrize("seed, size", [(1, (64, 64)), (2, (96, 64)), (3, (64, 96)),
@@ -60,7 +59,7 @@ def test_analyzer_recovers_ground_truth_in_wide_shots(tmp_path, seed, size):
     assert analysis.cuts == []
 
 
-@pytest.mark.parametrize("seed", [11, 12, pytest.param(13, marks=KNOWN_FALSE_CUT)])
+@pytest.mark.parametrize("seed", [11, 12, 13])
 def test_analyzer_finds_cuts_exactly(tmp_path, seed):
     scene = sample_scene(seed, SceneOptions(seconds=8, shots=3, framings=("wide", "closeup", "medium")))
     clip = make_clip(scene, 64, 64)
