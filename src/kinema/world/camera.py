@@ -16,7 +16,7 @@ from kinema.world.scene import STAGE_WIDTH, SceneSpec
 
 WIDE_X = (-0.35, STAGE_WIDTH + 0.35)  # the posts are just inside a square wide view
 WIDE_Y = (-2.6, 9.4)
-ZOOM = {"wide": 1.0, "medium": 0.55, "pan": 0.55, "closeup": 0.32}
+ZOOM = {"wide": 1.0, "medium": 0.55, "pan": 0.42, "closeup": 0.32}  # distinct, so every cut shows
 GROUND_FRACTION = {"wide": 0.22, "medium": 0.22, "pan": 0.22, "closeup": 0.25}  # of the view, when low
 FOLLOW = 0.45  # per-frame smoothing of tracking cameras
 
