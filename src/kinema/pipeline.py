@@ -195,7 +195,9 @@ class KinemaPipeline(DiffusionPipeline):
         tokens, mask = self.text_encoder.encode(prompts)
         neg = [self.text_encoder.encode_cached(n) for n in negative]
         neg_tokens, neg_mask = pad_token_batches(neg)
-        tokens, mask, neg_tokens, neg_mask = _pad_pair(tokens, mask, neg_tokens, neg_mask)
+        both_tokens, both_masks = pad_token_batches([(tokens, mask), (neg_tokens, neg_mask)])
+        tokens, neg_tokens = both_tokens.split([len(prompts), len(negative)])
+        mask, neg_mask = both_masks.split([len(prompts), len(negative)])
         dtype = self.transformer.dtype
         return ({"text": tokens.to(dtype), "text_mask": mask}, {"text": neg_tokens.to(dtype), "text_mask": neg_mask})
 
@@ -364,12 +366,3 @@ class KinemaPipeline(DiffusionPipeline):
             frames = frames[:, :num_frames]
         return KinemaPipelineOutput(frames=frames)
 
-
-def _pad_pair(a: torch.Tensor, am: torch.Tensor, b: torch.Tensor, bm: torch.Tensor):
-    length = max(a.shape[1], b.shape[1])
-
-    def pad(t, m):
-        extra = length - t.shape[1]
-        return torch.nn.functional.pad(t, (0, 0, 0, extra)), torch.nn.functional.pad(m, (0, extra))
-
-    return (*pad(a, am), *pad(b, bm))

@@ -43,6 +43,20 @@ def guided(model: Model, guidance_scale: float, cond: dict, uncond: dict) -> Mod
     return both
 
 
+def _hold_known(x: torch.Tensor, known: torch.Tensor | None, known_latents: torch.Tensor | None):
+    """(x with known frames set, the (B, 1, F', 1, 1) mask or None)."""
+    if known is None:
+        return x, None
+    mask = known[:, None, :, None, None]
+    return torch.where(mask, known_latents.to(x.dtype), x), mask
+
+
+def _frame_times(value: float, x: torch.Tensor, known: torch.Tensor | None) -> torch.Tensor:
+    """Flow time ``value`` for every latent frame, 0 for known ones: (B, F')."""
+    t = torch.full(x.shape[:1] + x.shape[2:3], value, device=x.device)
+    return t if known is None else torch.where(known, torch.zeros_like(t), t)
+
+
 @torch.no_grad()
 def sample_euler(
     model: Model,
@@ -59,18 +73,12 @@ def sample_euler(
     at ``known_latents`` with t = 0 throughout, so they stay bit-identical.
     """
     extra_args = extra_args or {}
-    b, _, frames = x.shape[:3]
-    if known is not None:
-        mask = known[:, None, :, None, None]
-        x = torch.where(mask, known_latents.to(x.dtype), x)
+    x, mask = _hold_known(x, known, known_latents)
     steps = len(times) - 1
     for i in range(steps):
-        t = torch.full((b, frames), float(times[i]), device=x.device)
-        if known is not None:
-            t = torch.where(known, torch.zeros_like(t), t)
-        v = model(x, t, **extra_args)
+        v = model(x, _frame_times(float(times[i]), x, known), **extra_args)
         x_next = x + (float(times[i + 1]) - float(times[i])) * v
-        x = x_next if known is None else torch.where(mask, x, x_next)
+        x = x_next if mask is None else torch.where(mask, x, x_next)
         if callback is not None:
             callback(i + 1, steps, x)
     return x
@@ -88,23 +96,14 @@ def sample_heun(
 ) -> torch.Tensor:
     """Heun's second-order method (Karras et al. 2022, Algorithm 1 without churn); Euler on the last step."""
     extra_args = extra_args or {}
-    b, _, frames = x.shape[:3]
-    mask = None
-    if known is not None:
-        mask = known[:, None, :, None, None]
-        x = torch.where(mask, known_latents.to(x.dtype), x)
-
-    def times_for(value: float) -> torch.Tensor:
-        t = torch.full((b, frames), value, device=x.device)
-        return t if known is None else torch.where(known, torch.zeros_like(t), t)
-
+    x, mask = _hold_known(x, known, known_latents)
     steps = len(times) - 1
     for i in range(steps):
         t0, t1 = float(times[i]), float(times[i + 1])
-        v0 = model(x, times_for(t0), **extra_args)
+        v0 = model(x, _frame_times(t0, x, known), **extra_args)
         x_next = x + (t1 - t0) * v0
         if t1 > 0:
-            v1 = model(x_next, times_for(t1), **extra_args)
+            v1 = model(x_next, _frame_times(t1, x, known), **extra_args)
             x_next = x + (t1 - t0) * 0.5 * (v0 + v1)
         x = x_next if mask is None else torch.where(mask, x, x_next)
         if callback is not None:

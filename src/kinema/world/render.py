@@ -84,14 +84,21 @@ def _object_patch(shape: str, col: float, row: float, radius: float, width: int,
     """(r0, c0, coverage) of an object in the frame, or None when it is off screen."""
     if shape == "box":
         return _box_patch(col - radius, col + radius, row - radius, row + radius, width, height)
-    c0, c1 = max(0, int(np.floor(col - radius - 1))), min(width, int(np.ceil(col + radius + 1)))
-    r0, r1 = max(0, int(np.floor(row - radius - 1))), min(height, int(np.ceil(row + radius + 1)))
-    if c1 <= c0 or r1 <= r0:
+    grid = _pixel_grid(col, row, radius, radius, width, height)
+    if grid is None:
         return None
-    cols = np.arange(c0, c1, dtype=np.float32) + 0.5
-    rows = np.arange(r0, r1, dtype=np.float32) + 0.5
+    r0, c0, cols, rows = grid
     dist = np.sqrt((cols[None, :] - col) ** 2 + (rows[:, None] - row) ** 2)
     return r0, c0, np.clip(radius + 0.5 - dist, 0.0, 1.0)
+
+
+def _pixel_grid(c: float, r: float, ax: float, ay: float, width: int, height: int):
+    """(r0, c0, pixel-centre columns, rows) of the frame pixels within (ax + 1, ay + 1) of (c, r), or None."""
+    c0, c1 = max(0, int(np.floor(c - ax - 1))), min(width, int(np.ceil(c + ax + 1)))
+    r0, r1 = max(0, int(np.floor(r - ay - 1))), min(height, int(np.ceil(r + ay + 1)))
+    if c1 <= c0 or r1 <= r0:
+        return None
+    return r0, c0, np.arange(c0, c1, dtype=np.float32) + 0.5, np.arange(r0, r1, dtype=np.float32) + 0.5
 
 
 def render(scene: SceneSpec, traj: Trajectory, width: int, height: int) -> tuple[np.ndarray, dict]:
@@ -229,12 +236,10 @@ def _background(far: FarLayer, colors: _SceneColors, marks: list, cx: float, cy:
 
 def _ellipse_patch(c: float, r: float, ax: float, ay: float, width: int, height: int):
     """(r0, c0, coverage) of an ellipse with semi-axes (ax, ay) px centred at (c, r), or None."""
-    c0, c1 = max(0, int(np.floor(c - ax - 1))), min(width, int(np.ceil(c + ax + 1)))
-    r0, r1 = max(0, int(np.floor(r - ay - 1))), min(height, int(np.ceil(r + ay + 1)))
-    if c1 <= c0 or r1 <= r0:
+    grid = _pixel_grid(c, r, ax, ay, width, height)
+    if grid is None:
         return None
-    cols = np.arange(c0, c1, dtype=np.float32) + 0.5
-    rows = np.arange(r0, r1, dtype=np.float32) + 0.5
+    r0, c0, cols, rows = grid
     return r0, c0, _ellipse_coverage(cols, rows, c, r, ax, ay)
 
 
