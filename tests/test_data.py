@@ -388,3 +388,24 @@ def test_latent_cache_detects_flipped_bytes_with_verify(tmp_path):
 def test_encode_fn_output_is_checked(tmp_path):
     with pytest.raises(KinemaError, match="encode_fn must return latents"):
         cache_latents(world(frames=5), lambda v: v.mean(1), tmp_path, batches=1, batch_size=2)
+
+
+def test_latent_source_reads_several_caches_and_keeps_shapes_apart(tmp_path):
+    short, long_ = world(frames=5, sizes=[(16, 16)]), world(frames=9, sizes=[(16, 16)], seed=3)
+    cache_latents(short, fake_encode, tmp_path / "a", batches=2, batch_size=2)
+    cache_latents(long_, fake_encode, tmp_path / "b", batches=1, batch_size=2)
+    both = LatentSource([tmp_path / "a", tmp_path / "b"], shuffle=False)
+    assert len(both) == 6 and both.batches_per_epoch(2) == 3
+    seen = {}
+    for index in range(3):
+        out = both.batch(index, 2)
+        assert len({tuple(t.shape) for t in out["latents"]}) == 1  # never mixes clip lengths
+        for row, item in enumerate(out["items"]):
+            seen[item] = (out["latents"][row], out["captions"][row])
+    assert sorted(seen) == list(range(6))
+    second = long_.batch(0, 2)
+    for row in range(2):  # items 4 and 5 are the second folder's clips, in order
+        assert torch.equal(seen[4 + row][0], fake_encode(second["video"])[row])
+        assert seen[4 + row][1] == second["captions"][row]
+    with pytest.raises(KinemaError, match="missing"):
+        LatentSource([tmp_path / "a", tmp_path / "nothing-here"])

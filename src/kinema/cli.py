@@ -226,6 +226,34 @@ def eval_clips(
         typer.echo(f"wrote {path}")
 
 
+@eval_app.command("suite")
+def eval_suite(
+    suite: Annotated[Path, typer.Argument(help="A prompt suite, such as configs/eval/basic.yaml.")],
+    model: Annotated[Path | None, typer.Option(help="Model folder (default: the embedded model).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Where videos and eval.json go "
+                                                           "(default: runs/eval/SUITE).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N prompts.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Sampling steps for every prompt.")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Guidance scale for every prompt.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Generate every prompt of a suite and score it with the analyzer against what the prompt names."""
+    from kinema.eval.clips import format_table
+    from kinema.eval.suite import load_suite, run_suite
+    from kinema.generate import load_pipeline
+
+    spec = load_suite(suite)
+    overrides = {k: v for k, v in (("steps", steps), ("guidance", guidance)) if v is not None}
+    pipe = load_pipeline(model)
+    folder = out or Path("runs") / "eval" / spec.name
+    report = run_suite(spec, pipe, folder, limit=limit, overrides=overrides)
+    typer.echo(format_table(report))
+    if json_out:
+        typer.echo(json.dumps({"suite": report["suite"], "model": report["model"], **report["summary"],
+                               "generate_seconds_median": report["generate_seconds_median"]}))
+    typer.echo(f"wrote {folder / 'eval.json'}")
+
+
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 

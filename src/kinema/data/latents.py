@@ -212,26 +212,38 @@ class LatentSource:
     (seed, epoch) when ``shuffle``, in cache order otherwise). ``verify`` checks every shard's sha256.
     """
 
-    def __init__(self, out_dir: str | Path, seed: int = 0, shuffle: bool = True, verify: bool = False) -> None:
-        self.out_dir = Path(out_dir)
-        index = _read_json(self.out_dir / INDEX)
-        if not isinstance(index, dict) or index.get("format") != FORMAT or not isinstance(index.get("shards"), list):
-            raise KinemaError(f"corrupt latent cache file '{self.out_dir / INDEX}': not a {FORMAT} index")
-        self.index = index
+    def __init__(self, out_dir: str | Path | list[str | Path], seed: int = 0, shuffle: bool = True,
+                 verify: bool = False) -> None:
+        folders = [Path(d) for d in out_dir] if isinstance(out_dir, (list, tuple)) else [Path(out_dir)]
+        if not folders:
+            raise KinemaError("a latent source needs at least one cache folder")
+        self.out_dir = folders[0]
+        self.folders = folders
         self.seed, self.shuffle = int(seed), bool(shuffle)
-        self.shards = [self.out_dir / entry["file"] for entry in index["shards"]]
+        self.entries: list[dict] = []  # one per shard, over all folders
+        self.shards: list[Path] = []
         self.items: list[tuple[int, int]] = []  # item -> (shard, row)
+        self.records: list[dict] = []
         shapes: list[tuple[int, ...]] = []
-        for k, (entry, path) in enumerate(zip(index["shards"], self.shards)):
-            _, shape, _ = _read_header(path)
-            if shape != [entry["items"], *entry["latent_shape"]]:
-                raise KinemaError(f"corrupt latent shard '{path}': latents {shape} but the index says "
-                                  f"{[entry['items'], *entry['latent_shape']]}")
-            if verify:
-                _verify(path, entry["sha256"])
-            self.items += [(k, row) for row in range(entry["items"])]
-            shapes += [tuple(entry["latent_shape"])] * entry["items"]
-        self.records = self._read_captions()
+        for folder in folders:
+            index = _read_json(folder / INDEX)
+            if not isinstance(index, dict) or index.get("format") != FORMAT or not isinstance(index.get("shards"), list):
+                raise KinemaError(f"corrupt latent cache file '{folder / INDEX}': not a {FORMAT} index")
+            first_item = len(self.items)
+            for entry in index["shards"]:
+                path = folder / entry["file"]
+                _, shape, _ = _read_header(path)
+                if shape != [entry["items"], *entry["latent_shape"]]:
+                    raise KinemaError(f"corrupt latent shard '{path}': latents {shape} but the index says "
+                                      f"{[entry['items'], *entry['latent_shape']]}")
+                if verify:
+                    _verify(path, entry["sha256"])
+                self.items += [(len(self.shards), row) for row in range(entry["items"])]
+                shapes += [tuple(entry["latent_shape"])] * entry["items"]
+                self.shards.append(path)
+                self.entries.append(entry)
+            self.records += self._read_captions(folder, len(self.items) - first_item)
+        self.index = {"format": FORMAT, "shards": self.entries}
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for item, shape in enumerate(shapes):
             by_shape.setdefault(shape, []).append(item)
@@ -239,8 +251,9 @@ class LatentSource:
         self._plan_key: tuple[int, int] | None = None
         self._plan: list[list[int]] = []
 
-    def _read_captions(self) -> list[dict]:
-        path = self.out_dir / CAPTIONS
+    @staticmethod
+    def _read_captions(folder: Path, count: int) -> list[dict]:
+        path = folder / CAPTIONS
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
             records = [json.loads(line) for line in lines if line.strip()]
@@ -248,8 +261,8 @@ class LatentSource:
             raise KinemaError(f"latent cache file '{path}' is missing; run cache_latents first") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise KinemaError(f"corrupt latent cache file '{path}': {e}") from None
-        if len(records) != len(self.items) or any(r.get("item") != i for i, r in enumerate(records)):
-            raise KinemaError(f"corrupt latent cache file '{path}': {len(records)} lines for {len(self.items)} items")
+        if len(records) != count or any(r.get("item") != i for i, r in enumerate(records)):
+            raise KinemaError(f"corrupt latent cache file '{path}': {len(records)} lines for {count} items")
         return records
 
     def __len__(self) -> int:
@@ -277,7 +290,7 @@ class LatentSource:
             if all(record_key in r for r in records):
                 out[batch_key] = [r[record_key] for r in records]
         if "shot_starts" in out:
-            entry = self.index["shards"][self.items[ids[0]][0]]
+            entry = self.entries[self.items[ids[0]][0]]
             frames, latent_frames = entry["video_shape"][1], entry["latent_shape"][1]
             stride = (frames - 1) // (latent_frames - 1) if latent_frames > 1 else max(frames, 1)
             out["shot_latent_starts"] = [[latent_frame(s, stride) for s in starts] for starts in out["shot_starts"]]

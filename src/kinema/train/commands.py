@@ -69,6 +69,28 @@ def dit(config: ConfigPath, resume: Resume = False, overrides: Overrides = None)
         typer.echo(f"trained {summary.step} steps (loss {loss}, {summary.skipped_steps} skipped)")
 
 
+@train_app.command("cache-latents")
+def cache_latents_command(
+    config: ConfigPath,
+    output: Annotated[Path, typer.Option("-o", "--out", help="Cache folder to write (resumable).")],
+    clips: Annotated[int, typer.Option("--clips", min=1, help="How many world clips to render and encode.")],
+    fp32: Annotated[bool, typer.Option("--fp32", help="Store float32 latents (default: float16).")] = False,
+    overrides: Overrides = None,
+) -> None:
+    """Encode world clips (as the DiT config's `data` section describes) with its VAE into a latent cache."""
+    import torch
+    from tqdm import tqdm
+
+    from kinema.train.dit import cache_world_latents, load_dit_config
+
+    settings = load_dit_config(config, overrides or [])
+    total = -(-clips // settings.train.batch_size)
+    with tqdm(total=total, unit="batch", desc="caching latents") as bar:
+        index = cache_world_latents(settings, output, clips, torch.float32 if fp32 else torch.float16,
+                                    progress=lambda done: bar.update(done - bar.n))
+    typer.echo(f"wrote {index.parent} ({total * settings.train.batch_size} clips)")
+
+
 @train_app.command("export-vae")
 def export_vae_command(
     config: ConfigPath,
@@ -85,6 +107,26 @@ def export_vae_command(
     _setup_logging()
     settings = load_vae_config(config, overrides or [])
     folder, step = export_checkpoint(settings, output, checkpoint, torch.float32 if fp32 else torch.float16)
+    typer.echo(f"wrote {folder} (EMA weights of step {step})")
+
+
+@train_app.command("export-dit")
+def export_dit_command(
+    config: ConfigPath,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Pipeline folder to write.")],
+    checkpoint: Annotated[Path | None, typer.Option(help="A checkpoint directory (default: the newest).")] = None,
+    name: Annotated[str | None, typer.Option(help="Model name stored in the folder (default: its name).")] = None,
+    fp32: Annotated[bool, typer.Option("--fp32", help="Keep float32 weights (default: float16).")] = False,
+    overrides: Overrides = None,
+) -> None:
+    """Export the EMA weights of a DiT training run, with its VAE, as a pipeline folder for `kinema generate`."""
+    import torch
+
+    from kinema.train.dit import export_pipeline, load_dit_config
+
+    _setup_logging()
+    settings = load_dit_config(config, overrides or [])
+    folder, step = export_pipeline(settings, output, checkpoint, torch.float32 if fp32 else torch.float16, name)
     typer.echo(f"wrote {folder} (EMA weights of step {step})")
 
 

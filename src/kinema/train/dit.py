@@ -39,7 +39,9 @@ class DiTDataConfig:
     shots: tuple[int, int] = (1, 1)
     occluder_probability: float = 0.5
     paint_probability: float = 0.3
-    latent_cache: str | None = None  # a folder written by kinema.data.latents.cache_latents
+    # folders written by ``kinema train cache-latents``; when given, training reads these instead of
+    # rendering and encoding clips on the fly (items of each latent shape are batched together)
+    latent_cache: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for text in self.sizes:
@@ -82,6 +84,35 @@ def build_dit(model: str | dict[str, Any]) -> nn.Module:
     return VideoDiT(**model)
 
 
+def world_source(data: DiTDataConfig):
+    """The simulated-world clip source that ``data`` describes (what training renders, or what a cache holds)."""
+    from kinema.data.world import WorldVideoSource
+
+    return WorldVideoSource(seed=data.seed, sizes=[parse_size(s) for s in data.sizes], frames=data.frames,
+                            fps=data.fps, shots=tuple(data.shots), occluder_probability=data.occluder_probability,
+                            paint_probability=data.paint_probability)
+
+
+def cache_world_latents(config: DiTTrainConfig, out_dir: str | Path, clips: int, dtype: torch.dtype = torch.float16,
+                        progress=None) -> Path:
+    """Render ``clips`` world clips as ``config.data`` describes, encode them with ``config.vae`` and write a
+    latent cache to ``out_dir`` (resumable: finished shards are kept). Returns the cache's index.json."""
+    from kinema.data.latents import cache_latents
+    from kinema.models.vae import VideoVAE
+
+    if isinstance(clips, bool) or not isinstance(clips, int) or clips < 1:
+        raise KinemaError(f"clips must be an integer >= 1 (got {clips!r})")
+    vae = VideoVAE.from_pretrained(config.vae).float().eval().requires_grad_(False)
+    batch_size = config.train.batch_size
+    batches = -(-clips // batch_size)
+
+    def encode(video: torch.Tensor) -> torch.Tensor:
+        return vae.normalize_latents(vae.encode(video).mode())
+
+    return cache_latents(world_source(config.data), encode, out_dir, batches, batch_size, dtype=dtype,
+                         progress=progress)
+
+
 def shot_latent_index(shot_starts: list[int], latent_frames: int, temporal: int = 4) -> list[int]:
     """Which shot each latent frame belongs to: frame 0 is latent 0; frames 1 + 4(j-1) .. 4j are latent j."""
     index = []
@@ -95,7 +126,6 @@ class DiTTask:
     """Flow matching on VAE latents of world clips, with per-frame times and conditioning masks."""
 
     def __init__(self, config: DiTTrainConfig) -> None:
-        from kinema.data.world import WorldVideoSource
         from kinema.models.text import TextEncoder
         from kinema.models.vae import VideoVAE
 
@@ -113,10 +143,7 @@ class DiTTask:
             from kinema.data.latents import LatentSource
 
             self.latents = LatentSource(data.latent_cache, seed=data.seed)
-        self.source = WorldVideoSource(seed=data.seed, sizes=[parse_size(s) for s in data.sizes], frames=data.frames,
-                                       fps=data.fps, shots=tuple(data.shots),
-                                       occluder_probability=data.occluder_probability,
-                                       paint_probability=data.paint_probability)
+        self.source = world_source(data)
 
     @torch.no_grad()
     def batch(self, index: int, rank: int, world_size: int) -> dict:
@@ -173,6 +200,34 @@ def train_dit(config: DiTTrainConfig, resume: bool = False) -> TrainSummary:
         logger.info(f"training a {parameters / 1e6:.2f}M-parameter DiT on {runtime.world_size} process(es), "
                     f"{runtime.device}; out '{config.train.out_dir}'")
     return trainer.fit(resume=resume)
+
+
+def export_pipeline(config: DiTTrainConfig, out: str | Path, checkpoint: str | Path | None = None,
+                    dtype: torch.dtype = torch.float16, name: str | None = None, defaults: dict | None = None) -> tuple[Path, int]:
+    """Write a complete pipeline folder (model_index.json, transformer/ with the EMA weights of a checkpoint,
+    vae/ from ``config.vae``) that ``kinema generate --model OUT`` loads. Default: the newest checkpoint."""
+    from kinema.models.vae import VideoVAE
+    from kinema.pipeline import KinemaPipeline, SamplingDefaults
+    from kinema.train.checkpoint import load_checkpoint, load_latest_checkpoint
+
+    found = load_checkpoint(checkpoint) if checkpoint else load_latest_checkpoint(config.train.out_dir, logger.warning)
+    if found is None:
+        raise KinemaError(f"no complete checkpoint in '{config.train.out_dir}'")
+    model = build_dit(config.model)
+    model.load_state_dict(found.model | found.ema, strict=True)
+    vae = VideoVAE.from_pretrained(config.vae)
+    try:
+        sampling = SamplingDefaults(**(defaults or {}))
+    except (TypeError, ValueError) as e:
+        raise KinemaError(f"bad sampling defaults: {e}") from None
+    pipe = KinemaPipeline(model.eval().to(dtype), vae.to(dtype), defaults=sampling, flow=config.flow,
+                          text_encoder_name=config.text_encoder)
+    pipe.name = name or Path(out).name
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
+    pipe.save_pretrained(out)
+    return Path(out), found.step
 
 
 def load_dit_config(path: str | Path, overrides: list[str] | None = None) -> DiTTrainConfig:

@@ -1,0 +1,169 @@
+"""The DiT training task end to end on minuscule models: a latent cache, training from it (the loss
+falls on a tiny set), exact resume, export as a pipeline folder that generates, and a prompt suite
+scored on what that folder makes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kinema.errors import KinemaError
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = {"num_layers": 1, "num_attention_heads": 2, "attention_head_dim": 16, "ffn_dim": 64, "in_channels": 4,
+         "out_channels": 4}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def small_vae(tmp_path_factory) -> Path:
+    from kinema.models.vae import VideoVAE
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("vae") / "vae"
+    VideoVAE.from_name("tiny", base_dim=8, z_dim=4).save_pretrained(folder)
+    return folder
+
+
+def dit_config(tmp_path: Path, vae: Path, *overrides: str):
+    from kinema.train.dit import load_dit_config
+
+    return load_dit_config(ROOT / "configs" / "dit" / "tiny.yaml", [
+        f"model={json.dumps(MODEL)}", f"vae={vae}", "data.sizes=[32x32]", "data.frames=9", "data.latent_cache=[]",
+        "train.batch_size=2", "train.steps=4", "train.save_every=2", "train.log_every=1", "train.warmup_steps=0",
+        f"train.out_dir={tmp_path / 'run'}", *overrides])
+
+
+def losses(out_dir: Path) -> list[float]:
+    lines = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    return [line["loss"] for line in lines if "loss" in line]
+
+
+def test_cache_train_resume_export_generate_and_score(tmp_path, small_vae):
+    from kinema.data.latents import LatentSource
+    from kinema.eval.suite import load_suite, run_suite
+    from kinema.pipeline import KinemaPipeline
+    from kinema.train.dit import cache_world_latents, export_pipeline, train_dit
+
+    base = dit_config(tmp_path, small_vae)
+    index = cache_world_latents(base, tmp_path / "cache", clips=4)
+    cache = LatentSource(index.parent)
+    assert len(cache) == 4 and cache.batch(0, 2)["latents"].shape == (2, 4, 3, 4, 4)
+    assert cache.batch(0, 2)["latents"].dtype == torch.float16
+
+    # From the cache: 4 steps straight, and 2 + resume 2 (a constant schedule, so that stopping at
+    # step 2 is the same run); identical losses.
+    cached = (f"data.latent_cache=[{index.parent}]", "train.schedule=constant")
+    straight = dit_config(tmp_path / "a", small_vae, *cached)
+    summary = train_dit(straight)
+    assert summary.step == 4 and summary.skipped_steps == 0
+    train_dit(dit_config(tmp_path / "b", small_vae, *cached, "train.steps=2"))
+    resumed = train_dit(dit_config(tmp_path / "b", small_vae, *cached), resume=True)
+    assert resumed.step == 4
+    assert losses(tmp_path / "a" / "run") == losses(tmp_path / "b" / "run")
+
+    folder, step = export_pipeline(straight, tmp_path / "model", dtype=torch.float32)
+    assert step == 4 and (folder / "model_index.json").is_file()
+    pipe = KinemaPipeline.from_pretrained(folder)
+    from kinema.train.checkpoint import load_latest_checkpoint
+
+    ema = load_latest_checkpoint(tmp_path / "a" / "run").ema
+    state = pipe.transformer.state_dict()
+    assert ema and all(torch.equal(state[k], v) for k, v in ema.items())  # the exported weights are the EMA's
+    out = pipe("a red ball", num_frames=5, height=32, width=32, num_inference_steps=2,
+               generator=torch.Generator().manual_seed(0))
+    assert out.frames.shape == (1, 5, 32, 32, 3) and out.frames.dtype == np.uint8
+
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text("name: mini\ndefaults: {seconds: 1, size: 32x32, steps: 2}\nprompts:\n"
+                          "  - a small red ball is thrown to the right on sand at dusk\n"
+                          "  - {prompt: a big blue box rests on the ground, seed: 9}\n")
+    suite = load_suite(suite_file)
+    assert [item.settings["seed"] for item in suite.items] == [0, 9]
+    report = run_suite(suite, pipe, tmp_path / "eval", progress=False)
+    assert [c["file"] for c in report["clips"]] == ["0000.mp4", "0001.mp4"]
+    assert report["summary"]["clips"] == 2.0 and all(c["generate_seconds"] is not None for c in report["clips"])
+    again = run_suite(suite, pipe, tmp_path / "eval", progress=False)  # reuses the videos, same scores
+    assert all(c["generate_seconds"] is None for c in again["clips"])
+    assert [c["scores"] for c in again["clips"]] == [c["scores"] for c in report["clips"]]
+    assert json.loads((tmp_path / "eval" / "eval.json").read_text())["suite"] == "mini"
+
+
+def test_the_loss_falls_on_a_tiny_set(tmp_path, small_vae):
+    from kinema.train.dit import cache_world_latents, train_dit
+
+    base = dit_config(tmp_path, small_vae)
+    index = cache_world_latents(base, tmp_path / "cache", clips=2)
+    config = dit_config(tmp_path, small_vae, f"data.latent_cache=[{index.parent}]", "train.steps=60",
+                        "train.save_every=60", "train.lr=3e-3", "caption_dropout=0.0")
+    train_dit(config)
+    values = losses(tmp_path / "run")
+    assert len(values) == 60
+    assert np.mean(values[-15:]) < 0.8 * np.mean(values[:15]), (np.mean(values[:15]), np.mean(values[-15:]))
+
+
+def test_expectations_come_from_the_prompt_words():
+    from kinema.eval.suite import expectation_from_prompt
+
+    expected = expectation_from_prompt("A close-up at dusk on sand: a big heavy red cube is thrown to the left.",
+                                       frames=33, fps=8.0)
+    assert (expected["sky"], expected["ground"]) == ("dusk", "sand")
+    assert expected["objects"] == [{"color": "red", "shape": "box", "size": "large", "material": "heavy",
+                                    "paint": None, "action": "thrown_left"}]
+    assert expected["shots"] == [{"start": 0, "end": 33, "framing": "closeup", "subject": 0}]
+
+
+@pytest.mark.parametrize("text, words", [
+    ("prompts: []\n", "non-empty list"),
+    ("prompts:\n  - {prompt: ''}\n", "prompt 0"),
+    ("prompts:\n  - {prompt: a ball, colour: red}\n", "unknown key(s) colour"),
+    ("defaults: {speed: 2}\nprompts: [a ball]\n", "unknown default(s) speed"),
+    ("name: x\nextra: 1\nprompts: [a ball]\n", "unknown key(s) extra"),
+    ("prompts: [a ball\n", "not valid YAML"),
+])
+def test_bad_suites_are_one_line_errors(tmp_path, text, words):
+    from kinema.eval.suite import load_suite
+
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    with pytest.raises(KinemaError, match=words.replace("(", r"\(").replace(")", r"\)")) as info:
+        load_suite(path)
+    assert "\n" not in str(info.value)
+
+
+def test_shipped_suites_parse_and_cover_the_vocabulary():
+    from kinema.eval.suite import expectation_from_prompt, load_suite
+    from kinema.world.caption import VOCAB
+
+    suite = load_suite(ROOT / "configs" / "eval" / "basic.yaml")
+    assert len(suite.items) >= 50
+    seen: dict[str, set] = {key: set() for key in ("color", "shape", "size", "material", "action", "sky", "ground")}
+    for item in suite.items:
+        expected = expectation_from_prompt(item.prompt, 33, 8.0)
+        assert expected["objects"], item.prompt
+        for key in ("sky", "ground"):
+            seen[key].add(expected[key])
+        for obj in expected["objects"]:
+            for key in ("color", "shape", "size", "material", "action"):
+                seen[key].add(obj[key])
+    for key, values in seen.items():
+        missing = set(VOCAB[key]) - values - ({"thrown_in"} if key == "action" else set())
+        assert not missing, (key, missing)
+
+
+def test_cache_latents_command_rejects_bad_counts(tmp_path, small_vae):
+    from kinema.train.dit import cache_world_latents
+
+    with pytest.raises(KinemaError, match="clips"):
+        cache_world_latents(dit_config(tmp_path, small_vae), tmp_path / "c", clips=0)
