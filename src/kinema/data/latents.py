@@ -227,7 +227,8 @@ class LatentSource:
         shapes: list[tuple[int, ...]] = []
         for folder in folders:
             index = _read_json(folder / INDEX)
-            if not isinstance(index, dict) or index.get("format") != FORMAT or not isinstance(index.get("shards"), list):
+            if (not isinstance(index, dict) or index.get("format") != FORMAT
+                    or not isinstance(index.get("shards"), list)):
                 raise KinemaError(f"corrupt latent cache file '{folder / INDEX}': not a {FORMAT} index")
             first_item = len(self.items)
             for entry in index["shards"]:

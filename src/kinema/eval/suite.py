@@ -134,7 +134,7 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
         requests.append(request)
     clips = []
     generated_seconds = []
-    for n, request in enumerate(tqdm(requests, desc=suite.name, unit="prompt", disable=not progress or None)):
+    for request in tqdm(requests, desc=suite.name, unit="prompt", disable=not progress or None):
         _, frames, width, height, fps = validate(request, pipe.defaults.fps)
         wanted = {"prompt": request.prompt, "seed": request.seed, "size": f"{width}x{height}", "fps": fps,
                   "steps": request.steps or pipe.defaults.steps,

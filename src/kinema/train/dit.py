@@ -203,7 +203,8 @@ def train_dit(config: DiTTrainConfig, resume: bool = False) -> TrainSummary:
 
 
 def export_pipeline(config: DiTTrainConfig, out: str | Path, checkpoint: str | Path | None = None,
-                    dtype: torch.dtype = torch.float16, name: str | None = None, defaults: dict | None = None) -> tuple[Path, int]:
+                    dtype: torch.dtype = torch.float16, name: str | None = None,
+                    defaults: dict | None = None) -> tuple[Path, int]:
     """Write a complete pipeline folder (model_index.json, transformer/ with the EMA weights of a checkpoint,
     vae/ from ``config.vae``) that ``kinema generate --model OUT`` loads. Default: the newest checkpoint."""
     from kinema.models.vae import VideoVAE
