@@ -119,3 +119,36 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model(x, 0.5, text).square().sum().backward()
     for a, p in zip(plain, model.parameters()):
         assert torch.allclose(a, p.grad, atol=1e-6)
+
+
+def test_prepared_text_gives_the_same_velocity():
+    """Keys and values computed once (as the sampler does for all its steps) change nothing."""
+    model = tiny()
+    x, text = torch.randn(2, 4, 3, 4, 4), torch.randn(2, 2, 5, 16)
+    mask = torch.tensor([[[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]] * 2, dtype=torch.bool)
+    index = torch.tensor([[0, 1, 1], [1, 0, 0]])
+    with torch.no_grad():
+        direct = model(x, torch.tensor([0.3, 0.8]), text, mask, index)
+        context = model.prepare_text(text, mask)
+        assert len(context.kv) == 2
+        prepared = model(x, torch.tensor([0.3, 0.8]), context, frame_text_index=index)
+    assert torch.allclose(direct, prepared, atol=1e-6)
+    import pytest
+
+    from kinema.errors import KinemaError
+
+    with pytest.raises(KinemaError, match="text batch"):
+        model(torch.randn(3, 4, 3, 4, 4), 0.5, context)
+
+
+def test_fast_gelu_is_the_tanh_gelu_with_its_gradient():
+    from kinema.models.dit import gelu_tanh
+
+    x = (torch.randn(1000) * 4).requires_grad_()
+    reference = torch.nn.functional.gelu(x, approximate="tanh")
+    (grad_ref,) = torch.autograd.grad(reference.sum(), x)
+    fast = gelu_tanh(x)
+    (grad,) = torch.autograd.grad(fast.sum(), x)
+    assert torch.allclose(fast, reference, atol=2e-6) and torch.allclose(grad, grad_ref, atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(gelu_tanh(x), reference, atol=2e-6)

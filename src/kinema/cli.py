@@ -74,7 +74,7 @@ def generate(
     prompt: Annotated[str | None, typer.Argument(help="What to generate.")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Output .mp4 (or .png for an image).")] = Path(
         "out.mp4"),
-    seconds: Annotated[float, typer.Option(help="Length in seconds (for --extend/--connect: seconds added).")] = 2.0,
+    seconds: Annotated[float, typer.Option(help="Length in seconds (for --extend/--connect: seconds added).")] = 4.0,
     frames: Annotated[int | None, typer.Option(help="Exact frame count (1 + 4k); overrides --seconds.")] = None,
     size: Annotated[str, typer.Option(help="WIDTHxHEIGHT, multiples of 8 (any aspect ratio).")] = "64x64",
     fps: Annotated[float | None, typer.Option(help="Frames per second (default: the model's).")] = None,
@@ -260,7 +260,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 @app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Which benchmark: world, vae, train (benchmarks/bench_NAME.py).")],
+    name: Annotated[str, typer.Argument(help="world, vae, train, dit or pipeline (benchmarks/bench_NAME.py).")],
 ) -> None:
     """Run a benchmark from the source checkout; it prints JSON lines (extra flags are passed through)."""
     import runpy

@@ -20,7 +20,7 @@ class Request:
 
     prompt: str
     output: str = "out.mp4"
-    seconds: float = 2.0
+    seconds: float = 4.0
     frames: int | None = None
     size: str = "64x64"
     fps: float | None = None

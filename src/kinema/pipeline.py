@@ -109,7 +109,7 @@ class KinemaPipeline(DiffusionPipeline):
                  defaults: SamplingDefaults | None = None, flow: FlowConfig | None = None,
                  text_encoder_name: str = "minilm") -> None:
         super().__init__()
-        self.register_modules(transformer=transformer, vae=vae)
+        self.register_modules(transformer=transformer.eval(), vae=vae.eval())
         self._text_encoder = text_encoder
         self.text_encoder_name = text_encoder_name
         self.defaults = defaults or SamplingDefaults()
@@ -226,8 +226,13 @@ class KinemaPipeline(DiffusionPipeline):
             if known_latents is not None:
                 known_latents = torch.nn.functional.pad(known_latents, pad, mode="replicate")
 
+        prepared: list = []  # (text, mask, TextContext): the text's keys and values, computed once per run
+
         def model(x, t, text, text_mask):
-            return self.transformer(x.to(self.transformer.dtype), t, text, text_mask).float()
+            if not prepared or prepared[0][0] is not text or prepared[0][1] is not text_mask:
+                context = self.transformer.prepare_text(text.to(self.transformer.dtype), text_mask)
+                prepared[:] = [(text, text_mask, context)]
+            return self.transformer(x.to(self.transformer.dtype), t, prepared[0][2]).float()
 
         batch = latents.shape[0]
         cond = {k: v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 else v for k, v in cond.items()}

@@ -31,11 +31,12 @@ def guided(model: Model, guidance_scale: float, cond: dict, uncond: dict) -> Mod
     if guidance_scale == 1.0:
         return lambda x, t, **extra: model(x, t, **cond, **extra)
 
+    merged = {}  # built once, so a model may cache work that depends only on these (the same objects each step)
+    for key in cond:
+        a, b = cond[key], uncond[key]
+        merged[key] = torch.cat([a, b]) if isinstance(a, torch.Tensor) else a
+
     def both(x: torch.Tensor, t: torch.Tensor, **extra) -> torch.Tensor:
-        merged = {}
-        for key in cond:
-            a, b = cond[key], uncond[key]
-            merged[key] = torch.cat([a, b]) if isinstance(a, torch.Tensor) else a
         v = model(torch.cat([x, x]), torch.cat([t, t]), **merged, **extra)
         v_cond, v_uncond = v.chunk(2)
         return v_uncond + guidance_scale * (v_cond - v_uncond)

@@ -10,6 +10,7 @@ kinema's two extensions reduce exactly to the plain design when unused:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -20,13 +21,30 @@ from torch import nn
 from kinema.errors import KinemaError
 
 DIT_CONFIGS: dict[str, dict] = {
-    # CPU default: about 6M parameters.
+    # CPU default: 4.0M parameters.
     "tiny": dict(num_layers=6, num_attention_heads=4, attention_head_dim=48, ffn_dim=768, text_dim=384),
     "small": dict(num_layers=10, num_attention_heads=6, attention_head_dim=64, ffn_dim=1536, text_dim=384),
     "base": dict(num_layers=20, num_attention_heads=12, attention_head_dim=64, ffn_dim=3072, text_dim=384),
     # The dims of Wan2.1-T2V-1.3B (with a UMT5 text encoder).
     "wan2.1-1.3b": dict(num_layers=30, num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, text_dim=4096),
 }
+
+
+_GELU_K = 2.0 * math.sqrt(2.0 / math.pi)
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU with the tanh approximation (Wan's), written as x * sigmoid(2u) with u = sqrt(2/pi)(x + 0.044715 x^3).
+
+    0.5 (1 + tanh(u)) = sigmoid(2u), so this is the same function (to about 5e-7 in fp32). It runs about
+    twice as fast as ``F.gelu(x, approximate="tanh")`` on CPU builds whose tanh is not vectorised, and
+    without autograd it works in place on one buffer.
+    """
+    if torch.is_grad_enabled() and x.requires_grad:
+        return x * torch.sigmoid(torch.addcmul(x * _GELU_K, x * x, x, value=_GELU_K * 0.044715))
+    inner = x * x
+    inner.mul_(_GELU_K * 0.044715).add_(_GELU_K).mul_(x)
+    return inner.sigmoid_().mul_(x)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -60,7 +78,7 @@ class TextProjection(nn.Module):
         self.linear_2 = nn.Linear(dim, dim)
 
     def forward(self, text: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(F.gelu(self.linear_1(text), approximate="tanh"))
+        return self.linear_2(gelu_tanh(self.linear_1(text)))
 
 
 class RotaryEmbedding3D(nn.Module):
@@ -125,14 +143,19 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, d)
         return self.to_out(out.transpose(1, 2).flatten(2))  # (B, N, D)
 
-    def cross_attention(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None,
-                        frame_text_index: torch.Tensor | None, frames: int) -> torch.Tensor:
-        """x: (B, N, D) with N = F' * HW; text: (B, S, L, D); text_mask: (B, S, L); index: (B, F')."""
+    def text_kv(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of text states (B, S, L, D): the part of cross-attention that only the text decides."""
+        return self.norm_k(self.to_k(text)), self.to_v(text)
+
+    def cross_attention(self, x: torch.Tensor, text: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+                        text_mask: torch.Tensor | None, frame_text_index: torch.Tensor | None,
+                        frames: int) -> torch.Tensor:
+        """x: (B, N, D) with N = F' * HW; text: (B, S, L, D), or its (keys, values) from ``text_kv``;
+        text_mask: (B, S, L); index: (B, F')."""
         b, n, dim = x.shape
-        s = text.shape[1]
         q = self.norm_q(self.to_q(x))  # (B, N, D)
-        k = self.norm_k(self.to_k(text))  # (B, S, L, D)
-        v = self.to_v(text)  # (B, S, L, D)
+        k, v = text if isinstance(text, tuple) else self.text_kv(text)  # (B, S, L, D) each
+        s = k.shape[1]
         mask = None
         if s == 1 and frame_text_index is None:
             q = self.split(q)  # (B, heads, N, d)
@@ -163,7 +186,7 @@ class FeedForward(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        return self.fc2(gelu_tanh(self.fc1(x)))
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, frames: int) -> torch.Tensor:
@@ -191,8 +214,9 @@ class DiTBlock(nn.Module):
         self.ffn = FeedForward(dim, ffn_dim)
         self.scale_shift_table = nn.Parameter(torch.zeros(1, 1, 6, dim))
 
-    def forward(self, x: torch.Tensor, modulation: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None,
-                frame_text_index: torch.Tensor | None, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, modulation: torch.Tensor, text: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+                text_mask: torch.Tensor | None, frame_text_index: torch.Tensor | None,
+                rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         frames = modulation.shape[1]
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.scale_shift_table + modulation).unbind(2)  # (B, F', D)
         h = self.attn1.self_attention(modulate(self.norm1(x), shift1, scale1, frames), rope)  # (B, N, D)
@@ -212,6 +236,16 @@ class FinalLayer(nn.Module):
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         shift, scale = (self.scale_shift_table + temb[:, :, None]).unbind(2)  # (B, F', D) each
         return self.proj_out(modulate(self.norm(x), shift, scale, temb.shape[1]))
+
+
+@dataclass
+class TextContext:
+    """Text made ready for cross-attention: the projected states (B, S, L, D), optionally every block's
+    (keys, values) (each (B, S, L, D)), and the mask (B, S, L)."""
+
+    states: torch.Tensor
+    kv: list[tuple[torch.Tensor, torch.Tensor]] | None
+    mask: torch.Tensor | None
 
 
 class VideoDiT(ModelMixin, ConfigMixin):
@@ -283,11 +317,26 @@ class VideoDiT(ModelMixin, ConfigMixin):
         x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)  # (B, C, F', pt, H'', ph, W'', pw)
         return x.reshape(b, -1, frames, height, width)
 
+    def prepare_text(self, text: torch.Tensor, text_mask: torch.Tensor | None = None,
+                     per_block: bool = True) -> TextContext:
+        """Project text states (B, L, D_text) or (B, S, L, D_text) to the model width and, with ``per_block``,
+        compute every block's cross-attention keys and values; reused by every ``forward`` given it."""
+        if text.ndim == 3:
+            text = text[:, None]  # (B, 1, L, D_text)
+            text_mask = None if text_mask is None else text_mask[:, None]
+        if text.ndim != 4:
+            raise KinemaError(f"text must be (B, L, D) or (B, S, L, D), got shape {tuple(text.shape)}")
+        if text_mask is not None:
+            text_mask = text_mask.bool()
+        context = self.text_embedder(text)  # (B, S, L, D)
+        kv = [block.attn2.text_kv(context) for block in self.blocks] if per_block else None
+        return TextContext(context, kv, text_mask)
+
     def forward(
         self,
         x: torch.Tensor,
         timestep: torch.Tensor | float,
-        text: torch.Tensor,
+        text: torch.Tensor | TextContext,
         text_mask: torch.Tensor | None = None,
         frame_text_index: torch.Tensor | None = None,
         frame_positions: torch.Tensor | None = None,
@@ -296,6 +345,8 @@ class VideoDiT(ModelMixin, ConfigMixin):
 
         timestep: scalar, (B,) or (B, F') flow times in [0, 1].
         text: (B, L, D_text) or (B, S, L, D_text); text_mask: (B, L) or (B, S, L), True for real tokens.
+            Or a ``TextContext`` from ``prepare_text`` (then text_mask is ignored): a sampler that calls the
+            model many times with the same text computes the text's keys and values once.
         frame_text_index: (B, F') index into S, or None (every frame uses sequence 0).
         frame_positions: (F',) temporal RoPE positions, or None for 0..F'-1.
         """
@@ -310,21 +361,20 @@ class VideoDiT(ModelMixin, ConfigMixin):
             t = t[:, None].expand(b, frames)  # (B, F')
         if t.shape != (b, frames):
             raise KinemaError(f"timestep shape {tuple(t.shape)} must be (), ({b},) or ({b}, {frames})")
-        if text.ndim == 3:
-            text = text[:, None]  # (B, 1, L, D_text)
-            text_mask = None if text_mask is None else text_mask[:, None]
-        if text_mask is not None:
-            text_mask = text_mask.bool()
+        if not isinstance(text, TextContext):
+            text = self.prepare_text(text, text_mask, per_block=False)
+        if text.states.shape[0] != b:
+            raise KinemaError(f"text batch {text.states.shape[0]} does not match the latent batch {b}")
         rope = self.rope(frames, height // ph, width // pw, x.device, frame_positions)
         h = self.patchify(x)  # (B, N, D)
         temb = self.time_embedder(t)  # (B, F', D)
         modulation = self.time_proj(F.silu(temb)).unflatten(-1, (6, -1))  # (B, F', 6, D)
-        context = self.text_embedder(text)  # (B, S, L, D)
-        for block in self.blocks:
+        for n, block in enumerate(self.blocks):
+            context = text.states if text.kv is None else text.kv[n]  # the states, or (keys, values)
             if torch.is_grad_enabled() and self.gradient_checkpointing:
-                h = torch.utils.checkpoint.checkpoint(block, h, modulation, context, text_mask, frame_text_index,
+                h = torch.utils.checkpoint.checkpoint(block, h, modulation, context, text.mask, frame_text_index,
                                                       rope, use_reentrant=False)
             else:
-                h = block(h, modulation, context, text_mask, frame_text_index, rope)  # (B, N, D)
+                h = block(h, modulation, context, text.mask, frame_text_index, rope)  # (B, N, D)
         h = self.final(h, temb)  # (B, N, C * pt * ph * pw)
         return self.unpatchify(h, frames, height, width)  # (B, C, F', H', W')

@@ -1,0 +1,201 @@
+"""Video DiT speed, side by side with diffusers' WanTransformer3DModel. Prints JSON lines.
+
+    python benchmarks/bench_dit.py [--configs tiny] [--cases 2x9x8x8,2x13x8x12,1x21x16x16] [--repeats 3] [--train]
+
+- forward: kinema ``VideoDiT`` against diffusers ``WanTransformer3DModel`` built with the identical dims
+  (patch (1, 2, 2), heads, head dim, FFN, layers, text and frequency dims, cross-attention norm, RMS qk norm
+  across heads, eps 1e-6) and the same (random) weights, fp32, eval mode, ``torch.inference_mode``, same
+  threads, same inputs: latents (B, 16, F', H', W'), one timestep per sample (kinema takes flow time in
+  [0, 1], diffusers the same time x 1000) and text (B, 64, 384) (kinema also gets its text mask, all True).
+  Median milliseconds per forward of the repeats after a warmup, the two models alternating;
+  ``speedup_vs_diffusers`` = diffusers time / kinema time (wall; ``cpu_speedup_vs_diffusers`` from
+  process CPU time). The default cases: 4 s of 64x64 at batch 2 (a CFG pair) = (2, 16, 9, 8, 8); 6 s of
+  96x64 = (2, 16, 13, 8, 12); and a larger (1, 16, 21, 16, 16). ``tokens`` counts the patch tokens of one
+  sample (F' x H'/2 x W'/2).
+- ``--train``: seconds per training step (forward + MSE loss + backward + AdamW) of each model, batch 8 of
+  (16, 5, 8, 8) latents, one timestep per sample, the steps of the two models alternating.
+
+Shared machines are noisy: every line carries the load average at the time it was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from typing import Any
+
+import torch
+
+from kinema.models.dit import DIT_CONFIGS, VideoDiT
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # `kinema bench` runs this file via runpy
+from bench_vae import _machine, _median_times
+
+TEXT_TOKENS = 64
+DEFAULT_CASES = "2x9x8x8,2x13x8x12,1x21x16x16"
+
+
+def diffusers_twin(config: dict[str, Any]):
+    """diffusers' WanTransformer3DModel with the same architecture as VideoDiT(**config)."""
+    from diffusers import WanTransformer3DModel
+
+    return WanTransformer3DModel(
+        patch_size=tuple(config["patch_size"]), num_attention_heads=config["num_attention_heads"],
+        attention_head_dim=config["attention_head_dim"], in_channels=config["in_channels"],
+        out_channels=config["out_channels"], text_dim=config["text_dim"], freq_dim=config["freq_dim"],
+        ffn_dim=config["ffn_dim"], num_layers=config["num_layers"], cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", eps=config["eps"],
+    )
+
+
+def rename_wan_transformer_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A diffusers ``WanTransformer3DModel`` state dict (text-to-video layout) with VideoDiT's names and shapes."""
+    renamed = {}
+    for key, value in state_dict.items():
+        key = key.removeprefix("condition_embedder.")
+        key = re.sub(r"\.to_out\.0\.", ".to_out.", key)
+        key = key.replace(".ffn.net.0.proj.", ".ffn.fc1.").replace(".ffn.net.2.", ".ffn.fc2.")
+        if key in ("proj_out.weight", "proj_out.bias", "scale_shift_table"):
+            key = f"final.{key}"
+        if key.endswith("scale_shift_table"):  # (1, n, D) -> (1, 1, n, D): kinema modulates per latent frame
+            value = value[:, None]
+        renamed[key] = value
+    return renamed
+
+
+def twins(name: str, seed: int = 0) -> tuple[VideoDiT, Any]:
+    """A kinema DiT and its diffusers twin holding the same random weights, in eval mode."""
+    torch.manual_seed(seed)
+    if name not in DIT_CONFIGS:
+        raise SystemExit(f"unknown config '{name}': choose from {', '.join(DIT_CONFIGS)}")
+    model = VideoDiT.from_name(name).eval()
+    reference = diffusers_twin(dict(model.config)).eval()
+    with torch.no_grad():  # not adaLN-zero: with zero modulation both would output zeros
+        for tensor in reference.state_dict().values():
+            tensor.normal_(0.0, 0.05)
+    model.load_state_dict(rename_wan_transformer_keys(reference.state_dict()), strict=True)
+    return model, reference
+
+
+def _params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _inputs(shape: tuple[int, ...], text_dim: int, seed: int = 1) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(seed)
+    batch = shape[0]
+    x = torch.randn(shape, generator=generator)  # (B, C, F', H', W')
+    t = torch.rand(batch, generator=generator)  # (B,) flow time in [0, 1]
+    text = torch.randn(batch, TEXT_TOKENS, text_dim, generator=generator)  # (B, L, D_text)
+    mask = torch.ones(batch, TEXT_TOKENS, dtype=torch.bool)  # (B, L)
+    return x, t, text, mask
+
+
+def forward_speed(name: str, shape: tuple[int, ...], repeats: int) -> dict:
+    model, reference = twins(name)
+    x, t, text, mask = _inputs(shape, model.config.text_dim)
+    _, ph, pw = model.config.patch_size
+    batch, _, frames, height, width = shape
+    with torch.inference_mode():
+        ours = model(x, t, text, mask)
+        theirs = reference(hidden_states=x, timestep=t * 1000.0, encoder_hidden_states=text, return_dict=False)[0]
+        max_abs_diff = (ours - theirs).abs().max().item()
+        times = _median_times({
+            "kinema": lambda: model(x, t, text, mask),
+            "diffusers": lambda: reference(hidden_states=x, timestep=t * 1000.0, encoder_hidden_states=text,
+                                           return_dict=False),
+        }, repeats)
+    wall = {key: value[0] for key, value in times.items()}
+    cpu = {key: value[1] for key, value in times.items()}
+    return {
+        "benchmark": "dit_forward", "config": name, "latent_shape": list(shape), "batch": batch,
+        "tokens": frames * (height // ph) * (width // pw), "text_tokens": TEXT_TOKENS, "repeats": repeats,
+        "kinema_params": _params(model), "diffusers_params": _params(reference),
+        "kinema_ms": round(wall["kinema"] * 1000, 2), "diffusers_ms": round(wall["diffusers"] * 1000, 2),
+        "speedup_vs_diffusers": round(wall["diffusers"] / wall["kinema"], 2),
+        "kinema_cpu_ms": round(cpu["kinema"] * 1000, 2), "diffusers_cpu_ms": round(cpu["diffusers"] * 1000, 2),
+        "cpu_speedup_vs_diffusers": round(cpu["diffusers"] / cpu["kinema"], 2),
+        "max_abs_diff_vs_diffusers": float(f"{max_abs_diff:.3g}"),
+        **_machine(),
+    }
+
+
+def train_step_time(name: str, batch: int, latent: tuple[int, ...], steps: int) -> dict:
+    model, reference = twins(name)
+    model.train()
+    reference.train()
+    x, t, text, mask = _inputs((batch, *latent), model.config.text_dim)
+    target = torch.randn_like(x)
+    optimizers = {key: torch.optim.AdamW(m.parameters(), lr=1e-4) for key, m in (("kinema", model),
+                                                                                 ("diffusers", reference))}
+
+    def step(key: str) -> None:
+        if key == "kinema":
+            prediction = model(x, t, text, mask)
+        else:
+            prediction = reference(hidden_states=x, timestep=t * 1000.0, encoder_hidden_states=text,
+                                   return_dict=False)[0]
+        loss = (prediction.float() - target).pow(2).mean()
+        optimizers[key].zero_grad(set_to_none=True)
+        loss.backward()
+        optimizers[key].step()
+
+    times = _median_times({"kinema": lambda: step("kinema"), "diffusers": lambda: step("diffusers")}, steps)
+    wall = {key: value[0] for key, value in times.items()}
+    cpu = {key: value[1] for key, value in times.items()}
+    return {
+        "benchmark": "dit_train_step", "config": name, "batch": batch, "latent_shape": [batch, *latent],
+        "kinema_params": _params(model), "diffusers_params": _params(reference), "steps": steps,
+        "kinema_step_s": round(wall["kinema"], 3), "diffusers_step_s": round(wall["diffusers"], 3),
+        "speedup_vs_diffusers": round(wall["diffusers"] / wall["kinema"], 2),
+        "kinema_step_cpu_s": round(cpu["kinema"], 3), "diffusers_step_cpu_s": round(cpu["diffusers"], 3),
+        "cpu_speedup_vs_diffusers": round(cpu["diffusers"] / cpu["kinema"], 2),
+        **_machine(),
+    }
+
+
+def _shape(text: str, channels: int = 16) -> tuple[int, ...]:
+    """'BxFxHxW' (latent sizes) -> (B, 16, F', H', W')."""
+    try:
+        batch, frames, height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"bad case '{text}': expected BxFxHxW in latent units, e.g. 2x9x8x8") from None
+    return batch, channels, frames, height, width
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", default="tiny", help=f"comma-separated DiT configs ({', '.join(DIT_CONFIGS)})")
+    parser.add_argument("--cases", default=DEFAULT_CASES,
+                        help="comma-separated latent sizes BxF'xH'xW' (16 channels)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-speed", action="store_true")
+    parser.add_argument("--train", action="store_true", help="also time training steps (batch 8 of 16x5x8x8)")
+    parser.add_argument("--train-steps", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="accepted for `kinema bench dit --json`; always JSON")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cases = [_shape(case) for case in args.cases.split(",") if case]
+
+    results: list[dict] = []
+
+    def emit(line: dict) -> None:
+        results.append(line)
+        print(json.dumps(line), flush=True)
+
+    for name in args.configs.split(","):
+        if not args.no_speed:
+            for shape in cases:
+                emit(forward_speed(name, shape, args.repeats))
+        if args.train:
+            emit(train_step_time(name, batch=8, latent=(16, 5, 8, 8), steps=args.train_steps))
+    return results
+
+
+if __name__ == "__main__":
+    main()
