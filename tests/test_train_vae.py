@@ -144,3 +144,22 @@ def test_the_command_trains_and_resumes(tmp_path, capsys):
     out = capsys.readouterr()
     assert "trained 3 steps" in out.out
     assert [line["step"] for line in metric_lines(tmp_path) if "loss" in line] == [1, 2, 3]
+
+
+def test_detail_loss_weights_what_is_not_sky_or_ground(tmp_path):
+    from kinema.train.vae import detail_mask
+
+    video = torch.full((1, 3, 1, 16, 16), -0.5)
+    video[:, :, :, 8:] = 0.4  # ground: a plain band
+    video[:, 0, :, 3:6, 4:7] = 0.9  # a red-ish object in the sky
+    mask = detail_mask(video, 0.12)
+    assert mask.shape == (1, 1, 1, 16, 16)
+    assert mask[0, 0, 0, 3:6, 4:7].all() and mask.sum() == 9  # the object, nothing of the bands
+    task = VAETask(config(tmp_path, "loss.detail=1.0"))
+    batch = task.batch(0, 0, 1)
+    loss, logs = task.loss(task.model, batch)
+    plain = VAETask(config(tmp_path, "loss.detail=0.0"))
+    plain.model.load_state_dict(task.model.state_dict())
+    base, plain_logs = plain.loss(plain.model, batch)
+    assert "detail_l1" in logs and "detail_l1" not in plain_logs and 0 < logs["detail_share"] < 1
+    assert loss.item() == pytest.approx(base.item() + logs["detail_l1"].item(), rel=1e-4)
