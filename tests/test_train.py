@@ -33,13 +33,7 @@ HERE = Path(__file__).resolve()
 TRUE_MAP = torch.tensor([[1.0, -2.0, 0.5, 0.0], [0.3, 0.0, -1.0, 2.0]])  # (2, 4): the map to learn
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest, and steadiest on shared cores, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 class RegressionTask:

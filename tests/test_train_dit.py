@@ -18,12 +18,7 @@ MODEL = {"num_layers": 1, "num_attention_heads": 2, "attention_head_dim": 16, "f
          "out_channels": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

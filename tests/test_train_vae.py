@@ -19,12 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = ROOT / "configs" / "vae" / "test.yaml"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def config(out_dir: Path, *overrides: str):

@@ -14,8 +14,9 @@ complete: a rerun skips it (``cache_latents`` is resumable) and ``captions.jsonl
 are rebuilt from the shard headers at the end, also atomically. A shard made with other settings
 is an error, not something to mix in.
 
-``LatentSource(out_dir)`` serves the cache with the same ``batch(index, batch_size)`` contract as
-the video sources: items are grouped by latent shape and every batch comes from one group.
+``LatentSource(out_dir)`` (or a list of cache folders) serves the cache with the same
+``batch(index, batch_size)`` contract as the video sources: items are grouped by latent shape and
+every batch comes from one group.
 """
 
 from __future__ import annotations
@@ -217,7 +218,6 @@ class LatentSource:
         folders = [Path(d) for d in out_dir] if isinstance(out_dir, (list, tuple)) else [Path(out_dir)]
         if not folders:
             raise KinemaError("a latent source needs at least one cache folder")
-        self.out_dir = folders[0]
         self.folders = folders
         self.seed, self.shuffle = int(seed), bool(shuffle)
         self.entries: list[dict] = []  # one per shard, over all folders
@@ -244,7 +244,6 @@ class LatentSource:
                 self.shards.append(path)
                 self.entries.append(entry)
             self.records += self._read_captions(folder, len(self.items) - first_item)
-        self.index = {"format": FORMAT, "shards": self.entries}
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for item, shape in enumerate(shapes):
             by_shape.setdefault(shape, []).append(item)

@@ -123,19 +123,18 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     items = suite.items[:limit] if limit else suite.items
-    requests = []
+    requests = []  # (request, its validated (mode, frames, width, height, fps)), all checked before any runs
     for n, item in enumerate(items):
         settings = item.settings | (overrides or {})
         try:
             request = Request(prompt=item.prompt, output=str(out_dir / f"{n:04d}.mp4"), **settings)
-            validate(request, pipe.defaults.fps)
+            requests.append((request, validate(request, pipe.defaults.fps)))
         except (TypeError, KinemaError) as e:
             raise KinemaError(f"suite '{suite.name}', prompt {n}: {e}") from None
-        requests.append(request)
     clips = []
     generated_seconds = []
-    for request in tqdm(requests, desc=suite.name, unit="prompt", disable=not progress or None):
-        _, frames, width, height, fps = validate(request, pipe.defaults.fps)
+    for request, (_, frames, width, height, fps) in tqdm(requests, desc=suite.name, unit="prompt",
+                                                         disable=not progress or None):
         wanted = {"prompt": request.prompt, "seed": request.seed, "size": f"{width}x{height}", "fps": fps,
                   "steps": request.steps or pipe.defaults.steps,
                   "guidance": pipe.defaults.guidance_scale if request.guidance is None else request.guidance,

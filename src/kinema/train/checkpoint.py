@@ -262,3 +262,12 @@ def load_latest_checkpoint(out_dir: str | Path, warn: Callable[[str], None] | No
     if errors:
         raise KinemaError(f"no loadable checkpoint in '{out_dir}' ({len(errors)} damaged; newest: {errors[0]})")
     return None
+
+
+def checkpoint_to_export(out_dir: str | Path, checkpoint: str | Path | None = None,
+                         warn: Callable[[str], None] | None = None) -> Checkpoint:
+    """``checkpoint`` if given, else the newest complete one of ``out_dir``; KinemaError when there is none."""
+    found = load_checkpoint(checkpoint) if checkpoint else load_latest_checkpoint(out_dir, warn)
+    if found is None:
+        raise KinemaError(f"no complete checkpoint in '{out_dir}'")
+    return found

@@ -135,7 +135,8 @@ class DiTTask:
             from kinema.models.dit import VideoDiT
 
             self.model.load_state_dict(VideoDiT.from_pretrained(config.init).state_dict())
-        self.vae = VideoVAE.from_pretrained(config.vae).float().eval().requires_grad_(False)
+        self.vae = None if config.data.latent_cache else (
+            VideoVAE.from_pretrained(config.vae).float().eval().requires_grad_(False))
         self.text = TextEncoder.default() if config.text_encoder == "minilm" else TextEncoder(config.text_encoder)
         data = config.data
         self.latents = None
@@ -209,11 +210,9 @@ def export_pipeline(config: DiTTrainConfig, out: str | Path, checkpoint: str | P
     vae/ from ``config.vae``) that ``kinema generate --model OUT`` loads. Default: the newest checkpoint."""
     from kinema.models.vae import VideoVAE
     from kinema.pipeline import KinemaPipeline, SamplingDefaults
-    from kinema.train.checkpoint import load_checkpoint, load_latest_checkpoint
+    from kinema.train.checkpoint import checkpoint_to_export
 
-    found = load_checkpoint(checkpoint) if checkpoint else load_latest_checkpoint(config.train.out_dir, logger.warning)
-    if found is None:
-        raise KinemaError(f"no complete checkpoint in '{config.train.out_dir}'")
+    found = checkpoint_to_export(config.train.out_dir, checkpoint, logger.warning)
     model = build_dit(config.model)
     model.load_state_dict(found.model | found.ema, strict=True)
     vae = VideoVAE.from_pretrained(config.vae)

@@ -338,11 +338,9 @@ def export_checkpoint(config: VAETrainConfig, out: str | Path, checkpoint: str |
     """Export the EMA weights of a checkpoint (default: the newest complete one of train.out_dir) as a
     diffusers folder with measured latent statistics, stored in ``dtype`` (fp16 for the embedded model)."""
     from kinema.models.vae import VideoVAE
-    from kinema.train.checkpoint import load_checkpoint, load_latest_checkpoint
+    from kinema.train.checkpoint import checkpoint_to_export
 
-    found = load_checkpoint(checkpoint) if checkpoint else load_latest_checkpoint(config.train.out_dir, logger.warning)
-    if found is None:
-        raise KinemaError(f"no complete checkpoint in '{config.train.out_dir}'")
+    found = checkpoint_to_export(config.train.out_dir, checkpoint, logger.warning)
     task = VAETask(config)
     vae = VideoVAE.from_config(task.model.config)
     vae.load_state_dict(found.model | found.ema, strict=True)
