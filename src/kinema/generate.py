@@ -36,6 +36,9 @@ class Request:
     edit: str | None = None
     strength: float = 0.7
     sampler: str | None = None
+    storyboard: dict | None = None  # {scene, shots: [{seconds, framing, prompt}]} (kinema.longvideo)
+    window: int | None = None  # long videos: latent frames per pass (default: the model's)
+    context: int | None = None  # long videos: latent frames of context per pass (default: the model's)
 
     def mode(self) -> str:
         chosen = [name for name, on in (("image", self.image), ("extend", self.extend), ("loop", self.loop),
@@ -57,7 +60,7 @@ def validate(request: Request, fps_default: float = 8.0) -> tuple[str, int, int,
     from kinema.config import parse_size
     from kinema.world.scene import frames_for_seconds
 
-    if not isinstance(request.prompt, str) or not request.prompt.strip():
+    if not isinstance(request.prompt, str) or (not request.prompt.strip() and request.storyboard is None):
         raise KinemaError("prompt is empty")
     if request.direction not in ("forward", "backward"):
         raise KinemaError(f"direction '{request.direction}': choose forward or backward")
@@ -78,6 +81,22 @@ def validate(request: Request, fps_default: float = 8.0) -> tuple[str, int, int,
     if not (0 <= request.seed < 2**63):
         raise KinemaError(f"seed must be between 0 and 2^63 - 1 (got {request.seed})")
     mode = request.mode()
+    if request.storyboard is not None:
+        from kinema.longvideo import storyboard_from_dict
+
+        if mode not in ("t2v", "i2v"):
+            raise KinemaError(f"a storyboard makes a video from text (or from --image), not with mode '{mode}'")
+        if request.frames is not None:
+            raise KinemaError("a storyboard sets the length from its shots; drop --frames")
+        board = storyboard_from_dict(request.storyboard, max_seconds=MAX_SECONDS)
+        frames, _ = board.frame_plan(fps)
+        for path in [request.image]:
+            if path is not None and not Path(path).is_file():
+                raise KinemaError(f"input file '{path}' does not exist")
+        return mode, frames, width, height, fps
+    for name, value in (("window", request.window), ("context", request.context)):
+        if value is not None and not (1 <= value <= 64):
+            raise KinemaError(f"{name} must be between 1 and 64 latent frames (got {value})")
     if request.frames is not None:
         frames = request.frames
         if frames < 1 or (mode != "loop" and (frames - 1) % 4) or frames > 4097:
@@ -111,6 +130,10 @@ def run(pipe, request: Request, progress=None) -> Path:
     from kinema.media import read_image, read_video, write_image, write_video
 
     mode, frames, width, height, fps = validate(request, pipe.defaults.fps)
+    latent_frames = 1 + (frames - 1) // pipe.vae.temporal_compression
+    window = request.window or pipe.defaults.window
+    if request.storyboard is not None or (mode in ("t2v", "i2v") and latent_frames > window):
+        return _run_long(pipe, request, mode, frames, width, height, fps, progress)
     kwargs: dict = {}
     if mode == "i2v":
         kwargs["image"] = read_image(request.image)
@@ -149,6 +172,44 @@ def run(pipe, request: Request, progress=None) -> Path:
     if mode == "image":
         return write_image(output, frames_out[0], metadata=metadata)
     return write_video(output, frames_out, fps, metadata=metadata)
+
+
+def _run_long(pipe, request: Request, mode: str, frames: int, width: int, height: int, fps: float,
+              progress) -> Path:
+    """A storyboard, or a video longer than one window: kinema.longvideo, window by window."""
+    import torch
+
+    from kinema.longvideo import Storyboard, generate_long, storyboard_from_dict
+    from kinema.media import read_image, write_video
+
+    board: Storyboard | None = None
+    if request.storyboard is not None:
+        board = storyboard_from_dict(request.storyboard)
+        if request.prompt.strip() and not board.scene:  # a prompt given with a storyboard is its scene
+            board = Storyboard(board.shots, request.prompt.strip())
+        texts = board.shot_texts()
+        _, shot_starts = board.frame_plan(fps)
+    else:
+        texts, shot_starts = [request.prompt], [0]
+    image = read_image(request.image) if mode == "i2v" else None
+    generator = torch.Generator().manual_seed(request.seed)
+    context = pipe.defaults.context if request.context is None else request.context
+    window = request.window or pipe.defaults.window
+    video = generate_long(pipe, texts, frames, height, width, shot_starts=shot_starts,
+                          num_inference_steps=request.steps, guidance_scale=request.guidance, generator=generator,
+                          negative_prompt=request.negative_prompt, image=image, window=window, context=context,
+                          sampler=request.sampler, callback=progress)
+    metadata = {
+        "prompt": request.prompt, "negative_prompt": request.negative_prompt, "mode": mode, "seed": request.seed,
+        "steps": request.steps or pipe.defaults.steps,
+        "guidance": pipe.defaults.guidance_scale if request.guidance is None else request.guidance,
+        "sampler": request.sampler or pipe.defaults.sampler, "size": f"{width}x{height}", "fps": fps,
+        "frames": int(video.shape[0]), "model": pipe.name, "model_sha256": pipe.weights_sha256,
+        "window": window, "context": context, "memory": pipe.defaults.memory,
+        "storyboard": board.to_dict() if board else None, "shot_texts": texts, "shot_starts": shot_starts,
+        "inputs": {"image": request.image} if request.image else {},
+    }
+    return write_video(Path(request.output), video, fps, metadata=metadata)
 
 
 def read_prompts_file(path: str | Path) -> list[dict]:

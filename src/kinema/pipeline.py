@@ -47,6 +47,11 @@ class SamplingDefaults:
     sampler: str = "euler"
     shift: float | None = None  # None: grows with the token count (FlowConfig)
     fps: float = 8.0
+    # Long videos (kinema.longvideo): latent frames per transformer pass, of which up to `context` are the
+    # last frames already made and up to `memory` are memory frames (first of the video, first of the shot).
+    window: int = 13
+    context: int = 2
+    memory: int = 2
 
 
 def check_request(prompt: Any, num_frames: int, height: int, width: int, steps: int, guidance_scale: float,
@@ -218,7 +223,10 @@ class KinemaPipeline(DiffusionPipeline):
     def _denoise(self, latents: torch.Tensor, known: torch.Tensor | None, known_latents: torch.Tensor | None,
                  cond: dict, uncond: dict, steps: int, guidance_scale: float, start: float, shift: float,
                  sampler: str, callback) -> torch.Tensor:
-        """Run the sampler on latents (B, C, F', H', W') padded to even H', W' for the 1x2x2 patches."""
+        """Run the sampler on latents (B, C, F', H', W') padded to even H', W' for the 1x2x2 patches.
+
+        ``cond``/``uncond`` hold ``text`` (B, L, D) or (B, S, L, D), ``text_mask`` and optionally
+        ``frame_text_index`` (B, F'): which of the S sequences each latent frame attends to."""
         h, w = latents.shape[-2:]
         pad = (0, w % 2, 0, h % 2, 0, 0)
         if any(pad):
@@ -228,11 +236,12 @@ class KinemaPipeline(DiffusionPipeline):
 
         prepared: list = []  # (text, mask, TextContext): the text's keys and values, computed once per run
 
-        def model(x, t, text, text_mask):
+        def model(x, t, text, text_mask, frame_text_index=None):
             if not prepared or prepared[0][0] is not text or prepared[0][1] is not text_mask:
                 context = self.transformer.prepare_text(text.to(self.transformer.dtype), text_mask)
                 prepared[:] = [(text, text_mask, context)]
-            return self.transformer(x.to(self.transformer.dtype), t, prepared[0][2]).float()
+            return self.transformer(x.to(self.transformer.dtype), t, prepared[0][2],
+                                    frame_text_index=frame_text_index).float()
 
         batch = latents.shape[0]
         cond = {k: v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 else v for k, v in cond.items()}

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from kinema.config import config_to_dict, load_config, parse_size
-from kinema.diffusion.flow import FlowConfig, add_noise, flow_loss, sample_condition, shift_for_tokens
+from kinema.diffusion.flow import FlowConfig, add_noise, flow_loss, sample_condition, sample_times, shift_for_tokens
 from kinema.errors import KinemaError
 from kinema.train import distributed as dist_utils
 from kinema.train.loop import TrainConfig, Trainer, TrainSummary, derived_seed, seed_everything
@@ -61,6 +61,9 @@ class DiTTrainConfig:
     text_encoder: str = "minilm"
     caption_dropout: float = 0.1
     shot_captions: float = 0.5  # share of multi-shot clips trained with per-shot captions
+    # share of batches (of clips with at least 6 latent frames) cut into long-video windows: memory frames,
+    # a gap, then context and new frames, as kinema.longvideo conditions each window after the first
+    memory_windows: float = 0.0
     data: DiTDataConfig = field(default_factory=DiTDataConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir=Path("runs/dit")))
@@ -68,6 +71,8 @@ class DiTTrainConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.caption_dropout < 1.0:
             raise ValueError(f"caption_dropout must be in [0, 1) (got {self.caption_dropout})")
+        if not 0.0 <= self.memory_windows <= 1.0:
+            raise ValueError(f"memory_windows must be in [0, 1] (got {self.memory_windows})")
 
 
 def build_dit(model: str | dict[str, Any]) -> nn.Module:
@@ -111,6 +116,25 @@ def cache_world_latents(config: DiTTrainConfig, out_dir: str | Path, clips: int,
 
     return cache_latents(world_source(config.data), encode, out_dir, batches, batch_size, dtype=dtype,
                          progress=progress)
+
+
+def sample_memory_window(latent_frames: int, generator: torch.Generator) -> tuple[list[int], int]:
+    """A long-video window cut from a clip: (the latent frames kept, how many of them are known).
+
+    Frame 0 is always kept as a memory frame, sometimes with a second one (as the first frame of a later
+    shot); then a gap of dropped frames; then 1-3 context frames and the new frames to denoise. The kept
+    frames sit next to each other in the window, as they do at generation time.
+    """
+    def draw(lo: int, hi: int) -> int:  # inclusive
+        return int(torch.randint(lo, hi + 1, (1,), generator=generator))
+
+    gap = draw(1, latent_frames - 4)  # frames 1..gap are dropped (or 2..gap with a second memory frame)
+    memory = [0]
+    if gap >= 2 and draw(0, 1):
+        memory.append(draw(1, gap - 1))
+    rest = list(range(gap + 1, latent_frames))
+    context = draw(1, min(3, len(rest) - 1))
+    return memory + rest, len(memory) + context
 
 
 def shot_latent_index(shot_starts: list[int], latent_frames: int, temporal: int = 4) -> list[int]:
@@ -176,9 +200,20 @@ class DiTTask:
         tokens, mask = self.text.encode(flat)  # (b * S, L, D)
         tokens = tokens.view(b, sequences, *tokens.shape[1:])
         mask = mask.view(b, sequences, -1)
+        window = None
+        if latent_frames >= 6 and float(torch.rand(1, generator=generator)) < self.config.memory_windows:
+            keep, known_count = sample_memory_window(latent_frames, generator)
+            latents, frame_index = latents[:, :, keep], frame_index[:, keep]
+            latent_frames = len(keep)
+            window = known_count
         patch_tokens = latent_frames * (latents.shape[3] // 2) * (latents.shape[4] // 2)
         shift = shift_for_tokens(patch_tokens, self.config.flow)
         t, known = sample_condition(b, latent_frames, self.config.flow, shift, generator)
+        if window is not None:  # memory + context known and clean; the new frames share one t per clip
+            known = torch.zeros_like(known)
+            known[:, :window] = True
+            clip_t = sample_times((b, 1), self.config.flow, shift, generator).expand_as(t)
+            t = torch.where(known, torch.zeros_like(t), clip_t)
         noise = torch.randn(latents.shape, generator=generator)
         return {"latents": latents, "noise": noise, "t": t, "known": known, "text": tokens, "text_mask": mask,
                 "frame_text_index": frame_index}

@@ -1,0 +1,354 @@
+"""Long videos and storyboards.
+
+A video longer than one transformer pass is generated in windows of latent frames. Each window
+after the first is conditioned on the last ``context`` latent frames already made and on a few
+``memory`` frames (the first latent frame of the video, and the first latent frame of the current
+shot), all entering clean (t = 0) as the known frames of the per-frame flow mechanism. Only the new
+frames are denoised, so a window of W latent frames costs the same wherever it lies: time grows
+linearly with length and peak memory stays flat. The whole latent sequence is decoded once by the
+chunked causal VAE, so there are no seams between windows.
+
+A storyboard is a list of shots (seconds, framing, prompt) plus a scene prompt shared by all of
+them. Cuts land on latent-frame boundaries (video frames 1 + 4k), and each latent frame
+cross-attends to "scene + framing + shot prompt", the same shape as the training captions of
+multi-shot world clips.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kinema.errors import KinemaError
+
+MAX_SHOTS = 64
+MAX_SECONDS = 600.0
+MAX_PROMPT_CHARS = 2000
+LATENT_STRIDE = 4  # video frames per latent frame after the first
+
+# User spellings of the world's framings -> the world's names.
+FRAMING_NAMES = {"wide": "wide", "medium": "medium", "mid": "medium", "close-up": "closeup", "closeup": "closeup",
+                 "close up": "closeup", "pan": "pan"}
+# How a shot caption opens, in the words of the world's captions (kinema.world.caption).
+FRAMING_TEXT = {"wide": "A wide shot.", "medium": "A medium shot.", "closeup": "A close-up.",
+                "pan": "A tracking pan."}
+
+
+@dataclass(frozen=True)
+class Shot:
+    seconds: float
+    framing: str  # one of the world's framings: wide, medium, closeup, pan
+    prompt: str
+
+
+@dataclass(frozen=True)
+class Storyboard:
+    """Shots in order plus the scene prompt that every shot shares."""
+
+    shots: tuple[Shot, ...]
+    scene: str = ""
+
+    @property
+    def seconds(self) -> float:
+        return sum(shot.seconds for shot in self.shots)
+
+    def to_dict(self) -> dict:
+        return {"scene": self.scene,
+                "shots": [{"seconds": s.seconds, "framing": s.framing, "prompt": s.prompt} for s in self.shots]}
+
+    def shot_texts(self) -> list[str]:
+        """The caption each shot's latent frames attend to: scene + framing + shot prompt."""
+        texts = []
+        for shot in self.shots:
+            parts = [self.scene.strip(), FRAMING_TEXT[shot.framing], shot.prompt.strip()]
+            texts.append(" ".join(p for p in parts if p))
+        return texts
+
+    def frame_plan(self, fps: float) -> tuple[int, list[int]]:
+        """(total video frames, first frame of each shot). Frame 0 opens shot 1; every later cut falls on a
+        frame 1 + 4k, so each shot owns whole latent frames. Shot lengths are rounded to whole latent frames
+        from the running total, so rounding never accumulates."""
+        boundaries = [0]  # latent frames after frame 0 at the end of each shot, from the running total
+        elapsed = 0.0
+        for n, shot in enumerate(self.shots, start=1):
+            elapsed += shot.seconds
+            boundaries.append(int(math.floor(elapsed * fps / LATENT_STRIDE + 0.5)))
+            if boundaries[-1] <= boundaries[-2]:
+                raise KinemaError(f"shot {n} ({shot.seconds:g} s) is shorter than one latent frame "
+                                  f"({LATENT_STRIDE / fps:g} s at {fps:g} fps)")
+        starts = [0] + [1 + LATENT_STRIDE * b for b in boundaries[1:-1]]
+        frames = 1 + LATENT_STRIDE * boundaries[-1]
+        return frames, starts
+
+
+def shot_of_latent_frames(shot_starts: list[int], latent_frames: int) -> list[int]:
+    """Which shot each latent frame belongs to: latent 0 is frame 0; latent j >= 1 covers frames 4j-3 .. 4j."""
+    index = []
+    for j in range(latent_frames):
+        first_frame = 0 if j == 0 else 1 + LATENT_STRIDE * (j - 1)
+        index.append(max(k for k, start in enumerate(shot_starts) if start <= first_frame))
+    return index
+
+
+def _framing(value: Any, where: str) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in FRAMING_NAMES:
+        raise KinemaError(f"{where}: framing {value!r} is not one of wide, medium, close-up, pan")
+    return FRAMING_NAMES[value.strip().lower()]
+
+
+def _prompt(value: Any, where: str, required: bool = True) -> str:
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise KinemaError(f"{where}: needs a non-empty prompt")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise KinemaError(f"{where}: prompt has {len(value)} characters; the limit is {MAX_PROMPT_CHARS}")
+    return value.strip()
+
+
+def _seconds(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise KinemaError(f"{where}: seconds must be a number (got {value!r})")
+    if value <= 0:
+        raise KinemaError(f"{where}: seconds must be > 0 (got {value:g})")
+    return float(value)
+
+
+def storyboard_from_dict(data: Any, source: str = "storyboard", max_seconds: float = MAX_SECONDS) -> Storyboard:
+    """Validate a mapping ``{scene: TEXT, shots: [{seconds, framing, prompt}, ...]}``; one-line errors."""
+    if not isinstance(data, dict):
+        raise KinemaError(f"{source}: must be a mapping with 'shots' (and optionally 'scene')")
+    unknown = set(data) - {"scene", "shots"}
+    if unknown:
+        raise KinemaError(f"{source}: unknown key(s) {', '.join(sorted(map(str, unknown)))} (allowed: scene, shots)")
+    scene = _prompt(data.get("scene"), f"{source}: scene", required=False)
+    shots_data = data.get("shots")
+    if not isinstance(shots_data, list) or not shots_data:
+        raise KinemaError(f"{source}: 'shots' must be a non-empty list")
+    if len(shots_data) > MAX_SHOTS:
+        raise KinemaError(f"{source}: {len(shots_data)} shots; the limit is {MAX_SHOTS}")
+    shots = []
+    for n, item in enumerate(shots_data, start=1):
+        where = f"{source}: shot {n}"
+        if not isinstance(item, dict):
+            raise KinemaError(f"{where}: must be a mapping with seconds, framing and prompt")
+        unknown = set(item) - {"seconds", "framing", "prompt"}
+        if unknown:
+            raise KinemaError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))} "
+                              "(allowed: seconds, framing, prompt)")
+        if "prompt" not in item:
+            raise KinemaError(f"{where}: missing 'prompt'")
+        if "seconds" not in item:
+            raise KinemaError(f"{where}: missing 'seconds'")
+        shots.append(Shot(_seconds(item["seconds"], where), _framing(item.get("framing", "wide"), where),
+                          _prompt(item["prompt"], where)))
+    board = Storyboard(tuple(shots), scene)
+    if board.seconds > max_seconds:
+        raise KinemaError(f"{source}: the shots add up to {board.seconds:g} s; the limit is {max_seconds:g} s")
+    return board
+
+
+def load_storyboard(path: str | Path, max_seconds: float = MAX_SECONDS) -> Storyboard:
+    """A storyboard file: YAML or JSON (chosen by the suffix; other suffixes are read as YAML)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise KinemaError(f"storyboard '{path}' does not exist")
+    if path.stat().st_size > 1 << 20:
+        raise KinemaError(f"storyboard '{path}' is larger than 1 MiB")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise KinemaError(f"storyboard '{path}' is not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise KinemaError(f"storyboard '{path}': not valid JSON ({e.msg} at line {e.lineno})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise KinemaError(f"storyboard '{path}': not valid YAML{where}") from None
+    return storyboard_from_dict(data, source=f"storyboard '{path}'", max_seconds=max_seconds)
+
+
+def parse_shot_flag(text: str) -> Shot:
+    """``SECONDS:FRAMING:PROMPT`` (the prompt may itself contain colons)."""
+    parts = text.split(":", 2)
+    if len(parts) != 3:
+        raise KinemaError(f"--shot '{text}': expected SECONDS:FRAMING:PROMPT")
+    try:
+        seconds = float(parts[0])
+    except ValueError:
+        raise KinemaError(f"--shot '{text}': seconds '{parts[0]}' is not a number") from None
+    where = f"--shot '{text}'"
+    return Shot(_seconds(seconds, where), _framing(parts[1], where), _prompt(parts[2], where))
+
+
+def storyboard_from_flags(shots: list[str], scene: str | None = None,
+                          max_seconds: float = MAX_SECONDS) -> Storyboard:
+    board = Storyboard(tuple(parse_shot_flag(s) for s in shots),
+                       _prompt(scene, "scene", required=False))
+    if len(board.shots) > MAX_SHOTS:
+        raise KinemaError(f"{len(board.shots)} shots; the limit is {MAX_SHOTS}")
+    if board.seconds > max_seconds:
+        raise KinemaError(f"the shots add up to {board.seconds:g} s; the limit is {max_seconds:g} s")
+    return board
+
+
+# -- windowed generation --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """One transformer pass: the known latent frames it is conditioned on (memory frames first, then the
+    context, in time order) and the new frames ``start .. start + count - 1`` it denoises."""
+
+    known: tuple[int, ...]
+    start: int
+    count: int
+
+    @property
+    def frames(self) -> list[int]:
+        return [*self.known, *range(self.start, self.start + self.count)]
+
+
+def plan_windows(latent_frames: int, window: int, context: int, memory: int,
+                 shot_latent_starts: list[int] | None = None, first_known: bool = False) -> list[Window]:
+    """Split ``latent_frames`` into passes of at most ``window`` latent frames.
+
+    The first pass makes frames 0 .. window-1 (frame 0 is known when ``first_known``, as in image to
+    video). Each later pass is conditioned on the last ``context`` frames made and on up to ``memory``
+    memory frames: frame 0, then the first frame of the shot the new frames open into, when those are not
+    already in the context.
+    """
+    if window < 2:
+        raise KinemaError(f"window {window}: must be at least 2 latent frames")
+    if context < 1 or memory < 0 or context + memory >= window:
+        raise KinemaError(f"window {window}, context {context}, memory {memory}: need context >= 1, memory >= 0 "
+                          "and context + memory < window")
+    starts = sorted(set(shot_latent_starts or [0]))
+    plan = [Window((0,) if first_known else (), 1 if first_known else 0,
+                   min(window, latent_frames) - (1 if first_known else 0))]
+    made = window if latent_frames > window else latent_frames
+    while made < latent_frames:
+        recent = tuple(range(made - context, made))
+        shot_start = max(s for s in starts if s <= made)
+        candidates = [0] + ([shot_start] if shot_start < made else [])
+        remembered = tuple(sorted({m for m in candidates if m not in recent}))[:memory]
+        known = remembered + recent
+        count = min(window - len(known), latent_frames - made)
+        plan.append(Window(known, made, count))
+        made += count
+    return [w for w in plan if w.count > 0]
+
+
+def encode_texts(pipe, texts: list[str], negative: str) -> tuple[dict, dict]:
+    """Conditional and unconditional text for S sequences: (1, S, L, D) each, padded to one length."""
+    from kinema.models.text import pad_token_batches
+
+    tokens, mask = pipe.text_encoder.encode(texts)  # (S, L, D)
+    neg_tokens, neg_mask = pipe.text_encoder.encode_cached(negative)  # (1, L', D)
+    both, masks = pad_token_batches([(tokens, mask), (neg_tokens, neg_mask)])
+    tokens, neg_tokens = both.split([len(texts), 1])
+    mask, neg_mask = masks.split([len(texts), 1])
+    dtype = pipe.transformer.dtype
+    sequences = len(texts)
+    cond = {"text": tokens[None].to(dtype), "text_mask": mask[None]}
+    uncond = {"text": neg_tokens[None].expand(1, sequences, -1, -1).to(dtype),
+              "text_mask": neg_mask[None].expand(1, sequences, -1)}
+    return cond, uncond
+
+
+@torch.no_grad()
+def generate_long(
+    pipe,
+    texts: list[str],
+    num_frames: int,
+    height: int,
+    width: int,
+    shot_starts: list[int] | None = None,
+    num_inference_steps: int | None = None,
+    guidance_scale: float | None = None,
+    generator: torch.Generator | None = None,
+    negative_prompt: str | None = None,
+    image: np.ndarray | None = None,
+    window: int | None = None,
+    context: int | None = None,
+    memory: int | None = None,
+    sampler: str | None = None,
+    shift: float | None = None,
+    callback: Callable[[int, int, torch.Tensor], None] | None = None,
+    output_type: str = "np",
+) -> np.ndarray | torch.Tensor:
+    """A video of any length in windows: ``texts`` holds one caption per shot (one for a plain prompt) and
+    ``shot_starts`` the first video frame of each (cuts on frames 1 + 4k). Returns uint8 frames (F, H, W, 3),
+    or the normalized latents (1, C, F', H', W') with ``output_type="latent"``.
+
+    A video that fits in one window is generated exactly as ``pipe(...)`` generates it (same noise, same
+    result); longer ones continue window by window from the frames already made.
+    """
+    from kinema.diffusion.flow import shift_for_tokens
+    from kinema.pipeline import check_request, frames_to_tensor
+
+    defaults = pipe.defaults
+    steps = defaults.steps if num_inference_steps is None else num_inference_steps
+    guidance = defaults.guidance_scale if guidance_scale is None else guidance_scale
+    window = window or defaults.window
+    context = defaults.context if context is None else context
+    memory = defaults.memory if memory is None else memory
+    sampler = sampler or defaults.sampler
+    if not texts:
+        raise KinemaError("no caption to generate from")
+    check_request(texts, num_frames, height, width, steps, guidance, "i2v" if image is not None else "t2v", 1.0)
+    shot_starts = shot_starts or [0]
+    if len(shot_starts) != len(texts) or shot_starts[0] != 0 or any(
+            (s - 1) % LATENT_STRIDE for s in shot_starts[1:]) or sorted(set(shot_starts)) != shot_starts:
+        raise KinemaError(f"shot starts {shot_starts}: need one per caption, from 0, increasing, cuts on 1 + 4k")
+
+    vae_time, spatial = pipe.vae.temporal_compression, pipe.vae.spatial_compression
+    latent_frames = 1 + (num_frames - 1) // vae_time
+    lh, lw = height // spatial, width // spatial
+    channels = pipe.vae.config.z_dim
+    shot_latent_starts = [0 if s == 0 else 1 + (s - 1) // vae_time for s in shot_starts]
+    text_index = shot_of_latent_frames(shot_starts, latent_frames)
+    plan = plan_windows(latent_frames, window, context, memory, shot_latent_starts, first_known=image is not None)
+    tokens = len(plan[0].frames) * ((lh + 1) // 2) * ((lw + 1) // 2)
+    shift = shift or defaults.shift or shift_for_tokens(tokens, pipe.flow)
+
+    cond, uncond = encode_texts(pipe, texts, negative_prompt or "")
+    latents = torch.zeros(1, channels, latent_frames, lh, lw)
+    if image is not None:
+        latents[:, :, 0] = pipe.encode_video(frames_to_tensor(image, height, width))[:, :, 0]
+    total = steps * len(plan)
+    for n, win in enumerate(plan):
+        known_count = len(win.known)
+        noise = torch.randn((1, channels, win.count, lh + lh % 2, lw + lw % 2), generator=generator)
+        x = torch.cat([latents[:, :, list(win.known)], noise[..., :lh, :lw]], dim=2)
+        known = torch.zeros(1, x.shape[2], dtype=torch.bool)
+        known[:, :known_count] = True
+        frame_cond, frame_uncond = cond, uncond
+        if len(texts) > 1:  # per-frame captions; one caption keeps the plain cross-attention path
+            index = torch.tensor([[text_index[f] for f in win.frames]])
+            frame_cond = {**cond, "frame_text_index": index}
+            frame_uncond = {**uncond, "frame_text_index": index}
+        else:
+            frame_cond = {k: v[:, 0] for k, v in cond.items()}
+            frame_uncond = {k: v[:, 0] for k, v in uncond.items()}
+
+        def progress(step: int, _total: int, x_now: torch.Tensor, offset: int = n * steps) -> None:
+            if callback is not None:
+                callback(offset + step, total, x_now)
+
+        out = pipe._denoise(x, known if known_count else None, x if known_count else None, frame_cond,
+                            frame_uncond, steps, guidance, 1.0, shift, sampler, progress)
+        latents[:, :, win.start:win.start + win.count] = out[:, :, known_count:]
+    if output_type == "latent":
+        return latents
+    return pipe.decode_latents(latents)[0]

@@ -1,0 +1,299 @@
+"""Long videos in windows and storyboards: window plans, exactness, routing, the parser and the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from kinema.errors import KinemaError
+from kinema.longvideo import (
+    Shot,
+    Storyboard,
+    generate_long,
+    load_storyboard,
+    parse_shot_flag,
+    plan_windows,
+    shot_of_latent_frames,
+    storyboard_from_dict,
+    storyboard_from_flags,
+)
+from kinema.models.dit import VideoDiT
+from kinema.models.vae import VideoVAE
+from kinema.pipeline import KinemaPipeline
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class WordEncoder:
+    """A deterministic text encoder: one random 16-d token per word."""
+
+    dim = 16
+
+    def encode(self, texts):
+        rows = [[self._vec(w) for w in (t.split() or [""])] for t in texts]
+        length = max(len(r) for r in rows)
+        tokens = torch.zeros(len(rows), length, self.dim)
+        mask = torch.zeros(len(rows), length, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            tokens[i, :len(r)] = torch.stack(r)
+            mask[i, :len(r)] = True
+        return tokens, mask
+
+    def encode_cached(self, text):
+        return self.encode([text])
+
+    @staticmethod
+    def _vec(word):
+        seed = sum(ord(c) * 31 ** i for i, c in enumerate(word)) % (2 ** 31)
+        return torch.randn(16, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    torch.manual_seed(0)
+    vae = VideoVAE.from_name("tiny", base_dim=8, z_dim=4)
+    dit = VideoDiT(in_channels=4, out_channels=4, num_layers=2, num_attention_heads=2, attention_head_dim=24,
+                   ffn_dim=64, text_dim=16)
+    with torch.no_grad():  # random outputs instead of adaLN-zero's exact zeros, so that text matters
+        for p in dit.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0, 0.05)
+    pipe = KinemaPipeline(dit.eval(), vae.eval(), text_encoder=WordEncoder())
+    pipe.defaults.steps = 2
+    return pipe
+
+
+# -- window plans ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("latent_frames, window, context, memory, shots", [
+    (5, 13, 2, 2, [0]), (13, 13, 2, 2, [0]), (14, 13, 2, 2, [0]), (121, 13, 2, 2, [0]),
+    (121, 13, 2, 2, [0, 30, 61, 90]), (40, 5, 1, 0, [0]), (40, 6, 3, 2, [0, 7, 20]), (61, 9, 4, 1, [0, 33]),
+])
+def test_windows_make_every_frame_once_from_earlier_frames(latent_frames, window, context, memory, shots):
+    plan = plan_windows(latent_frames, window, context, memory, shots)
+    made: list[int] = []
+    for win in plan:
+        assert len(win.frames) <= window and win.count >= 1
+        assert all(k < win.start for k in win.known), "known frames are already made"
+        assert set(win.known) <= set(made)
+        if made:
+            recent = list(range(win.start - context, win.start))
+            assert [k for k in win.known if k in recent] == recent, "the last `context` frames are the context"
+            assert 0 in win.known or memory == 0
+            shot_start = max(s for s in shots if s <= win.start)
+            if memory >= 2 and shot_start < win.start - context:
+                assert shot_start in win.known, "the current shot's first frame is a memory frame"
+            assert len(win.known) <= context + memory
+        made += list(range(win.start, win.start + win.count))
+    assert made == list(range(latent_frames))
+
+
+def test_window_plan_rejects_impossible_settings():
+    with pytest.raises(KinemaError, match="context"):
+        plan_windows(20, 4, 2, 2)
+    with pytest.raises(KinemaError, match="window"):
+        plan_windows(20, 1, 1, 0)
+
+
+def test_sixty_seconds_cost_grows_linearly():
+    """Cost is the number of latent frames the transformer sees: one window's worth per window."""
+    def seen(latent_frames: int) -> int:
+        return sum(len(w.frames) for w in plan_windows(latent_frames, 13, 2, 2))
+
+    six, sixty, two_minutes = seen(13), seen(121), seen(241)
+    assert sixty / six < 13 and two_minutes / sixty == pytest.approx(2.0, rel=0.05)
+
+
+# -- generation ------------------------------------------------------------------------------------
+
+
+def test_windowed_equals_single_window_when_the_video_fits(pipe):
+    prompt = "a red ball is thrown to the right"
+    single = pipe(prompt, num_frames=17, height=32, width=48, generator=torch.Generator().manual_seed(5)).frames[0]
+    windowed = generate_long(pipe, [prompt], 17, 32, 48, window=5, generator=torch.Generator().manual_seed(5))
+    assert np.array_equal(single, windowed)
+    other_seed = generate_long(pipe, [prompt], 17, 32, 48, window=5, generator=torch.Generator().manual_seed(6))
+    assert not np.array_equal(single, other_seed)
+
+
+def test_context_and_memory_frames_stay_bit_identical(pipe, monkeypatch):
+    calls = []
+    denoise = pipe._denoise
+
+    def recording(latents, known, known_latents, *args, **kwargs):
+        out = denoise(latents, known, known_latents, *args, **kwargs)
+        calls.append((latents.clone(), None if known is None else known.clone(), out.clone()))
+        return out
+
+    monkeypatch.setattr(pipe, "_denoise", recording)
+    latents = generate_long(pipe, ["a blue box", "a close-up of the blue box"], 57, 32, 32, shot_starts=[0, 25],
+                            window=5, context=2, memory=2, generator=torch.Generator().manual_seed(0),
+                            output_type="latent")
+    plan = plan_windows(15, 5, 2, 2, [0, 7])
+    assert len(calls) == len(plan) > 3
+    for win, (x_in, known, out) in zip(plan, calls):
+        k = len(win.known)
+        if k:
+            assert known[0, :k].all() and not known[0, k:].any()
+            assert torch.equal(out[:, :, :k], x_in[:, :, :k]), "known frames leave the sampler unchanged"
+            assert torch.equal(x_in[:, :, :k], latents[:, :, list(win.known)]), "they are the frames made before"
+        assert torch.equal(out[:, :, k:], latents[:, :, win.start:win.start + win.count])
+
+
+def test_each_latent_frame_attends_to_its_shots_caption(pipe, monkeypatch):
+    seen = []
+    forward = pipe.transformer.forward
+
+    def recording(x, t, text, text_mask=None, frame_text_index=None, **kwargs):
+        seen.append(None if frame_text_index is None else frame_text_index.clone())
+        return forward(x, t, text, text_mask, frame_text_index, **kwargs)
+
+    monkeypatch.setattr(pipe.transformer, "forward", recording)
+    shot_starts = [0, 13, 29]  # frames 0-12, 13-28, 29-40 -> latents 0-3, 4-7, 8-10
+    generate_long(pipe, ["shot one", "shot two", "shot three"], 41, 32, 32, shot_starts=shot_starts, window=6,
+                  context=2, memory=1, num_inference_steps=1, guidance_scale=1.0,
+                  generator=torch.Generator().manual_seed(0))
+    expected = shot_of_latent_frames(shot_starts, 11)
+    assert expected == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2]
+    for win, index in zip(plan_windows(11, 6, 2, 1, [0, 4, 8]), seen):
+        assert index[0].tolist() == [expected[f] for f in win.frames]
+
+
+def test_frame_to_shot_routing_matches_the_storyboards_frame_ranges():
+    board = Storyboard((Shot(2.0, "wide", "a"), Shot(1.5, "closeup", "b"), Shot(3.25, "pan", "c"),
+                        Shot(0.5, "medium", "d")))
+    for fps in (8.0, 12.0, 24.0):
+        frames, starts = board.frame_plan(fps)
+        assert starts[0] == 0 and all((s - 1) % 4 == 0 for s in starts[1:]) and (frames - 1) % 4 == 0
+        assert frames == 1 + 4 * int(board.seconds * fps / 4 + 0.5)
+        latent_shot = shot_of_latent_frames(starts, 1 + (frames - 1) // 4)
+        ends = starts[1:] + [frames]
+        for frame in range(frames):
+            truth = next(k for k, (a, b) in enumerate(zip(starts, ends)) if a <= frame < b)
+            latent = 0 if frame == 0 else 1 + (frame - 1) // 4
+            assert latent_shot[latent] == truth, (fps, frame)
+        cut_times = [s / fps for s in starts]
+        assert cut_times[1] == pytest.approx(2.0, abs=2 / fps)
+
+
+# -- the storyboard format ---------------------------------------------------------------------------
+
+
+def test_storyboards_round_trip_through_yaml_and_json(tmp_path):
+    import yaml
+
+    board = storyboard_from_dict({"scene": "Snow at night.", "shots": [
+        {"seconds": 3, "framing": "wide", "prompt": "A red ball is dropped."},
+        {"seconds": 2.5, "framing": "close-up", "prompt": "The red ball bounces: twice."},
+        {"seconds": 4, "framing": "pan", "prompt": "The red ball rolls to the left."}]})
+    assert [s.framing for s in board.shots] == ["wide", "closeup", "pan"] and board.seconds == 9.5
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(board.to_dict()))
+    (tmp_path / "b.json").write_text(json.dumps(board.to_dict()))
+    assert load_storyboard(tmp_path / "b.yaml") == board == load_storyboard(tmp_path / "b.json")
+    texts = board.shot_texts()
+    assert texts[1] == "Snow at night. A close-up. The red ball bounces: twice."
+    flags = storyboard_from_flags(["3:wide:A red ball is dropped.", "2.5:close-up:The red ball bounces: twice.",
+                                   "4:pan:The red ball rolls to the left."], "Snow at night.")
+    assert flags == board
+    assert parse_shot_flag("1:Close-Up:x: y") == Shot(1.0, "closeup", "x: y")
+
+
+@pytest.mark.parametrize("text, words", [
+    ("shots: [{seconds: 2, framing: sideways, prompt: a}]", "framing 'sideways'"),
+    ("shots: [{seconds: -2, framing: wide, prompt: a}]", "seconds must be > 0"),
+    ("shots: [{seconds: 0, framing: wide, prompt: a}]", "seconds must be > 0"),
+    ("shots: [{seconds: 400, framing: wide, prompt: a}, {seconds: 300, framing: wide, prompt: b}]", "limit"),
+    ("shots: [{seconds: 2, framing: wide}]", "missing 'prompt'"),
+    ("shots: [{seconds: 2, framing: wide, prompt: '  '}]", "non-empty prompt"),
+    ("shots: [{framing: wide, prompt: a}]", "missing 'seconds'"),
+    ("shots: [{seconds: two, framing: wide, prompt: a}]", "must be a number"),
+    ("shots: [{seconds: 2, prompt: a, camera: left}]", "unknown key"),
+    ("scene: x", "'shots' must be a non-empty list"),
+    ("shots: []", "'shots' must be a non-empty list"),
+    ("- just\n- a list", "must be a mapping"),
+    ("shots: [{seconds: 2, prompt: a}\n", "not valid YAML"),
+    ("scene: a\nstyle: b\nshots: [{seconds: 2, prompt: a}]", "unknown key(s) style"),
+])
+def test_bad_storyboards_are_clear_errors(tmp_path, text, words):
+    path = tmp_path / "board.yaml"
+    path.write_text(text)
+    with pytest.raises(KinemaError) as error:
+        load_storyboard(path)
+    assert words in str(error.value) and "\n" not in str(error.value)
+
+
+def test_shots_shorter_than_a_latent_frame_are_refused():
+    board = Storyboard((Shot(2.0, "wide", "a"), Shot(0.1, "closeup", "b"), Shot(2.0, "wide", "c")))
+    with pytest.raises(KinemaError, match="shot 2"):
+        board.frame_plan(8.0)
+    assert board.frame_plan(48.0)[0] == 1 + 4 * int(4.1 * 48 / 4 + 0.5)
+
+
+# -- the command line --------------------------------------------------------------------------------
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kinema.cli", *args], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.fixture(scope="module")
+def random_model(tmp_path_factory):
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model") / "tiny-random"
+    dit = VideoDiT(num_layers=1, num_attention_heads=2, attention_head_dim=24, ffn_dim=64, in_channels=4,
+                   out_channels=4)
+    pipe = KinemaPipeline(dit, VideoVAE.from_name("tiny", base_dim=8, z_dim=4))
+    pipe.defaults.steps = 1
+    pipe.defaults.window = 5
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def test_cli_storyboard_and_long_video(tmp_path, random_model):
+    from kinema.media import read_metadata, read_video
+
+    board = tmp_path / "board.yaml"
+    board.write_text("scene: 'Sand, day.'\nshots:\n  - {seconds: 2, framing: wide, prompt: a red ball}\n"
+                     "  - {seconds: 1, framing: close-up, prompt: the red ball bounces}\n")
+    out = tmp_path / "board.mp4"
+    result = run("generate", "--storyboard", str(board), "-o", str(out), "--model", str(random_model))
+    assert result.returncode == 0, result.stderr
+    frames, _ = read_video(out)
+    meta = read_metadata(out)
+    assert frames.shape[0] == 25 and meta["shot_starts"] == [0, 17]
+    assert meta["storyboard"]["shots"][1]["framing"] == "closeup"
+    assert meta["shot_texts"][1] == "Sand, day. A close-up. the red ball bounces"
+    flags = tmp_path / "flags.mp4"
+    result = run("generate", "Sand, day.", "--shot", "2:wide:a red ball", "--shot", "1:close-up:the red ball bounces",
+                 "-o", str(flags), "--model", str(random_model))
+    assert result.returncode == 0, result.stderr
+    assert np.array_equal(read_video(flags)[0], frames), "flags and file describe the same storyboard"
+    long = tmp_path / "long.mp4"
+    result = run("generate", "a blue box rolls to the left", "--seconds", "12", "-o", str(long), "--model",
+                 str(random_model), "--size", "32x32")
+    assert result.returncode == 0, result.stderr
+    assert read_video(long)[0].shape == (97, 32, 32, 3) and read_metadata(long)["window"] == 5
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--shot", "2:sideways:a"], "framing 'sideways'"),
+    (["--shot", "2:wide"], "SECONDS:FRAMING:PROMPT"),
+    (["--shot", "-1:wide:a"], "seconds must be > 0"),
+    (["--shot", "400:wide:a", "--shot", "300:wide:b"], "limit"),
+    (["--storyboard", "missing.yaml"], "does not exist"),
+    (["--shot", "2:wide:a", "-o", "x.png"], "storyboard"),
+    (["--shot", "2:wide:a", "--loop"], "storyboard"),
+    (["a", "--seconds", "8", "--window", "0"], "window"),
+])
+def test_cli_bad_storyboards_are_one_line(tmp_path, random_model, args, words):
+    result = run("generate", *args, "--model", str(random_model))
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], result.stderr
