@@ -162,3 +162,38 @@ def test_cache_latents_command_rejects_bad_counts(tmp_path, small_vae):
 
     with pytest.raises(KinemaError, match="clips"):
         cache_world_latents(dit_config(tmp_path, small_vae), tmp_path / "c", clips=0)
+
+
+def test_memory_windows_match_what_long_generation_conditions_on():
+    from kinema.train.dit import sample_memory_window
+
+    generator = torch.Generator().manual_seed(0)
+    seen_second_memory = seen_gap = False
+    for latent_frames in (6, 9, 13) * 40:
+        keep, known = sample_memory_window(latent_frames, generator)
+        assert keep[0] == 0 and keep == sorted(set(keep)) and keep[-1] == latent_frames - 1
+        jumps = [b - a for a, b in zip(keep, keep[1:])]
+        split = max(i for i, j in enumerate(jumps) if j > 1) + 1  # memory frames, a gap, then a contiguous run
+        memory, run = keep[:split], keep[split:]
+        assert run == list(range(run[0], latent_frames)) and len(run) >= 2
+        assert 1 <= len(memory) <= 2 and 1 <= known - len(memory) <= 3 and known < len(keep)
+        seen_second_memory |= len(memory) == 2
+        seen_gap |= run[0] - memory[-1] > 2
+    assert seen_second_memory and seen_gap
+
+
+def test_memory_window_batches_know_memory_and_context_only(tmp_path, small_vae):
+    from kinema.train.dit import DiTTask, cache_world_latents
+
+    base = dit_config(tmp_path, small_vae, "data.frames=25")
+    index = cache_world_latents(base, tmp_path / "cache", clips=2)
+    task = DiTTask(dit_config(tmp_path, small_vae, "data.frames=25", f"data.latent_cache=[{index.parent}]",
+                              "memory_windows=1.0"))
+    for step in range(4):
+        batch = task.batch(step, 0, 1)
+        known, t = batch["known"], batch["t"]
+        frames = batch["latents"].shape[2]
+        assert frames < 7 and known.shape == (2, frames)  # 7 latent frames, cut down to a window
+        count = int(known[0].sum())
+        assert (known[:, :count].all() and not known[:, count:].any()), "known frames lead the window"
+        assert (t[known] == 0).all() and (t[~known] > 0).all()
