@@ -172,7 +172,7 @@ def test_memory_windows_match_what_long_generation_conditions_on():
     for latent_frames in (6, 9, 13) * 40:
         keep, known = sample_memory_window(latent_frames, generator)
         assert keep[0] == 0 and keep == sorted(set(keep)) and keep[-1] == latent_frames - 1
-        jumps = [b - a for a, b in zip(keep, keep[1:])]
+        jumps = np.diff(keep).tolist()
         split = max(i for i, j in enumerate(jumps) if j > 1) + 1  # memory frames, a gap, then a contiguous run
         memory, run = keep[:split], keep[split:]
         assert run == list(range(run[0], latent_frames)) and len(run) >= 2

@@ -76,6 +76,21 @@ def expectation_from_scene(scene, traj, aspect: float = 1.0) -> dict:
     }
 
 
+def expectation_from_prompt(prompt: str, frames: int, fps: float) -> dict:
+    """The ``expected`` dict for a prompt: what its words name (``kinema.world.caption.parse_prompt``),
+    one shot over the whole clip."""
+    from kinema.world.caption import parse_prompt
+
+    parsed = parse_prompt(prompt)
+    framing = parsed["framings"][0] if parsed["framings"] else None
+    return {
+        "sky": parsed["sky"], "ground": parsed["ground"], "occluder": parsed["occluder"],
+        "objects": parsed["objects"],
+        "shots": [{"start": 0, "end": frames, "framing": framing, "subject": 0 if parsed["objects"] else None}],
+        "fps": fps, "gravity": GRAVITY, "events": [],
+    }
+
+
 # -- shared helpers ------------------------------------------------------------------------------
 
 

@@ -14,6 +14,24 @@ sizes, materials, actions, sky, ground and framing that its words name. What a p
 unsaid is not scored. Seeds default to the prompt's position in the suite, so a rerun is the
 same experiment. Videos go to ``OUT/NNNN.mp4``; one already there from the same prompt, seed,
 settings and model is scored again without being generated again, so an interrupted run continues.
+
+Long videos and storyboards (``configs/eval/long.yaml``, ``configs/eval/storyboard.yaml``)::
+
+    defaults: {seconds: 60, size: 64x64}
+    prompts:
+      - a red ball is thrown to the right and bounces on the sand        # 60 s: stability is scored
+      - storyboard:                                                     # its shots set the length
+          scene: On a beach at dusk, a big bouncy red ball.
+          shots:
+            - {seconds: 4, framing: wide, prompt: the red ball is dropped from high up}
+            - {seconds: 3, framing: close-up, prompt: the red ball bounces}
+
+A clip of at least ``kinema.eval.long.LONG_SECONDS`` also gets ``stability``: colour and sharpness
+drift between its first and last 10 s and object permanence over the whole clip. A storyboard entry
+is scored per shot (the shots start at the storyboard's ``frame_plan``): ``cross_shot`` (does each
+cut keep the scene and the subject) and ``shots`` (each shot against its own prompt plus the scene
+prompt). ``targets`` in the report pools them over the suite, next to their targets
+(``kinema.eval.long``: cross-shot consistency >= 95 %, drift <= 5 %).
 """
 
 from __future__ import annotations
@@ -24,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kinema.errors import KinemaError
+from kinema.eval.long import LONG_SECONDS, suite_targets
+from kinema.eval.metrics import expectation_from_prompt
 
 SETTINGS = ("seconds", "size", "fps", "steps", "guidance", "seed", "sampler", "negative_prompt")
 MAX_PROMPTS = 10_000
@@ -31,8 +51,9 @@ MAX_PROMPTS = 10_000
 
 @dataclass
 class SuiteItem:
-    prompt: str
+    prompt: str  # for a storyboard: its scene prompt (may be empty)
     settings: dict = field(default_factory=dict)
+    storyboard: dict | None = None  # {scene, shots: [{seconds, framing, prompt}, ...]}, checked
 
 
 @dataclass
@@ -74,6 +95,9 @@ def load_suite(path: str | Path) -> Suite:
     for n, entry in enumerate(prompts):
         if isinstance(entry, str):
             entry = {"prompt": entry}
+        if isinstance(entry, dict) and "storyboard" in entry:
+            items.append(_storyboard_item(path, n, entry, defaults))
+            continue
         if not isinstance(entry, dict) or not isinstance(entry.get("prompt"), str) or not entry["prompt"].strip():
             raise KinemaError(f"suite file '{path}': prompt {n} needs a non-empty 'prompt' string")
         bad = set(entry) - set(SETTINGS) - {"prompt"}
@@ -84,22 +108,26 @@ def load_suite(path: str | Path) -> Suite:
     return Suite(str(data.get("name") or path.stem), str(data.get("description") or ""), items)
 
 
-def expectation_from_prompt(prompt: str, frames: int, fps: float) -> dict:
-    """The metrics' ``expected`` dict for a prompt: what its words name, one shot over the whole clip."""
-    from kinema.world.caption import parse_prompt
-    from kinema.world.scene import GRAVITY
+def _storyboard_item(path: Path, n: int, entry: dict, defaults: dict) -> SuiteItem:
+    """A suite entry ``{storyboard: {scene, shots}, SETTING: ...}``: its length comes from its shots."""
+    from kinema.longvideo import storyboard_from_dict
 
-    parsed = parse_prompt(prompt)
-    framing = parsed["framings"][0] if parsed["framings"] else None
-    return {
-        "sky": parsed["sky"], "ground": parsed["ground"], "occluder": parsed["occluder"],
-        "objects": parsed["objects"],
-        "shots": [{"start": 0, "end": frames, "framing": framing, "subject": 0 if parsed["objects"] else None}],
-        "fps": fps, "gravity": GRAVITY, "events": [],
-    }
+    where = f"suite file '{path}': prompt {n}"
+    bad = set(entry) - set(SETTINGS) - {"storyboard"}
+    if "prompt" in bad:
+        raise KinemaError(f"{where}: give 'prompt' or 'storyboard', not both (the storyboard has a 'scene')")
+    if bad:
+        raise KinemaError(f"{where} has unknown key(s) {', '.join(sorted(bad))}")
+    if "seconds" in entry:
+        raise KinemaError(f"{where}: seconds {entry['seconds']!r} is not allowed with a storyboard "
+                          "(its shots' seconds set the length)")
+    board = storyboard_from_dict(entry["storyboard"], source=f"{where}: storyboard")
+    settings = ({"seed": n} | {k: v for k, v in defaults.items() if k != "seconds"}
+                | {k: v for k, v in entry.items() if k != "storyboard"} | {"seconds": board.seconds})
+    return SuiteItem(board.scene, settings, board.to_dict())
 
 
-def _same_run(path: Path, wanted: dict) -> bool:
+def _same_run(path: Path, wanted: dict, storyboard: dict | None = None) -> bool:
     from kinema.media import read_metadata
 
     if not path.is_file():
@@ -108,7 +136,28 @@ def _same_run(path: Path, wanted: dict) -> bool:
         metadata = read_metadata(path)
     except KinemaError:
         return False
-    return all(metadata.get(k) == v for k, v in wanted.items())
+    if not all(metadata.get(k) == v for k, v in wanted.items()):
+        return False
+    if storyboard is None:
+        return "storyboard" not in metadata or metadata["storyboard"] is None
+    from kinema.longvideo import storyboard_from_dict
+
+    try:
+        return storyboard_from_dict(metadata.get("storyboard")).to_dict() == storyboard
+    except KinemaError:
+        return False
+
+
+def _check_plan(path: Path, frames: int, starts: list[int]) -> None:
+    """The video must hold every planned shot, and its own record of the shots must agree."""
+    from kinema.media import read_metadata
+
+    if frames <= starts[-1]:
+        raise KinemaError(f"'{path}' has {frames} frames but its storyboard's last shot starts at frame {starts[-1]}")
+    recorded = read_metadata(path).get("shot_starts")
+    if recorded is not None and [int(s) for s in recorded] != starts:
+        raise KinemaError(f"'{path}': shot_starts {recorded} in its metadata differ from the storyboard's "
+                          f"frame plan {starts}")
 
 
 def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None, overrides: dict | None = None,
@@ -123,37 +172,66 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     items = suite.items[:limit] if limit else suite.items
-    requests = []  # (request, its validated (mode, frames, width, height, fps)), all checked before any runs
+    requests = []  # (item, request, its validated (mode, frames, width, height, fps), shot starts or None)
     for n, item in enumerate(items):
         settings = item.settings | (overrides or {})
         try:
+            plan = None
+            if item.storyboard is not None:
+                settings = settings | {"storyboard": item.storyboard}
             request = Request(prompt=item.prompt, output=str(out_dir / f"{n:04d}.mp4"), **settings)
-            requests.append((request, validate(request, pipe.defaults.fps)))
+            checked = validate(request, pipe.defaults.fps)
+            if item.storyboard is not None:
+                from kinema.longvideo import storyboard_from_dict
+
+                plan = storyboard_from_dict(item.storyboard).frame_plan(checked[4])[1]
+            requests.append((item, request, checked, plan))
         except (TypeError, KinemaError) as e:
             raise KinemaError(f"suite '{suite.name}', prompt {n}: {e}") from None
     clips = []
     generated_seconds = []
-    for request, (_, frames, width, height, fps) in tqdm(requests, desc=suite.name, unit="prompt",
-                                                         disable=not progress or None):
+    for item, request, (_, frames, width, height, fps), plan in tqdm(requests, desc=suite.name, unit="prompt",
+                                                                     disable=not progress or None):
         wanted = {"prompt": request.prompt, "seed": request.seed, "size": f"{width}x{height}", "fps": fps,
                   "steps": request.steps or pipe.defaults.steps,
                   "guidance": pipe.defaults.guidance_scale if request.guidance is None else request.guidance,
                   "model_sha256": pipe.weights_sha256, "frames": frames}
         path = Path(request.output)
         took = None
-        if not _same_run(path, wanted):
+        if not _same_run(path, wanted, item.storyboard):
             start = time.perf_counter()
             run(pipe, request)
             took = time.perf_counter() - start
             generated_seconds.append(took)
-        scores = score_clip(analyze_file(path), expectation_from_prompt(request.prompt, frames, fps))
-        clips.append({"file": path.name, "prompt": request.prompt, "seed": request.seed, "size": f"{width}x{height}",
-                      "frames": frames, "generate_seconds": took, "scores": scores})
+        clip = {"file": path.name, "prompt": request.prompt, "seed": request.seed, "size": f"{width}x{height}",
+                "frames": frames, "generate_seconds": took}
+        if plan is not None or (frames - 1) / fps >= LONG_SECONDS:
+            clip |= _score_long(path, fps, request.prompt, item.storyboard, plan)
+        else:
+            clip["scores"] = score_clip(analyze_file(path), expectation_from_prompt(request.prompt, frames, fps))
+        clips.append(clip)
     report = {
         "suite": suite.name, "model": pipe.name, "model_sha256": pipe.weights_sha256, "clips": clips,
         "summary": summarize([c["scores"] for c in clips]),
         "generate_seconds_median": (sorted(generated_seconds)[len(generated_seconds) // 2]
                                     if generated_seconds else None),
     }
+    if any(c.get("stability") or c.get("cross_shot") for c in clips):
+        report["targets"] = suite_targets(clips)
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def _score_long(path: Path, fps: float, prompt: str, storyboard: dict | None, plan: list[int] | None) -> dict:
+    """A long clip's or a storyboard clip's fields of the report (``kinema.eval.long``)."""
+    from kinema.eval.long import score_long_clip, score_storyboard_clip
+    from kinema.media import read_video
+
+    video, _ = read_video(path)
+    if storyboard is None or plan is None:
+        return score_long_clip(video, fps, prompt)
+    _check_plan(path, len(video), plan)
+    shots = storyboard["shots"]
+    scored = score_storyboard_clip(video, fps, plan, [s["prompt"] for s in shots], [s["framing"] for s in shots],
+                                   storyboard["scene"])
+    return {"storyboard": storyboard, "shot_starts": plan, **scored}
