@@ -1,0 +1,228 @@
+"""The server's parts in one process: the job store, the worker (failures, cancel, stop), characters, uploads."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from kinema.errors import KinemaError
+from kinema.generate import Request
+from kinema.media import write_video
+from kinema.pipeline import SamplingDefaults
+from kinema.serve.characters import expand
+from kinema.serve.jobs import request_for, stored_params
+from kinema.serve.store import MAX_ATTEMPTS, Character, JobStore, QueueFull
+from kinema.serve.uploads import UploadError, check_declared_type, check_image, check_video
+from kinema.serve.worker import Worker
+
+
+def add(store: JobStore, media: Path, n: int, prompt: str = "a red ball", **fields) -> str:
+    job_id = f"video_{n:032x}"
+    folder = media / job_id
+    folder.mkdir(parents=True, exist_ok=True)
+    request = Request(prompt=prompt, output=str(folder / "video.mp4"), seconds=0.5, size="32x32", **fields)
+    store.add(job_id, model="fake", prompt=prompt, seconds="0.5", size="32x32", params=stored_params(request, folder))
+    return job_id
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    yield store
+    store.close()
+
+
+def test_store_is_wal_and_keeps_order_pages_and_limits(store, tmp_path):
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    ids = [add(store, tmp_path, n) for n in range(5)]
+    page, more = store.list(limit=2)
+    assert [j.id for j in page] == [ids[4], ids[3]] and more
+    page, more = store.list(after=ids[3], limit=10)
+    assert [j.id for j in page] == ids[2::-1] and not more
+    page, more = store.list(after=ids[1], limit=10, order="asc")
+    assert [j.id for j in page] == ids[2:] and not more
+    with pytest.raises(KinemaError, match="no such video"):
+        store.list(after="video_" + "f" * 32)
+    with pytest.raises(QueueFull, match="queue is full"):
+        store.add("video_" + "e" * 32, model="m", prompt="p", seconds="1", size="8x8", params={}, max_queue=5)
+    assert [store.claim_next().id for _ in range(2)] == ids[:2]  # first in, first out
+    assert store.counts() == {"queued": 3, "in_progress": 2, "completed": 0, "failed": 0}
+
+
+def test_store_requeues_interrupted_jobs_and_gives_up_after_max_attempts(store, tmp_path):
+    job_id = add(store, tmp_path, 1)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        claimed = store.claim_next()
+        assert claimed.id == job_id and claimed.attempts == attempt
+        reopened = JobStore(store.path)  # as after a crash: a new process opens the same file
+        requeued, failed = reopened.recover()
+        reopened.close()
+        assert (requeued, failed) == ((1, 0) if attempt < MAX_ATTEMPTS else (0, 1))
+    job = store.get(job_id)
+    assert job.status == "failed" and "not retried" in job.error["message"]
+
+
+def test_stored_params_round_trip_inside_the_job_folder(tmp_path):
+    folder = tmp_path / "video_x"
+    request = Request(prompt="a", output=str(folder / "video.mp4"), edit=str(folder / "source.mp4"), strength=0.5,
+                      connect=[], seed=3)
+    params = stored_params(request, folder)
+    assert params["edit"] == "source.mp4" and "output" not in params
+    moved = tmp_path / "elsewhere"
+    again = request_for(params, moved)
+    assert again.edit == str(moved / "source.mp4") and again.output == str(moved / "video.mp4")
+    assert again.seed == 3 and again.strength == 0.5
+
+
+class FakePipe:
+    """Enough of KinemaPipeline for kinema.generate.run: fails on 'hog' and 'kaput', sleeps on 'slow'."""
+
+    name = "fake"
+    weights_sha256 = "0" * 64
+
+    def __init__(self) -> None:
+        self.defaults = SamplingDefaults(steps=3)
+        self.vae = SimpleNamespace(temporal_compression=4, spatial_compression=8)
+
+    def __call__(self, prompt, num_frames, height, width, num_inference_steps=None, callback=None, **_):
+        if "hog" in prompt:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        if "kaput" in prompt:
+            raise RuntimeError("an unexpected failure")
+        steps = num_inference_steps or self.defaults.steps
+        for step in range(1, steps + 1):
+            if "slow" in prompt:
+                time.sleep(0.02)
+            if callback is not None:
+                callback(step, steps, None)
+        return SimpleNamespace(frames=np.full((1, num_frames, height, width, 3), 90, np.uint8))
+
+
+def wait_for(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_failing_job_fails_alone_and_the_worker_goes_on(store, tmp_path):
+    media = tmp_path / "media"
+    ids = [add(store, media, n, prompt) for n, prompt in enumerate(["a memory hog", "a kaput box", "a red ball"])]
+    worker = Worker(store, FakePipe(), media)
+    worker.start()
+    try:
+        wait_for(lambda: all(store.get(i).status in ("completed", "failed") for i in ids))
+    finally:
+        worker.stop()
+    hog, kaput, fine = (store.get(i) for i in ids)
+    assert hog.status == "failed" and hog.error["code"] == "out_of_memory" and "smaller size" in hog.error["message"]
+    assert kaput.status == "failed" and kaput.error["code"] == "generation_failed"
+    assert "RuntimeError: an unexpected failure" in kaput.error["message"]
+    assert fine.status == "completed" and fine.output == f"{fine.id}/video.mp4"
+    for name in ("video.mp4", "video.json", "thumbnail.png", "spritesheet.png"):
+        assert (media / fine.id / name).is_file()
+
+
+def test_cancel_stops_a_running_job_and_stop_requeues_one(store, tmp_path):
+    media = tmp_path / "media"
+    cancelled = add(store, media, 1, "a slow red ball", steps=500)
+    stopped = add(store, media, 2, "a slow blue ball", steps=500)
+    worker = Worker(store, FakePipe(), media)
+    worker.start()
+    try:
+        wait_for(lambda: (worker.progress(cancelled) or 0) > 0)
+        assert store.delete(cancelled).status == "in_progress" and worker.cancel(cancelled)
+        wait_for(lambda: not (media / cancelled).exists())
+        wait_for(lambda: (worker.progress(stopped) or 0) > 0)
+        assert not worker.cancel(cancelled)  # no longer running
+    finally:
+        worker.stop()
+    assert store.get(cancelled) is None
+    job = store.get(stopped)
+    assert job.status == "queued" and job.attempts == 0  # a clean stop does not count as an attempt
+
+
+def character(name: str, description: str) -> Character:
+    return Character(f"char_{name}", name, 0, description, {}, "reference.png")
+
+
+@pytest.mark.parametrize("prompt, expected", [
+    ("Rex bounces", "a small red ball bounces"),
+    ("the Rex bounces", "a small red ball bounces"),
+    ("a @rex bounces near Big Rex", "a small red ball bounces near a large blue box"),
+    ("Rexford bounces", "Rexford bounces"),
+    ("T-Rex roars", "T-Rex roars"),
+])
+def test_prompts_that_name_a_character_get_its_description(prompt, expected):
+    characters = [character("Rex", "a small red ball"), character("Big Rex", "a large blue box")]
+    expanded, used = expand(prompt, characters)
+    assert expanded == expected
+    assert bool(used) == (expanded != prompt)
+
+
+def test_uploads_are_checked_before_they_are_decoded(tmp_path):
+    from PIL import Image
+
+    with pytest.raises(UploadError) as declared:
+        check_declared_type("text/html", "input_reference", "image")
+    assert declared.value.status == 415
+    assert check_declared_type("application/octet-stream", "video", "video") == "application/octet-stream"
+
+    big = tmp_path / "big.png"
+    Image.new("1", (6000, 5000)).save(big)
+    with pytest.raises(UploadError, match="30,000,000 pixels") as too_big:
+        check_image(big, "input_reference", max_pixels=4096 * 4096)
+    assert too_big.value.status == 413
+
+    frames = np.zeros((40, 64, 64, 3), np.uint8)
+    clip = write_video(tmp_path / "clip.mp4", frames, 8, sidecar=False)
+    with pytest.raises(UploadError, match="at most 24 frames") as too_long:
+        check_video(clip, "video", max_pixels=4096 * 4096, max_video_pixels=24 * 64 * 64)
+    assert too_long.value.status == 413
+    decoded, fps = check_video(clip, "video", max_pixels=4096 * 4096, max_video_pixels=40 * 64 * 64)
+    assert decoded.shape == (40, 64, 64, 3) and fps == pytest.approx(8.0)
+
+
+def test_serve_refuses_a_network_address_without_a_token():
+    from kinema.serve.guard import check_host
+
+    env = {k: v for k, v in os.environ.items() if k != "KINEMA_TOKEN"}
+    result = subprocess.run([sys.executable, "-m", "kinema.cli", "serve", "--host", "0.0.0.0"], capture_output=True,
+                            text=True, timeout=120, env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --host 0.0.0.0") and "--token" in lines[0]
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        check_host(host, None)
+    check_host("0.0.0.0", "a-token")
+    for host in ("0.0.0.0", "::", "192.168.1.10", "example.com"):
+        with pytest.raises(KinemaError, match="--token"):
+            check_host(host, None)
+
+
+def test_one_server_per_database_and_per_port(tmp_path):
+    from kinema.serve.app import _listen, _lock_database
+
+    held = _lock_database(tmp_path / "jobs.sqlite")
+    try:
+        with pytest.raises(KinemaError, match="another kinema server"):
+            _lock_database(tmp_path / "jobs.sqlite")
+    finally:
+        held.close()
+    _lock_database(tmp_path / "jobs.sqlite").close()  # free again once the holder is gone
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(KinemaError, match=r"cannot listen on 127\.0\.0\.1"):
+            _listen("127.0.0.1", busy.getsockname()[1])
