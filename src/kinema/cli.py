@@ -93,6 +93,14 @@ def generate(
     model: Annotated[Path | None, typer.Option(help="Model folder (default: the embedded model).")] = None,
     prompts: Annotated[Path | None, typer.Option(help="Batch: one prompt per line, or JSONL with settings.")] = None,
     out_dir: Annotated[Path | None, typer.Option(help="Batch output folder (with --prompts).")] = None,
+    storyboard: Annotated[Path | None, typer.Option(
+        help="Storyboard file (YAML/JSON: scene + shots of seconds, framing, prompt); PROMPT, if given, is "
+             "the scene.")] = None,
+    shot: Annotated[list[str] | None, typer.Option(
+        help="A shot as SECONDS:FRAMING:PROMPT (framing: wide, medium, close-up, pan); repeat for more shots; "
+             "PROMPT, if given, is the scene.")] = None,
+    window: Annotated[int | None, typer.Option(help="Long videos: latent frames per pass.")] = None,
+    context: Annotated[int | None, typer.Option(help="Long videos: latent frames of context per pass.")] = None,
 ) -> None:
     """Generate a video (or an image) from a prompt, in any mode; writes provenance metadata and a sidecar JSON."""
     from tqdm import tqdm
@@ -103,7 +111,19 @@ def generate(
                   negative_prompt=negative_prompt, image=str(image) if image else None,
                   extend=str(extend) if extend else None, direction=direction, loop=loop,
                   connect=[str(c) for c in connect] if connect else [], edit=str(edit) if edit else None,
-                  strength=strength, sampler=sampler)
+                  strength=strength, sampler=sampler, window=window, context=context)
+    if storyboard is not None or shot:
+        from kinema.longvideo import load_storyboard, storyboard_from_flags
+
+        if storyboard is not None and shot:
+            raise KinemaError("give either --storyboard FILE or --shot flags, not both")
+        if prompts is not None:
+            raise KinemaError("--storyboard/--shot make one video; they cannot be combined with --prompts")
+        board = load_storyboard(storyboard) if storyboard is not None else storyboard_from_flags(shot, prompt)
+        if prompt and not board.scene:
+            board = type(board)(board.shots, prompt.strip())
+        common["storyboard"] = board.to_dict()
+        prompt = prompt or ""
     if prompts is not None:
         if prompt is not None:
             raise KinemaError("give either a PROMPT or --prompts FILE, not both")
@@ -118,7 +138,7 @@ def generate(
             requests.append(Request(output=str(out_dir / f"{name}{suffix}"), **merged))
     else:
         if prompt is None:
-            raise KinemaError("missing PROMPT (or --prompts FILE)")
+            raise KinemaError("missing PROMPT (or --prompts FILE, --storyboard FILE, --shot ...)")
         requests = [Request(prompt=prompt, output=str(output), **common)]
     for request in requests:
         validate(request)  # every request is checked before the model is loaded
@@ -237,8 +257,12 @@ def eval_suite(
     guidance: Annotated[float | None, typer.Option(help="Guidance scale for every prompt.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Generate every prompt of a suite and score it with the analyzer against what the prompt names."""
+    """Generate every prompt of a suite and score it with the analyzer against what the prompt names.
+
+    Long clips (20 s and more) also get colour and sharpness drift and permanence; storyboards get
+    cross-shot consistency and adherence per shot; both are printed next to their targets."""
     from kinema.eval.clips import format_table
+    from kinema.eval.long import format_targets
     from kinema.eval.suite import load_suite, run_suite
     from kinema.generate import load_pipeline
 
@@ -248,10 +272,58 @@ def eval_suite(
     folder = out or Path("runs") / "eval" / spec.name
     report = run_suite(spec, pipe, folder, limit=limit, overrides=overrides)
     typer.echo(format_table(report))
+    if report.get("targets"):
+        typer.echo(format_targets(report["targets"]))
     if json_out:
+        extra = {"targets": report["targets"]} if report.get("targets") else {}
         typer.echo(json.dumps({"suite": report["suite"], "model": report["model"], **report["summary"],
-                               "generate_seconds_median": report["generate_seconds_median"]}))
+                               "generate_seconds_median": report["generate_seconds_median"], **extra}))
     typer.echo(f"wrote {folder / 'eval.json'}")
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback needs --token.")] = (
+        "127.0.0.1"),
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    token: Annotated[str | None, typer.Option(envvar="KINEMA_TOKEN", show_envvar=True,
+                                              help="Bearer token every API call must send.")] = None,
+    db: Annotated[Path, typer.Option(help="SQLite job store; media go in '<name>-media' beside it.")] = Path(
+        "kinema-jobs.sqlite"),
+    model: Annotated[Path | None, typer.Option(help="Model folder (default: the embedded model).")] = None,
+    max_queue: Annotated[int, typer.Option(help="Jobs waiting or running; more are answered 429.")] = 64,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest request body (uploads included), in MiB.")] = 32.0,
+    max_video_pixels: Annotated[int, typer.Option(help="Largest video, uploaded or generated, in frames x "
+                                                       "width x height.")] = 1 << 25,
+    poll_after_ms: Annotated[int, typer.Option(help="Poll interval the server suggests to clients.")] = 500,
+    log_level: Annotated[str, typer.Option(help="critical, error, warning, info or debug.")] = "info",
+) -> None:
+    """Serve the OpenAI-compatible video API (/v1/videos) and the web studio (/) on one loaded model."""
+    from kinema.serve.guard import check_host
+
+    if not (1 <= port <= 65535):
+        raise KinemaError(f"port must be between 1 and 65535 (got {port})")
+    if not (1 <= max_queue <= 1_000_000):
+        raise KinemaError(f"max-queue must be between 1 and 1000000 (got {max_queue})")
+    if not (0 < max_upload_mb <= 4096):
+        raise KinemaError(f"max-upload-mb must be > 0 and <= 4096 (got {max_upload_mb:g})")
+    if not (1 <= max_video_pixels <= 1 << 40):
+        raise KinemaError(f"max-video-pixels must be between 1 and 2^40 (got {max_video_pixels})")
+    if not (10 <= poll_after_ms <= 60_000):
+        raise KinemaError(f"poll-after-ms must be between 10 and 60000 (got {poll_after_ms})")
+    if log_level not in ("critical", "error", "warning", "info", "debug"):
+        raise KinemaError(f"log-level '{log_level}': choose critical, error, warning, info or debug")
+    if token is not None and not token.strip():
+        raise KinemaError("token is empty")
+    check_host(host, token)  # before anything heavy loads, so a refusal is immediate
+    from kinema.generate import load_pipeline
+    from kinema.serve import ServerConfig, run_server
+
+    config = ServerConfig(db=db, token=token, max_queue=max_queue, max_upload_bytes=int(max_upload_mb * (1 << 20)),
+                          max_video_pixels=max_video_pixels, poll_after_ms=poll_after_ms)
+    pipe = load_pipeline(model)
+    pipe.text_encoder  # noqa: B018 (load it now: the first job should not wait, a broken install should fail here)
+    run_server(config, pipe, host, port, log_level=log_level)
 
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
