@@ -160,3 +160,20 @@ def test_generate_bad_input_is_one_clear_line(tmp_path, random_model, args, word
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], result.stderr
+
+
+def test_generate_expands_the_prompt_unless_told_not_to(tmp_path, random_model):
+    from kinema.media import read_metadata
+
+    out = tmp_path / "e.mp4"
+    result = run("generate", "a ball bouncing on snow", "-o", str(out), "--model", str(random_model), "--seconds",
+                 "1", "--seed", "2")
+    assert result.returncode == 0, result.stderr
+    meta = read_metadata(out)
+    assert meta["expand"] is True and "snow" in meta["expanded_prompt"] and meta["prompt"] == "a ball bouncing on snow"
+    assert meta["expanded_prompt"] in result.stdout + result.stderr, "the expansion is printed"
+    plain = tmp_path / "p.mp4"
+    result = run("generate", "a ball bouncing on snow", "-o", str(plain), "--model", str(random_model), "--seconds",
+                 "1", "--seed", "2", "--no-expand")
+    assert result.returncode == 0, result.stderr
+    assert read_metadata(plain)["expand"] is False and read_metadata(plain)["expanded_prompt"] is None

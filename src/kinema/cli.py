@@ -101,6 +101,9 @@ def generate(
              "PROMPT, if given, is the scene.")] = None,
     window: Annotated[int | None, typer.Option(help="Long videos: latent frames per pass.")] = None,
     context: Annotated[int | None, typer.Option(help="Long videos: latent frames of context per pass.")] = None,
+    expand: Annotated[bool, typer.Option(
+        "--expand/--no-expand", help="Expand the prompt into the caption style the model was trained on "
+                                     "(printed and stored in the metadata).")] = True,
 ) -> None:
     """Generate a video (or an image) from a prompt, in any mode; writes provenance metadata and a sidecar JSON."""
     from tqdm import tqdm
@@ -111,7 +114,7 @@ def generate(
                   negative_prompt=negative_prompt, image=str(image) if image else None,
                   extend=str(extend) if extend else None, direction=direction, loop=loop,
                   connect=[str(c) for c in connect] if connect else [], edit=str(edit) if edit else None,
-                  strength=strength, sampler=sampler, window=window, context=context)
+                  strength=strength, sampler=sampler, window=window, context=context, expand=expand)
     if storyboard is not None or shot:
         from kinema.longvideo import load_storyboard, storyboard_from_flags
 
@@ -149,7 +152,7 @@ def generate(
                 bar.total = total
                 bar.update(step - bar.n)
 
-            written = run(pipe, request, progress)
+            written = run(pipe, request, progress, log=tqdm.write)
         typer.echo(f"wrote {written}")
 
 
@@ -255,6 +258,8 @@ def eval_suite(
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N prompts.")] = None,
     steps: Annotated[int | None, typer.Option(help="Sampling steps for every prompt.")] = None,
     guidance: Annotated[float | None, typer.Option(help="Guidance scale for every prompt.")] = None,
+    expand: Annotated[bool | None, typer.Option("--expand/--no-expand",
+                                                help="Prompt expansion for every prompt (default: on).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Generate every prompt of a suite and score it with the analyzer against what the prompt names.
@@ -267,7 +272,7 @@ def eval_suite(
     from kinema.generate import load_pipeline
 
     spec = load_suite(suite)
-    overrides = {k: v for k, v in (("steps", steps), ("guidance", guidance)) if v is not None}
+    overrides = {k: v for k, v in (("steps", steps), ("guidance", guidance), ("expand", expand)) if v is not None}
     pipe = load_pipeline(model)
     folder = out or Path("runs") / "eval" / spec.name
     report = run_suite(spec, pipe, folder, limit=limit, overrides=overrides)

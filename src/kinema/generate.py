@@ -39,6 +39,7 @@ class Request:
     storyboard: dict | None = None  # {scene, shots: [{seconds, framing, prompt}]} (kinema.longvideo)
     window: int | None = None  # long videos: latent frames per pass (default: the model's)
     context: int | None = None  # long videos: latent frames of context per pass (default: the model's)
+    expand: bool = True  # expand the prompt into a training-style caption (kinema.expand); not storyboards
 
     def mode(self) -> str:
         chosen = [name for name, on in (("image", self.image), ("extend", self.extend), ("loop", self.loop),
@@ -76,6 +77,8 @@ def validate(request: Request, fps_default: float = 8.0) -> tuple[str, int, int,
         raise KinemaError(f"steps must be between 1 and 1000 (got {request.steps})")
     if request.guidance is not None and not (0 <= request.guidance <= 50):
         raise KinemaError(f"guidance must be between 0 and 50 (got {request.guidance:g})")
+    if not isinstance(request.expand, bool):
+        raise KinemaError(f"expand must be true or false (got {request.expand!r})")
     if not (0 < request.strength <= 1):
         raise KinemaError(f"strength must be in (0, 1] (got {request.strength:g})")
     if not (0 <= request.seed < 2**63):
@@ -123,8 +126,21 @@ def load_pipeline(model: str | Path | None):
     return KinemaPipeline.from_pretrained(folder)
 
 
-def run(pipe, request: Request, progress=None) -> Path:
-    """Generate one request with a loaded pipeline and write the output (+ sidecar JSON)."""
+def expanded_prompt(request: Request, frames: int, fps: float, log=None) -> tuple[str, str | None]:
+    """(the prompt the model sees, the expansion or None). See kinema.expand."""
+    if not request.expand or request.storyboard is not None:
+        return request.prompt, None
+    from kinema.expand import expand_prompt
+
+    expanded = expand_prompt(request.prompt, seed=request.seed, seconds=max(frames - 1, 0) / fps, fps=fps)
+    if expanded is not None and log is not None:
+        log(f"expanded prompt: {expanded}")
+    return (expanded or request.prompt), expanded
+
+
+def run(pipe, request: Request, progress=None, log=None) -> Path:
+    """Generate one request with a loaded pipeline and write the output (+ sidecar JSON). ``log`` receives
+    one-line notes for the user (the expanded prompt)."""
     import torch
 
     from kinema.media import read_image, read_video, write_image, write_video
@@ -133,7 +149,7 @@ def run(pipe, request: Request, progress=None) -> Path:
     latent_frames = 1 + (frames - 1) // pipe.vae.temporal_compression
     window = request.window or pipe.defaults.window
     if request.storyboard is not None or (mode in ("t2v", "i2v") and latent_frames > window):
-        return _run_long(pipe, request, mode, frames, width, height, fps, progress)
+        return _run_long(pipe, request, mode, frames, width, height, fps, progress, log)
     kwargs: dict = {}
     if mode == "i2v":
         kwargs["image"] = read_image(request.image)
@@ -155,7 +171,8 @@ def run(pipe, request: Request, progress=None) -> Path:
         frames = len(video)
         kwargs.update(video=video, strength=request.strength)
     generator = torch.Generator().manual_seed(request.seed)
-    result = pipe(request.prompt, num_frames=frames, height=height, width=width,
+    prompt, expanded = expanded_prompt(request, frames, fps, log)
+    result = pipe(prompt, num_frames=frames, height=height, width=width,
                   num_inference_steps=request.steps, guidance_scale=request.guidance, generator=generator,
                   negative_prompt=request.negative_prompt, mode=mode, sampler=request.sampler,
                   callback=progress, **kwargs)
@@ -165,6 +182,7 @@ def run(pipe, request: Request, progress=None) -> Path:
         "guidance": pipe.defaults.guidance_scale if request.guidance is None else request.guidance,
         "sampler": request.sampler or pipe.defaults.sampler, "size": f"{width}x{height}", "fps": fps,
         "frames": int(result.frames.shape[1]), "model": pipe.name, "model_sha256": pipe.weights_sha256,
+        "expand": request.expand, "expanded_prompt": expanded,
         "inputs": {k: v for k, v in asdict(request).items() if k in ("image", "extend", "connect", "edit") and v},
     }
     frames_out: np.ndarray = result.frames[0]
@@ -175,7 +193,7 @@ def run(pipe, request: Request, progress=None) -> Path:
 
 
 def _run_long(pipe, request: Request, mode: str, frames: int, width: int, height: int, fps: float,
-              progress) -> Path:
+              progress, log=None) -> Path:
     """A storyboard, or a video longer than one window: kinema.longvideo, window by window."""
     import torch
 
@@ -190,7 +208,7 @@ def _run_long(pipe, request: Request, mode: str, frames: int, width: int, height
         texts = board.shot_texts()
         _, shot_starts = board.frame_plan(fps)
     else:
-        texts, shot_starts = [request.prompt], [0]
+        texts, shot_starts = [expanded_prompt(request, frames, fps, log)[0]], [0]
     image = read_image(request.image) if mode == "i2v" else None
     generator = torch.Generator().manual_seed(request.seed)
     context = pipe.defaults.context if request.context is None else request.context
@@ -207,6 +225,8 @@ def _run_long(pipe, request: Request, mode: str, frames: int, width: int, height
         "frames": int(video.shape[0]), "model": pipe.name, "model_sha256": pipe.weights_sha256,
         "window": window, "context": context, "memory": pipe.defaults.memory,
         "storyboard": board.to_dict() if board else None, "shot_texts": texts, "shot_starts": shot_starts,
+        "expand": request.expand and board is None,
+        "expanded_prompt": texts[0] if board is None and texts[0] != request.prompt else None,
         "inputs": {"image": request.image} if request.image else {},
     }
     return write_video(Path(request.output), video, fps, metadata=metadata)

@@ -45,7 +45,7 @@ from kinema.errors import KinemaError
 from kinema.eval.long import LONG_SECONDS, suite_targets
 from kinema.eval.metrics import expectation_from_prompt
 
-SETTINGS = ("seconds", "size", "fps", "steps", "guidance", "seed", "sampler", "negative_prompt")
+SETTINGS = ("seconds", "size", "fps", "steps", "guidance", "seed", "sampler", "negative_prompt", "expand")
 MAX_PROMPTS = 10_000
 
 
@@ -195,7 +195,8 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
         wanted = {"prompt": request.prompt, "seed": request.seed, "size": f"{width}x{height}", "fps": fps,
                   "steps": request.steps or pipe.defaults.steps,
                   "guidance": pipe.defaults.guidance_scale if request.guidance is None else request.guidance,
-                  "model_sha256": pipe.weights_sha256, "frames": frames}
+                  "model_sha256": pipe.weights_sha256, "frames": frames,
+                  "expand": request.expand and item.storyboard is None}
         path = Path(request.output)
         took = None
         if not _same_run(path, wanted, item.storyboard):
