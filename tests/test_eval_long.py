@@ -388,7 +388,8 @@ def world_run(pipe, request, progress=None):
     metadata = {"prompt": request.prompt, "seed": request.seed, "size": f"{width}x{height}", "fps": fps,
                 "steps": request.steps or pipe.defaults.steps, "guidance": pipe.defaults.guidance_scale,
                 "model": pipe.name, "model_sha256": pipe.weights_sha256, "frames": frames,
-                "storyboard": None if request.storyboard is None else board.to_dict(), "shot_starts": starts}
+                "storyboard": None if request.storyboard is None else board.to_dict(), "shot_starts": starts,
+                "expand": request.expand and request.storyboard is None}
     return write_video(Path(request.output), video, fps, metadata=metadata)
 
 

@@ -59,3 +59,17 @@ def test_a_longer_clip_gets_a_caption_of_what_happens_in_it():
     short = expand_prompt("a red ball is dropped on the sand", seed=0, seconds=1.0)
     long = expand_prompt("a red ball is dropped on the sand", seed=0, seconds=8.0)
     assert short != long and long.count("bounce") >= 1
+
+
+def test_filled_in_skies_and_grounds_contrast_with_the_named_colours():
+    import numpy as np
+
+    from kinema.world.palette import GROUND_COLORS, OBJECT_COLORS, SKY_COLORS
+
+    for color, rgb in OBJECT_COLORS.items():
+        for seed in range(8):
+            parsed = parse_prompt(expand_prompt(f"a {color} ball", seed=seed))
+            for name, palette in ((parsed["sky"], SKY_COLORS), (parsed["ground"], GROUND_COLORS)):
+                far = [n for n in palette if np.linalg.norm(np.subtract(palette[n], rgb)) >= 150]
+                assert not far or name in far, (color, seed, name)
+    assert parse_prompt(expand_prompt("a red ball at dusk"))["sky"] == "dusk", "what the prompt names is kept"

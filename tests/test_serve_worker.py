@@ -30,6 +30,7 @@ def add(store: JobStore, media: Path, n: int, prompt: str = "a red ball", **fiel
     job_id = f"video_{n:032x}"
     folder = media / job_id
     folder.mkdir(parents=True, exist_ok=True)
+    fields = {"expand": False, **fields}  # FakePipe reacts to the words of the prompt it is given
     request = Request(prompt=prompt, output=str(folder / "video.mp4"), seconds=0.5, size="32x32", **fields)
     store.add(job_id, model="fake", prompt=prompt, seconds="0.5", size="32x32", params=stored_params(request, folder))
     return job_id

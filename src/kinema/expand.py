@@ -19,6 +19,7 @@ import re
 import numpy as np
 
 from kinema.world.caption import _find, caption_clip, parse_prompt
+from kinema.world.palette import GROUND_COLORS, OBJECT_COLORS, SKY_COLORS
 from kinema.world.physics import simulate
 from kinema.world.scene import (
     ACTIONS,
@@ -39,7 +40,22 @@ from kinema.world.scene import (
 )
 
 MOVING = tuple(a for a in ACTIONS if a != "rests")
+# An object whose size the prompt leaves open is drawn medium or large: a small one is a few pixels
+# across at 64x64, which is what the default model renders least reliably.
+FILL_SIZES = ("medium", "large")
+MIN_CONTRAST = 150.0  # RGB distance between a filled-in sky or ground and a named object's colour
 _BOUNCE = re.compile(r"\bbounc")
+
+
+def _contrasting(rng: np.random.Generator, names: tuple[str, ...], palette: dict, colors: list[str]) -> str:
+    """A random sky or ground, among those far in colour from every named object colour (a red ball is
+    not put against the dusk sky), when there are such."""
+    def distance(name: str) -> float:
+        return min((float(np.linalg.norm(np.subtract(palette[name], OBJECT_COLORS[c]))) for c in colors),
+                   default=np.inf)
+
+    far = [n for n in names if distance(n) >= MIN_CONTRAST] or list(names)
+    return far[int(rng.integers(len(far)))]
 
 
 def _objects_named(prompt: str) -> list[dict]:
@@ -60,8 +76,9 @@ def expand_prompt(prompt: str, seed: int = 0, seconds: float = 4.0, fps: float =
     if not named and parsed["sky"] is None and parsed["ground"] is None and parsed["occluder"] is None:
         return None
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x657870]))
-    sky = parsed["sky"] or SKIES[int(rng.integers(len(SKIES)))]
-    ground = parsed["ground"] or GROUNDS[int(rng.integers(len(GROUNDS)))]
+    colors = [o["color"] for o in named if o["color"]]
+    sky = parsed["sky"] or _contrasting(rng, SKIES, SKY_COLORS, colors)
+    ground = parsed["ground"] or _contrasting(rng, GROUNDS, GROUND_COLORS, colors)
     if not named:
         named = [{"color": None, "shape": None, "size": None, "material": None, "paint": None, "action": None}]
     bouncing = bool(_BOUNCE.search(prompt.lower()))
@@ -74,7 +91,7 @@ def expand_prompt(prompt: str, seed: int = 0, seconds: float = 4.0, fps: float =
         while color is None or (color, shape) in looks - {(want["color"], want["shape"])}:
             color = COLORS[int(rng.integers(len(COLORS)))]
         looks.add((color, shape))
-        size = want["size"] or tuple(SIZES)[int(rng.integers(len(SIZES)))]
+        size = want["size"] or FILL_SIZES[int(rng.integers(len(FILL_SIZES)))]
         material = want["material"] or ("bouncy" if bouncing else tuple(MATERIALS)[int(rng.integers(len(MATERIALS)))])
         action = want["action"]
         if action is None or action == "thrown_in":

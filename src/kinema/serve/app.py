@@ -85,7 +85,7 @@ DEFAULT_SECONDS = 4.0
 DEFAULT_SIZE = "64x64"
 MAX_FORM_FIELDS = 64
 FORM_FIELD = re.compile(r"(?P<name>\w+)\[(?P<key>\w+)\]")
-PARAMS = {"prompt", "model", "seconds", "size", "seed", "steps", "guidance", "negative_prompt", "storyboard",
+PARAMS = {"prompt", "model", "seconds", "size", "seed", "steps", "guidance", "negative_prompt", "expand", "storyboard",
           "mode", "strength", "direction", "name", "input_reference", "video", "video_end"}
 
 
@@ -149,6 +149,8 @@ class Sampling(BaseModel):
     guidance: float | None = Field(None, description="kinema: classifier-free guidance scale, 0-50")
     negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS,
                                         description="kinema: what to steer away from")
+    expand: bool | None = Field(None, description="kinema: expand the prompt into the caption style the model "
+                                                "was trained on (default: true; the expansion is in the metadata)")
 
 
 class CreateVideo(Sampling):
@@ -468,8 +470,11 @@ def _job_folder(state: ServerState, prefix: str = "video") -> Any:
 
 
 def _sampling(params: Sampling) -> dict:
-    return {"seed": params.seed, "steps": params.steps, "guidance": params.guidance,
-            "negative_prompt": params.negative_prompt}
+    fields = {"seed": params.seed, "steps": params.steps, "guidance": params.guidance,
+              "negative_prompt": params.negative_prompt}
+    if params.expand is not None:
+        fields["expand"] = params.expand
+    return fields
 
 
 # -- the app ------------------------------------------------------------------------------------------
