@@ -24,7 +24,7 @@ from kinema.longvideo import (
 )
 from kinema.models.dit import VideoDiT
 from kinema.models.vae import VideoVAE
-from kinema.pipeline import KinemaPipeline
+from kinema.pipeline import KinemaPipeline, frames_to_tensor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -280,6 +280,11 @@ def test_cli_storyboard_and_long_video(tmp_path, random_model):
                  str(random_model), "--size", "32x32")
     assert result.returncode == 0, result.stderr
     assert read_video(long)[0].shape == (97, 32, 32, 3) and read_metadata(long)["window"] == 5
+    extended = tmp_path / "extended.mp4"
+    result = run("generate", "the blue box keeps rolling", "--extend", str(long), "--seconds", "6", "-o",
+                 str(extended), "--model", str(random_model), "--size", "32x32")
+    assert result.returncode == 0, result.stderr
+    assert read_video(extended)[0].shape[0] == 97 + 48 and read_metadata(extended)["window"] == 5
 
 
 @pytest.mark.parametrize("args, words", [
@@ -297,3 +302,25 @@ def test_cli_bad_storyboards_are_one_line(tmp_path, random_model, args, words):
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], result.stderr
+
+
+def test_extending_a_video_by_a_minute_continues_from_its_frames(pipe, monkeypatch):
+    rng = np.random.default_rng(0)
+    source = rng.integers(0, 255, (9, 32, 32, 3), dtype=np.uint8)  # 3 latent frames
+    calls = []
+    denoise = pipe._denoise
+
+    def recording(latents, known, known_latents, *args, **kwargs):
+        calls.append(None if known is None else known.clone())
+        return denoise(latents, known, known_latents, *args, **kwargs)
+
+    monkeypatch.setattr(pipe, "_denoise", recording)
+    latents = generate_long(pipe, ["a red ball rolls"], 9 + 4 * 8, 32, 32, video=source, window=5, context=2,
+                            memory=1, generator=torch.Generator().manual_seed(0), output_type="latent")
+    encoded = pipe.encode_video(frames_to_tensor(source, 32, 32))
+    assert torch.equal(latents[:, :, :3], encoded), "the given video's latents are kept as they are"
+    plan = plan_windows(11, 5, 2, 1, given=3)
+    assert plan[0].known == (0, 1, 2) and plan[0].start == 3 and len(calls) == len(plan)
+    assert all(bool(k[0, : len(w.known)].all()) for k, w in zip(calls, plan)), "every pass starts from known frames"
+    with pytest.raises(KinemaError, match="nothing is left"):
+        plan_windows(3, 5, 2, 1, given=3)

@@ -158,6 +158,8 @@ def run(pipe, request: Request, progress=None, log=None) -> Path:
         video = video[: 1 + 4 * ((len(video) - 1) // 4)]
         frames = len(video) + 4 * max(1, round(request.seconds * fps / 4))
         kwargs["video"] = video
+        if mode == "extend_forward" and 1 + (frames - 1) // pipe.vae.temporal_compression > window:
+            return _run_long(pipe, request, mode, frames, width, height, fps, progress, log, video=video)
     elif mode == "connect":
         first, _ = read_video(request.connect[0], max_frames=4097)
         last, _ = read_video(request.connect[1], max_frames=4097)
@@ -193,7 +195,7 @@ def run(pipe, request: Request, progress=None, log=None) -> Path:
 
 
 def _run_long(pipe, request: Request, mode: str, frames: int, width: int, height: int, fps: float,
-              progress, log=None) -> Path:
+              progress, log=None, video: np.ndarray | None = None) -> Path:
     """A storyboard, or a video longer than one window: kinema.longvideo, window by window."""
     import torch
 
@@ -213,23 +215,23 @@ def _run_long(pipe, request: Request, mode: str, frames: int, width: int, height
     generator = torch.Generator().manual_seed(request.seed)
     context = pipe.defaults.context if request.context is None else request.context
     window = request.window or pipe.defaults.window
-    video = generate_long(pipe, texts, frames, height, width, shot_starts=shot_starts,
-                          num_inference_steps=request.steps, guidance_scale=request.guidance, generator=generator,
-                          negative_prompt=request.negative_prompt, image=image, window=window, context=context,
-                          sampler=request.sampler, callback=progress)
+    frames_out = generate_long(pipe, texts, frames, height, width, shot_starts=shot_starts,
+                               num_inference_steps=request.steps, guidance_scale=request.guidance,
+                               generator=generator, negative_prompt=request.negative_prompt, image=image, video=video,
+                               window=window, context=context, sampler=request.sampler, callback=progress)
     metadata = {
         "prompt": request.prompt, "negative_prompt": request.negative_prompt, "mode": mode, "seed": request.seed,
         "steps": request.steps or pipe.defaults.steps,
         "guidance": pipe.defaults.guidance_scale if request.guidance is None else request.guidance,
         "sampler": request.sampler or pipe.defaults.sampler, "size": f"{width}x{height}", "fps": fps,
-        "frames": int(video.shape[0]), "model": pipe.name, "model_sha256": pipe.weights_sha256,
+        "frames": int(frames_out.shape[0]), "model": pipe.name, "model_sha256": pipe.weights_sha256,
         "window": window, "context": context, "memory": pipe.defaults.memory,
         "storyboard": board.to_dict() if board else None, "shot_texts": texts, "shot_starts": shot_starts,
         "expand": request.expand and board is None,
         "expanded_prompt": texts[0] if board is None and texts[0] != request.prompt else None,
-        "inputs": {"image": request.image} if request.image else {},
+        "inputs": {k: v for k, v in (("image", request.image), ("extend", request.extend)) if v},
     }
-    return write_video(Path(request.output), video, fps, metadata=metadata)
+    return write_video(Path(request.output), frames_out, fps, metadata=metadata)
 
 
 def read_prompts_file(path: str | Path) -> list[dict]:

@@ -220,13 +220,15 @@ class Window:
 
 
 def plan_windows(latent_frames: int, window: int, context: int, memory: int,
-                 shot_latent_starts: list[int] | None = None, first_known: bool = False) -> list[Window]:
+                 shot_latent_starts: list[int] | None = None, first_known: bool = False,
+                 given: int = 0) -> list[Window]:
     """Split ``latent_frames`` into passes of at most ``window`` latent frames.
 
     The first pass makes frames 0 .. window-1 (frame 0 is known when ``first_known``, as in image to
     video). Each later pass is conditioned on the last ``context`` frames made and on up to ``memory``
     memory frames: frame 0, then the first frame of the shot the new frames open into, when those are not
-    already in the context.
+    already in the context. With ``given`` > 0 the first ``given`` frames exist already (a video being
+    extended) and every pass continues from them.
     """
     if window < 2:
         raise KinemaError(f"window {window}: must be at least 2 latent frames")
@@ -234,11 +236,16 @@ def plan_windows(latent_frames: int, window: int, context: int, memory: int,
         raise KinemaError(f"window {window}, context {context}, memory {memory}: need context >= 1, memory >= 0 "
                           "and context + memory < window")
     starts = sorted(set(shot_latent_starts or [0]))
-    plan = [Window((0,) if first_known else (), 1 if first_known else 0,
-                   min(window, latent_frames) - (1 if first_known else 0))]
-    made = window if latent_frames > window else latent_frames
+    if given:
+        if given >= latent_frames:
+            raise KinemaError(f"{given} of {latent_frames} latent frames are given: nothing is left to generate")
+        plan, made = [], given
+    else:
+        plan = [Window((0,) if first_known else (), 1 if first_known else 0,
+                       min(window, latent_frames) - (1 if first_known else 0))]
+        made = window if latent_frames > window else latent_frames
     while made < latent_frames:
-        recent = tuple(range(made - context, made))
+        recent = tuple(range(max(0, made - context), made))
         shot_start = max(s for s in starts if s <= made)
         candidates = [0] + ([shot_start] if shot_start < made else [])
         remembered = tuple(sorted({m for m in candidates if m not in recent}))[:memory]
@@ -279,6 +286,7 @@ def generate_long(
     generator: torch.Generator | None = None,
     negative_prompt: str | None = None,
     image: np.ndarray | None = None,
+    video: np.ndarray | None = None,
     window: int | None = None,
     context: int | None = None,
     memory: int | None = None,
@@ -289,7 +297,8 @@ def generate_long(
 ) -> np.ndarray | torch.Tensor:
     """A video of any length in windows: ``texts`` holds one caption per shot (one for a plain prompt) and
     ``shot_starts`` the first video frame of each (cuts on frames 1 + 4k). Returns uint8 frames (F, H, W, 3),
-    or the normalized latents (1, C, F', H', W') with ``output_type="latent"``.
+    or the normalized latents (1, C, F', H', W') with ``output_type="latent"``. ``image`` is frame 0 (image to
+    video); ``video`` (1 + 4k frames) is kept as the first frames and the rest continues it (extend forward).
 
     A video that fits in one window is generated exactly as ``pipe(...)`` generates it (same noise, same
     result); longer ones continue window by window from the frames already made.
@@ -306,7 +315,8 @@ def generate_long(
     sampler = sampler or defaults.sampler
     if not texts:
         raise KinemaError("no caption to generate from")
-    check_request(texts, num_frames, height, width, steps, guidance, "i2v" if image is not None else "t2v", 1.0)
+    mode = "i2v" if image is not None else "extend_forward" if video is not None else "t2v"
+    check_request(texts, num_frames, height, width, steps, guidance, mode, 1.0)
     shot_starts = shot_starts or [0]
     if len(shot_starts) != len(texts) or shot_starts[0] != 0 or any(
             (s - 1) % LATENT_STRIDE for s in shot_starts[1:]) or sorted(set(shot_starts)) != shot_starts:
@@ -318,7 +328,16 @@ def generate_long(
     channels = pipe.vae.config.z_dim
     shot_latent_starts = [0 if s == 0 else 1 + (s - 1) // vae_time for s in shot_starts]
     text_index = shot_of_latent_frames(shot_starts, latent_frames)
-    plan = plan_windows(latent_frames, window, context, memory, shot_latent_starts, first_known=image is not None)
+    if image is not None and video is not None:
+        raise KinemaError("give an image or a video to start from, not both")
+    given = None
+    if video is not None:
+        from kinema.pipeline import trim_to_latent_length
+
+        source = trim_to_latent_length(np.asarray(video))
+        given = pipe.encode_video(frames_to_tensor(source, height, width))  # (1, C, k, H', W')
+    plan = plan_windows(latent_frames, window, context, memory, shot_latent_starts, first_known=image is not None,
+                        given=0 if given is None else given.shape[2])
     tokens = len(plan[0].frames) * ((lh + 1) // 2) * ((lw + 1) // 2)
     shift = shift or defaults.shift or shift_for_tokens(tokens, pipe.flow)
 
@@ -326,6 +345,8 @@ def generate_long(
     latents = torch.zeros(1, channels, latent_frames, lh, lw)
     if image is not None:
         latents[:, :, 0] = pipe.encode_video(frames_to_tensor(image, height, width))[:, :, 0]
+    if given is not None:
+        latents[:, :, :given.shape[2]] = given
     total = steps * len(plan)
     for n, win in enumerate(plan):
         known_count = len(win.known)
