@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -13,3 +16,54 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class WordEncoder:
+    """A deterministic stand-in for the text encoder: one random 16-d token per word."""
+
+    dim = 16
+
+    def encode(self, texts):
+        rows = [[self._vec(w) for w in (t.split() or [""])] for t in texts]
+        tokens = torch.zeros(len(rows), max(len(r) for r in rows), self.dim)
+        mask = torch.zeros(tokens.shape[:2], dtype=torch.bool)
+        for i, r in enumerate(rows):
+            tokens[i, :len(r)] = torch.stack(r)
+            mask[i, :len(r)] = True
+        return tokens, mask
+
+    def encode_cached(self, text):
+        return self.encode([text])
+
+    @staticmethod
+    def _vec(word):
+        seed = int(hashlib.sha256(word.encode()).hexdigest()[:8], 16)
+        return torch.randn(16, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="session")
+def word_encoder():
+    """The WordEncoder class (session-scoped, so module-scoped fixtures can build pipelines with it)."""
+    return WordEncoder
+
+
+def save_tiny_model(folder: Path, num_layers: int = 1, **defaults) -> Path:
+    """A tiny randomly initialised pipeline folder (fast to load, fast to run) with these sampling defaults."""
+    from kinema.models.dit import VideoDiT
+    from kinema.models.vae import VideoVAE
+    from kinema.pipeline import KinemaPipeline
+
+    torch.manual_seed(0)
+    dit = VideoDiT(num_layers=num_layers, num_attention_heads=2, attention_head_dim=24, ffn_dim=64, in_channels=4,
+                   out_channels=4)
+    pipe = KinemaPipeline(dit, VideoVAE.from_name("tiny", base_dim=8, z_dim=4))
+    for name, value in defaults.items():
+        setattr(pipe.defaults, name, value)
+    pipe.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_folder():
+    """``save_tiny_model``, for module-scoped fixtures."""
+    return save_tiny_model

@@ -85,22 +85,9 @@ def test_a_corrupt_video_is_a_clear_error(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def random_model(tmp_path_factory):
+def random_model(tmp_path_factory, tiny_model_folder):
     """A tiny randomly initialised pipeline folder (fast to load, fast to run)."""
-    import torch
-
-    from kinema.models.dit import VideoDiT
-    from kinema.models.vae import VideoVAE
-    from kinema.pipeline import KinemaPipeline
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model") / "tiny-random"
-    dit = VideoDiT(num_layers=1, num_attention_heads=2, attention_head_dim=24, ffn_dim=64, in_channels=4,
-                   out_channels=4)
-    pipe = KinemaPipeline(dit, VideoVAE.from_name("tiny", base_dim=8, z_dim=4))
-    pipe.defaults.steps = 2
-    pipe.save_pretrained(folder)
-    return folder
+    return tiny_model_folder(tmp_path_factory.mktemp("model") / "tiny-random", steps=2)
 
 
 def test_generate_writes_video_image_and_provenance(tmp_path, random_model):

@@ -426,34 +426,7 @@ def test_a_suite_of_a_long_prompt_and_a_storyboard_end_to_end(tmp_path, monkeypa
     assert again["clips"][0]["generate_seconds"] is None and again["clips"][0]["scores"] == board_clip["scores"]
 
 
-class WordEncoder:
-    """A deterministic text encoder: one random 16-d token per word."""
-
-    dim = 16
-
-    def encode(self, texts):
-        import torch
-
-        rows = [[self._vec(w) for w in (t.split() or [""])] for t in texts]
-        tokens = torch.zeros(len(rows), max(len(r) for r in rows), self.dim)
-        mask = torch.zeros(tokens.shape[:2], dtype=torch.bool)
-        for i, r in enumerate(rows):
-            tokens[i, :len(r)] = torch.stack(r)
-            mask[i, :len(r)] = True
-        return tokens, mask
-
-    def encode_cached(self, text):
-        return self.encode([text])
-
-    @staticmethod
-    def _vec(word):
-        import torch
-
-        seed = sum(ord(c) * 31 ** i for i, c in enumerate(word)) % (2 ** 31)
-        return torch.randn(16, generator=torch.Generator().manual_seed(seed))
-
-
-def test_a_storyboard_suite_runs_on_a_tiny_random_model(tmp_path):
+def test_a_storyboard_suite_runs_on_a_tiny_random_model(tmp_path, word_encoder):
     """The real generation path: the video's recorded shot starts agree with the storyboard's plan."""
     import torch
 
@@ -466,7 +439,7 @@ def test_a_storyboard_suite_runs_on_a_tiny_random_model(tmp_path):
     vae = VideoVAE.from_name("tiny", base_dim=8, z_dim=4)
     dit = VideoDiT(in_channels=4, out_channels=4, num_layers=1, num_attention_heads=2, attention_head_dim=8,
                    ffn_dim=32, text_dim=16)
-    pipe = KinemaPipeline(dit.eval(), vae.eval(), text_encoder=WordEncoder())
+    pipe = KinemaPipeline(dit.eval(), vae.eval(), text_encoder=word_encoder())
     path = tmp_path / "suite.yaml"
     path.write_text("defaults: {size: 32x32, steps: 1}\nprompts:\n  - storyboard:\n"
                     f"      scene: \"{SCENE}\"\n      shots:\n"

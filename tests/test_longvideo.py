@@ -29,32 +29,8 @@ from kinema.pipeline import KinemaPipeline, frames_to_tensor
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class WordEncoder:
-    """A deterministic text encoder: one random 16-d token per word."""
-
-    dim = 16
-
-    def encode(self, texts):
-        rows = [[self._vec(w) for w in (t.split() or [""])] for t in texts]
-        length = max(len(r) for r in rows)
-        tokens = torch.zeros(len(rows), length, self.dim)
-        mask = torch.zeros(len(rows), length, dtype=torch.bool)
-        for i, r in enumerate(rows):
-            tokens[i, :len(r)] = torch.stack(r)
-            mask[i, :len(r)] = True
-        return tokens, mask
-
-    def encode_cached(self, text):
-        return self.encode([text])
-
-    @staticmethod
-    def _vec(word):
-        seed = sum(ord(c) * 31 ** i for i, c in enumerate(word)) % (2 ** 31)
-        return torch.randn(16, generator=torch.Generator().manual_seed(seed))
-
-
 @pytest.fixture(scope="module")
-def pipe():
+def pipe(word_encoder):
     torch.manual_seed(0)
     vae = VideoVAE.from_name("tiny", base_dim=8, z_dim=4)
     dit = VideoDiT(in_channels=4, out_channels=4, num_layers=2, num_attention_heads=2, attention_head_dim=24,
@@ -63,7 +39,7 @@ def pipe():
         for p in dit.parameters():
             if p.abs().sum() == 0:
                 p.normal_(0, 0.05)
-    pipe = KinemaPipeline(dit.eval(), vae.eval(), text_encoder=WordEncoder())
+    pipe = KinemaPipeline(dit.eval(), vae.eval(), text_encoder=word_encoder())
     pipe.defaults.steps = 2
     return pipe
 
@@ -244,16 +220,8 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def random_model(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model") / "tiny-random"
-    dit = VideoDiT(num_layers=1, num_attention_heads=2, attention_head_dim=24, ffn_dim=64, in_channels=4,
-                   out_channels=4)
-    pipe = KinemaPipeline(dit, VideoVAE.from_name("tiny", base_dim=8, z_dim=4))
-    pipe.defaults.steps = 1
-    pipe.defaults.window = 5
-    pipe.save_pretrained(folder)
-    return folder
+def random_model(tmp_path_factory, tiny_model_folder):
+    return tiny_model_folder(tmp_path_factory.mktemp("model") / "tiny-random", steps=1, window=5)
 
 
 def test_cli_storyboard_and_long_video(tmp_path, random_model):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 import numpy as np
@@ -15,35 +14,8 @@ from kinema.models.vae import VideoVAE
 from kinema.pipeline import KinemaPipeline
 
 
-class HashEncoder:
-    """A deterministic stand-in for the text encoder: one 16-d token per word."""
-
-    dim = 16
-
-    def encode(self, texts):
-        rows = []
-        for text in texts:
-            words = text.split() or [""]
-            rows.append([self._vec(w) for w in words])
-        length = max(len(r) for r in rows)
-        tokens = torch.zeros(len(rows), length, self.dim)
-        mask = torch.zeros(len(rows), length, dtype=torch.bool)
-        for i, r in enumerate(rows):
-            tokens[i, :len(r)] = torch.stack(r)
-            mask[i, :len(r)] = True
-        return tokens, mask
-
-    def encode_cached(self, text):
-        return self.encode([text])
-
-    @staticmethod
-    def _vec(word):
-        seed = int(hashlib.sha256(word.encode()).hexdigest()[:8], 16)
-        return torch.randn(16, generator=torch.Generator().manual_seed(seed))
-
-
 @pytest.fixture(scope="module")
-def pipe():
+def pipe(word_encoder):
     torch.manual_seed(0)
     vae = VideoVAE.from_name("tiny", base_dim=8, z_dim=4)
     dit = VideoDiT(in_channels=4, out_channels=4, num_layers=2, num_attention_heads=2, attention_head_dim=24,
@@ -52,7 +24,7 @@ def pipe():
         for p in dit.parameters():
             if p.abs().sum() == 0:
                 p.normal_(0, 0.02)
-    pipe = KinemaPipeline(dit.eval(), vae.eval(), text_encoder=HashEncoder())
+    pipe = KinemaPipeline(dit.eval(), vae.eval(), text_encoder=word_encoder())
     pipe.defaults.steps = 2
     return pipe
 
@@ -100,9 +72,9 @@ def test_known_latents_stay_fixed(pipe):
     assert torch.equal(latents[:, :, :2], encoded)
 
 
-def test_save_load_round_trip(pipe, tmp_path):
+def test_save_load_round_trip(pipe, tmp_path, word_encoder):
     pipe.save_pretrained(tmp_path / "model")
-    loaded = KinemaPipeline.from_pretrained(tmp_path / "model", text_encoder=HashEncoder())
+    loaded = KinemaPipeline.from_pretrained(tmp_path / "model", text_encoder=word_encoder())
     g = torch.Generator
     a = pipe("a red ball", num_frames=5, height=32, width=32, generator=g().manual_seed(1)).frames
     b = loaded("a red ball", num_frames=5, height=32, width=32, generator=g().manual_seed(1)).frames

@@ -97,22 +97,9 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
+def tiny_model(tmp_path_factory, tiny_model_folder) -> Path:
     """A tiny randomly initialised pipeline folder (fast to load, fast to run)."""
-    import torch
-
-    from kinema.models.dit import VideoDiT
-    from kinema.models.vae import VideoVAE
-    from kinema.pipeline import KinemaPipeline
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model") / "tiny-random"
-    dit = VideoDiT(num_layers=2, num_attention_heads=2, attention_head_dim=24, ffn_dim=64, in_channels=4,
-                   out_channels=4)
-    pipe = KinemaPipeline(dit, VideoVAE.from_name("tiny", base_dim=8, z_dim=4))
-    pipe.defaults.steps = 2
-    pipe.save_pretrained(folder)
-    return folder
+    return tiny_model_folder(tmp_path_factory.mktemp("model") / "tiny-random", num_layers=2, steps=2)
 
 
 @pytest.fixture(scope="module")

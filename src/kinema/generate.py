@@ -83,6 +83,9 @@ def validate(request: Request, fps_default: float = 8.0) -> tuple[str, int, int,
         raise KinemaError(f"strength must be in (0, 1] (got {request.strength:g})")
     if not (0 <= request.seed < 2**63):
         raise KinemaError(f"seed must be between 0 and 2^63 - 1 (got {request.seed})")
+    for name, value in (("window", request.window), ("context", request.context)):
+        if value is not None and not (1 <= value <= 64):
+            raise KinemaError(f"{name} must be between 1 and 64 latent frames (got {value})")
     mode = request.mode()
     if request.storyboard is not None:
         from kinema.longvideo import storyboard_from_dict
@@ -91,16 +94,8 @@ def validate(request: Request, fps_default: float = 8.0) -> tuple[str, int, int,
             raise KinemaError(f"a storyboard makes a video from text (or from --image), not with mode '{mode}'")
         if request.frames is not None:
             raise KinemaError("a storyboard sets the length from its shots; drop --frames")
-        board = storyboard_from_dict(request.storyboard, max_seconds=MAX_SECONDS)
-        frames, _ = board.frame_plan(fps)
-        for path in [request.image]:
-            if path is not None and not Path(path).is_file():
-                raise KinemaError(f"input file '{path}' does not exist")
-        return mode, frames, width, height, fps
-    for name, value in (("window", request.window), ("context", request.context)):
-        if value is not None and not (1 <= value <= 64):
-            raise KinemaError(f"{name} must be between 1 and 64 latent frames (got {value})")
-    if request.frames is not None:
+        frames, _ = storyboard_from_dict(request.storyboard, max_seconds=MAX_SECONDS).frame_plan(fps)
+    elif request.frames is not None:
         frames = request.frames
         if frames < 1 or (mode != "loop" and (frames - 1) % 4) or frames > 4097:
             raise KinemaError(f"frames {frames}: must be 1 + 4k (1, 5, 9, ...), at most 4097")
@@ -178,20 +173,26 @@ def run(pipe, request: Request, progress=None, log=None) -> Path:
                   num_inference_steps=request.steps, guidance_scale=request.guidance, generator=generator,
                   negative_prompt=request.negative_prompt, mode=mode, sampler=request.sampler,
                   callback=progress, **kwargs)
-    metadata = {
-        "prompt": request.prompt, "negative_prompt": request.negative_prompt, "mode": mode, "seed": request.seed,
-        "steps": request.steps or pipe.defaults.steps,
-        "guidance": pipe.defaults.guidance_scale if request.guidance is None else request.guidance,
-        "sampler": request.sampler or pipe.defaults.sampler, "size": f"{width}x{height}", "fps": fps,
-        "frames": int(result.frames.shape[1]), "model": pipe.name, "model_sha256": pipe.weights_sha256,
-        "expand": request.expand, "expanded_prompt": expanded,
-        "inputs": {k: v for k, v in asdict(request).items() if k in ("image", "extend", "connect", "edit") and v},
-    }
+    metadata = _metadata(pipe, request, mode, width, height, fps, int(result.frames.shape[1]),
+                         expand=request.expand, expanded_prompt=expanded)
     frames_out: np.ndarray = result.frames[0]
     output = Path(request.output)
     if mode == "image":
         return write_image(output, frames_out[0], metadata=metadata)
     return write_video(output, frames_out, fps, metadata=metadata)
+
+
+def _metadata(pipe, request: Request, mode: str, width: int, height: int, fps: float, frames: int,
+              **extra) -> dict:
+    """The provenance written into the output and its sidecar JSON."""
+    return {
+        "prompt": request.prompt, "negative_prompt": request.negative_prompt, "mode": mode, "seed": request.seed,
+        "steps": request.steps or pipe.defaults.steps,
+        "guidance": pipe.defaults.guidance_scale if request.guidance is None else request.guidance,
+        "sampler": request.sampler or pipe.defaults.sampler, "size": f"{width}x{height}", "fps": fps,
+        "frames": frames, "model": pipe.name, "model_sha256": pipe.weights_sha256, **extra,
+        "inputs": {k: v for k, v in asdict(request).items() if k in ("image", "extend", "connect", "edit") and v},
+    }
 
 
 def _run_long(pipe, request: Request, mode: str, frames: int, width: int, height: int, fps: float,
@@ -203,6 +204,7 @@ def _run_long(pipe, request: Request, mode: str, frames: int, width: int, height
     from kinema.media import read_image, write_video
 
     board: Storyboard | None = None
+    expanded = None
     if request.storyboard is not None:
         board = storyboard_from_dict(request.storyboard)
         if request.prompt.strip() and not board.scene:  # a prompt given with a storyboard is its scene
@@ -210,7 +212,8 @@ def _run_long(pipe, request: Request, mode: str, frames: int, width: int, height
         texts = board.shot_texts()
         _, shot_starts = board.frame_plan(fps)
     else:
-        texts, shot_starts = [expanded_prompt(request, frames, fps, log)[0]], [0]
+        prompt, expanded = expanded_prompt(request, frames, fps, log)
+        texts, shot_starts = [prompt], [0]
     image = read_image(request.image) if mode == "i2v" else None
     generator = torch.Generator().manual_seed(request.seed)
     context = pipe.defaults.context if request.context is None else request.context
@@ -219,18 +222,10 @@ def _run_long(pipe, request: Request, mode: str, frames: int, width: int, height
                                num_inference_steps=request.steps, guidance_scale=request.guidance,
                                generator=generator, negative_prompt=request.negative_prompt, image=image, video=video,
                                window=window, context=context, sampler=request.sampler, callback=progress)
-    metadata = {
-        "prompt": request.prompt, "negative_prompt": request.negative_prompt, "mode": mode, "seed": request.seed,
-        "steps": request.steps or pipe.defaults.steps,
-        "guidance": pipe.defaults.guidance_scale if request.guidance is None else request.guidance,
-        "sampler": request.sampler or pipe.defaults.sampler, "size": f"{width}x{height}", "fps": fps,
-        "frames": int(frames_out.shape[0]), "model": pipe.name, "model_sha256": pipe.weights_sha256,
-        "window": window, "context": context, "memory": pipe.defaults.memory,
-        "storyboard": board.to_dict() if board else None, "shot_texts": texts, "shot_starts": shot_starts,
-        "expand": request.expand and board is None,
-        "expanded_prompt": texts[0] if board is None and texts[0] != request.prompt else None,
-        "inputs": {k: v for k, v in (("image", request.image), ("extend", request.extend)) if v},
-    }
+    metadata = _metadata(pipe, request, mode, width, height, fps, int(frames_out.shape[0]),
+                         expand=request.expand and board is None, expanded_prompt=expanded,
+                         window=window, context=context, memory=pipe.defaults.memory,
+                         storyboard=board.to_dict() if board else None, shot_texts=texts, shot_starts=shot_starts)
     return write_video(Path(request.output), frames_out, fps, metadata=metadata)
 
 

@@ -354,7 +354,6 @@ def generate_long(
         x = torch.cat([latents[:, :, list(win.known)], noise[..., :lh, :lw]], dim=2)
         known = torch.zeros(1, x.shape[2], dtype=torch.bool)
         known[:, :known_count] = True
-        frame_cond, frame_uncond = cond, uncond
         if len(texts) > 1:  # per-frame captions; one caption keeps the plain cross-attention path
             index = torch.tensor([[text_index[f] for f in win.frames]])
             frame_cond = {**cond, "frame_text_index": index}
