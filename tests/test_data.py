@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from kinema.data import (
     LatentSource,
     VideoFolderSource,
+    WorldMixSource,
     WorldVideoSource,
     assign_bucket,
     available_frames,
@@ -102,6 +103,46 @@ def test_world_workers_give_identical_batches():
     assert torch.equal(a["video"], world().batch(4, 4)["video"])
     reference = world().batch(5, 4)
     assert torch.equal(b["video"], reference["video"]) and b["captions"] == reference["captions"]
+
+
+def test_world_prefetch_gives_identical_batches_in_any_order():
+    with world(workers=2, prefetch=2) as pooled:
+        # in order (served from the prefetch), then a jump back and a jump ahead (rendered on demand)
+        got = {i: pooled.batch(i, 3) for i in (0, 1, 2, 3)}
+        got_back, got_ahead = pooled.batch(1, 3), pooled.batch(9, 3)
+        assert len(pooled._renderer._pending) == 2  # 10 and 11 are on their way
+    plain = world()
+    for i, batch in got.items():
+        reference = plain.batch(i, 3)
+        assert torch.equal(batch["video"], reference["video"]) and batch["captions"] == reference["captions"]
+    assert torch.equal(got_back["video"], plain.batch(1, 3)["video"])
+    assert torch.equal(got_ahead["video"], plain.batch(9, 3)["video"])
+    with pytest.raises(KinemaError, match="prefetch"):
+        world(prefetch=-1)
+
+
+def test_world_mix_draws_sources_by_weight_and_is_deterministic():
+    short = world(frames=5, shots=(1, 1))
+    long = world(seed=4, frames=13, shots=(2, 2))
+    mix = WorldMixSource([short, long], [3.0, 1.0], seed=7)
+    picks = [mix.source_for(i) for i in range(400)]
+    assert 0.68 < picks.count(0) / 400 < 0.82  # 3:1
+    assert picks == [WorldMixSource([short, long], [3.0, 1.0], seed=7).source_for(i) for i in range(400)]
+    assert picks != [WorldMixSource([short, long], [3.0, 1.0], seed=8).source_for(i) for i in range(400)]
+    for index in (picks.index(0), picks.index(1)):
+        batch = mix.batch(index, 2)
+        source = (short, long)[picks[index]]
+        reference = source.batch(index, 2)
+        assert torch.equal(batch["video"], reference["video"]) and batch["shot_starts"] == reference["shot_starts"]
+    assert mix.batch(picks.index(1), 2)["video"].shape[2] == 13
+    with WorldMixSource([short, long], [1.0, 1.0], workers=2, prefetch=1) as pooled:
+        for i in range(3):
+            assert torch.equal(pooled.batch(i, 2)["video"], (short, long)[pooled.source_for(i)].batch(i, 2)["video"])
+    assert [WorldMixSource([short, long], [0.0, 1.0]).source_for(i) for i in range(20)] == [1] * 20
+    with pytest.raises(KinemaError, match="weights"):
+        WorldMixSource([short, long], [1.0, -1.0])
+    with pytest.raises(KinemaError, match="one weight per source"):
+        WorldMixSource([short], [1.0, 1.0])
 
 
 # ----------------------------------------------------------------------------- folder helpers

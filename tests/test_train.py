@@ -188,6 +188,24 @@ def test_an_exception_inside_a_save_leaves_the_previous_checkpoint(tmp_path, mon
     assert summary.step == 12 and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_max_minutes_stops_with_a_checkpoint_and_resume_finishes_on_the_same_schedule(tmp_path):
+    timed = make_config(tmp_path / "timed", max_minutes=0.3, save_every=100, log_every=2)
+    seed_everything(timed.seed)
+    trainer = Trainer(RegressionTask(timed.batch_size), timed)
+    clock = iter(range(0, 10_000, 7))  # every reading of the clock is 7 s later than the last
+    trainer.clock = lambda: float(next(clock))
+    summary = trainer.fit()
+    assert summary.step == 6  # 18 s: the checks at steps 2 and 4 read 7 and 14 s, step 6 reads 21 s and stops
+    assert latest_checkpoint(timed.out_dir).name.endswith("6")
+    finished = train(make_config(tmp_path / "timed", save_every=100, log_every=2), resume=True)
+    plain = train(make_config(tmp_path / "plain", save_every=100, log_every=2))
+    assert finished.step == plain.step == 12
+    # same learning-rate schedule and batches: the stop-and-resume run ends where the plain run does
+    a, b = final_weights(tmp_path / "timed"), final_weights(tmp_path / "plain")
+    for name in a[0]:
+        assert torch.allclose(a[0][name], b[0][name], atol=1e-6), name
+
+
 def test_resume_without_checkpoint_starts_fresh_and_says_so(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="kinema.train"):
         summary = train(make_config(tmp_path, steps=3), resume=True)
@@ -291,6 +309,7 @@ def test_too_many_nan_steps_in_a_row_stop_with_a_clear_error(tmp_path):
     (["precision=fp16"], "bf16"),
     (["distributed=zero"], "fsdp"),
     (["betas=[0.9]"], "betas"),
+    (["max_minutes=-1"], "max_minutes"),
     (["stepz=3"], "did you mean 'steps'"),
 ])
 def test_bad_train_configs_are_one_line_errors(overrides, words):

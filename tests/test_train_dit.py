@@ -197,3 +197,36 @@ def test_memory_window_batches_know_memory_and_context_only(tmp_path, small_vae)
         count = int(known[0].sum())
         assert (known[:, :count].all() and not known[:, count:].any()), "known frames lead the window"
         assert (t[known] == 0).all() and (t[~known] > 0).all()
+
+
+def test_streamed_mix_with_workers_prefetch_and_repeat(tmp_path, small_vae):
+    from kinema.train.dit import DiTTask
+
+    mix = '[{frames: 9, shots: [1, 1], weight: 1}, {frames: 17, shots: [2, 2], weight: 1}]'
+    task = DiTTask(dit_config(tmp_path, small_vae, f"data.mix={mix}", "data.workers=2", "data.prefetch=2",
+                              "data.repeat=2", "shot_captions=1.0", "caption_dropout=0.0"))
+    try:
+        frames = {}
+        for step in range(8):
+            batch = task.batch(step, 0, 1)
+            frames.setdefault(task.source.source_for(step // 2), set()).add(batch["latents"].shape[2])
+            if step % 2:  # the second use of a rendered batch: same latents, fresh noise
+                assert torch.equal(batch["latents"], first["latents"])
+                assert not torch.equal(batch["noise"], first["noise"])
+            first = batch
+        assert frames.get(0, {3}) == {3} and frames.get(1, {5}) == {5} and len(frames) == 2
+        two_shot = next(step for step in range(8) if task.source.source_for(step // 2) == 1)
+        index = task.batch(two_shot, 0, 1)["frame_text_index"]
+        assert index.max() == 1  # two shots: two caption sequences per clip
+    finally:
+        task.source.close()
+
+
+def test_streamed_mix_config_errors(tmp_path, small_vae):
+    from kinema.config import ConfigError
+
+    for override, words in (("data.mix=[{frames: 10}]", "1 + 4k"), ("data.mix=[{weight: 0}]", "positive sum"),
+                            ("data.repeat=0", "repeat"), ("data.workers=-1", "workers")):
+        with pytest.raises(ConfigError) as error:
+            dit_config(tmp_path, small_vae, override)
+        assert words in str(error.value) and "\n" not in str(error.value)

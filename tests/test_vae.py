@@ -309,6 +309,17 @@ def test_bad_video_is_a_clear_error(vae, video, words):
         vae.encode(video)
 
 
+def test_mixed_precision_training_runs_under_autocast_but_plain_calls_still_check_dtypes(vae):
+    video = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what train.precision=bf16 does on CUDA
+        reconstruction, _ = vae(video, sample_posterior=True, generator=torch.Generator().manual_seed(0))
+        latents = vae.encode(video).mode().bfloat16()
+        assert vae.decode(latents).shape == video.shape
+    assert reconstruction.shape == video.shape and torch.isfinite(reconstruction).all()
+    with pytest.raises(KinemaError, match="bfloat16"):
+        vae.decode(latents)
+
+
 @pytest.mark.parametrize("chunk_frames", [0, 6, -4, 2.0, True])
 def test_bad_chunk_frames_is_a_clear_error(vae, chunk_frames):
     with pytest.raises(KinemaError, match="chunk_frames"):

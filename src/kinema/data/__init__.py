@@ -4,7 +4,8 @@ Every source has ``batch(index, batch_size) -> dict``, a pure function of its se
 a trainer resumes exactly by asking for the next index, and ranks take row slices of one global
 batch (``rank``/``world_size``). All videos of a batch share one shape.
 
-- ``WorldVideoSource``: simulated clips rendered on demand (``data/world.py``);
+- ``WorldVideoSource``: simulated clips rendered on demand, and ``WorldMixSource``: batches drawn from
+  several of them by weight (``data/world.py``);
 - ``VideoFolderSource``: a folder of real videos with captions, bucketed by aspect ratio and
   duration (``data/folder.py``);
 - ``cache_latents`` / ``LatentSource``: a VAE-encoded cache of any source (``data/latents.py``).
@@ -22,17 +23,17 @@ if TYPE_CHECKING:
     from kinema.data.batching import epoch_batches, rank_rows
     from kinema.data.folder import VideoFolderSource, assign_bucket, available_frames, resample_indices, resize_crop
     from kinema.data.latents import LatentSource, cache_latents
-    from kinema.data.world import WorldVideoSource, check_frames
+    from kinema.data.world import WorldMixSource, WorldVideoSource, check_frames
 
 _EXPORTS = {
     "epoch_batches": "batching", "rank_rows": "batching",
     "VideoFolderSource": "folder", "assign_bucket": "folder", "available_frames": "folder",
     "resample_indices": "folder", "resize_crop": "folder",
     "LatentSource": "latents", "cache_latents": "latents",
-    "WorldVideoSource": "world", "check_frames": "world",
+    "WorldMixSource": "world", "WorldVideoSource": "world", "check_frames": "world",
 }
 __all__ = [
-    "LatentSource", "VideoFolderSource", "WorldVideoSource", "assign_bucket", "available_frames", "cache_latents",
+    "LatentSource", "VideoFolderSource", "WorldMixSource", "WorldVideoSource", "assign_bucket", "available_frames", "cache_latents",
     "check_frames", "epoch_batches", "rank_rows", "resample_indices", "resize_crop",
 ]
 

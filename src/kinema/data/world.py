@@ -3,7 +3,11 @@
 Clip ``i`` of batch ``index`` is the scene ``clip_seed(seed, index * batch_size + i)`` rendered at
 ``sizes[index % len(sizes)]``, so a batch is a pure function of (seed, index) and every clip of a
 batch has the same shape. ``workers > 0`` renders a batch's clips in a process pool; the result is
-the same array, bit for bit, because each clip depends only on its own seed.
+the same array, bit for bit, because each clip depends only on its own seed. ``prefetch > 0`` (with
+workers) starts rendering the next batches while the caller trains on this one.
+
+``WorldMixSource`` draws each batch from one of several sources (clip lengths, shot counts) by weight,
+sharing one pool: what streaming training on long and multi-shot clips needs.
 """
 
 from __future__ import annotations
@@ -44,6 +48,78 @@ def render_clip(seed: int, width: int, height: int, options: SceneOptions) -> di
     }
 
 
+class _Renderer:
+    """A process pool that renders lists of ``render_clip`` jobs, optionally ahead of time.
+
+    ``render(key, jobs, upcoming)`` returns the clips of ``jobs`` (taken from an earlier prefetch of ``key``
+    when there is one) and starts rendering each ``(key, jobs)`` of ``upcoming`` that is not started yet.
+    Renders for keys not in ``upcoming`` are dropped, so a jump (a resumed run) wastes at most one round.
+    """
+
+    def __init__(self, workers: int, start_method: str) -> None:
+        self.workers = workers
+        self.start_method = start_method
+        self._pool = None
+        self._pending: dict = {}
+
+    def _ensure_pool(self):
+        if self._pool is None:
+            context = multiprocessing.get_context(self.start_method)
+            self._pool = context.Pool(self.workers)
+            # Terminate the pool when the renderer is garbage-collected or at exit, without __del__.
+            self._finalizer = weakref.finalize(self, self._pool.terminate)
+        return self._pool
+
+    def _chunk(self, jobs: list) -> int:
+        return -(-len(jobs) // self.workers)  # one contiguous chunk per worker: fewer round trips
+
+    def render(self, key, jobs: list[tuple], upcoming: list[tuple] = ()) -> list[dict]:
+        if self.workers == 0:
+            return [render_clip(*job) for job in jobs]
+        pending = self._pending.pop(key, None)
+        wanted = {k for k, _ in upcoming}
+        self._pending = {k: v for k, v in self._pending.items() if k in wanted}
+        pool = self._ensure_pool() if (upcoming or len(jobs) > 1) else None
+        for next_key, next_jobs in upcoming:
+            if next_key not in self._pending and next_key != key:
+                self._pending[next_key] = pool.starmap_async(render_clip, next_jobs, chunksize=self._chunk(next_jobs))
+        if pending is not None:
+            return pending.get()
+        if pool is None:
+            return [render_clip(*job) for job in jobs]
+        return pool.starmap(render_clip, jobs, chunksize=self._chunk(jobs))
+
+    def close(self) -> None:
+        self._pending = {}
+        if self._pool is not None:
+            self._finalizer()
+            self._pool = None
+
+    def __getstate__(self) -> dict:
+        # A pool cannot cross processes; a copy starts its own when it needs one.
+        return {"workers": self.workers, "start_method": self.start_method, "_pool": None, "_pending": {}}
+
+
+def _check_workers(workers, prefetch, start_method) -> None:
+    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 0:
+        raise KinemaError(f"workers must be an integer >= 0 (got {workers!r})")
+    if isinstance(prefetch, bool) or not isinstance(prefetch, numbers.Integral) or prefetch < 0:
+        raise KinemaError(f"prefetch must be an integer >= 0 (got {prefetch!r})")
+    if start_method not in START_METHODS:
+        raise KinemaError(f"start_method must be one of {', '.join(START_METHODS)} (got {start_method!r})")
+
+
+def _assemble(clips: list[dict]) -> dict:
+    return {
+        "video": frames_to_video_tensor([c["frames"] for c in clips]),  # (B, 3, F, H, W)
+        "captions": [c["caption"] for c in clips],
+        "scene_captions": [c["scene_caption"] for c in clips],
+        "shot_captions": [c["shot_captions"] for c in clips],
+        "shot_starts": [c["shot_starts"] for c in clips],
+        "seeds": [c["seed"] for c in clips],
+    }
+
+
 class WorldVideoSource:
     """Deterministic, index-addressable batches of simulated clips.
 
@@ -54,7 +130,8 @@ class WorldVideoSource:
     def __init__(self, seed: int, sizes: list[tuple[int, int]], frames: int, fps: float = 8.0,
                  shots: int | tuple[int, int] = 1, framings: tuple[str, ...] = FRAMINGS,
                  objects: tuple[int, int] = (1, 3), occluder_probability: float = 0.5,
-                 paint_probability: float = 0.3, workers: int = 0, start_method: str = "spawn") -> None:
+                 paint_probability: float = 0.3, workers: int = 0, start_method: str = "spawn",
+                 prefetch: int = 0) -> None:
         check_frames(frames)
         if not sizes:
             raise KinemaError("sizes must list at least one (width, height)")
@@ -63,10 +140,7 @@ class WorldVideoSource:
             check_size(width, height)
         if not (isinstance(fps, numbers.Real) and fps > 0):
             raise KinemaError(f"fps must be > 0 (got {fps!r})")
-        if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 0:
-            raise KinemaError(f"workers must be an integer >= 0 (got {workers!r})")
-        if start_method not in START_METHODS:
-            raise KinemaError(f"start_method must be one of {', '.join(START_METHODS)} (got {start_method!r})")
+        _check_workers(workers, prefetch, start_method)
         self.seed = int(seed)
         self.frames = int(frames)
         self.fps = float(fps)
@@ -83,7 +157,8 @@ class WorldVideoSource:
             raise KinemaError(f"frames {frames} at fps {fps:g} gives {made} simulated frames; pick another fps")
         self.workers = int(workers)
         self.start_method = start_method
-        self._pool = None
+        self.prefetch = int(prefetch) if workers else 0
+        self._renderer = _Renderer(self.workers, start_method)
 
     # ------------------------------------------------------------------ addressing
 
@@ -118,37 +193,20 @@ class WorldVideoSource:
     def batch(self, index: int, batch_size: int, rank: int = 0, world_size: int = 1) -> dict:
         """Batch ``index``; with ``world_size > 1`` only this rank's contiguous slice of its rows."""
         check_index(index, batch_size)
+        key = (index, batch_size, rank, world_size)
+        upcoming = [((index + k, batch_size, rank, world_size), self.jobs(index + k, batch_size, rank, world_size))
+                    for k in range(1, self.prefetch + 1)]
+        return _assemble(self._renderer.render(key, self.jobs(index, batch_size, rank, world_size), upcoming))
+
+    def jobs(self, index: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[tuple]:
+        """The ``render_clip`` arguments of this rank's rows of batch ``index``."""
         width, height = self.size_for(index)
-        rows = rank_rows(batch_size, rank, world_size)
-        jobs = [(clip_seed(self.seed, index * batch_size + i), width, height, self.options) for i in rows]
-        clips = self._render_all(jobs)
-        return {
-            "video": frames_to_video_tensor([c["frames"] for c in clips]),  # (B, 3, F, H, W)
-            "captions": [c["caption"] for c in clips],
-            "scene_captions": [c["scene_caption"] for c in clips],
-            "shot_captions": [c["shot_captions"] for c in clips],
-            "shot_starts": [c["shot_starts"] for c in clips],
-            "seeds": [c["seed"] for c in clips],
-        }
-
-    # ------------------------------------------------------------------ process pool
-
-    def _render_all(self, jobs: list[tuple]) -> list[dict]:
-        if self.workers == 0 or len(jobs) < 2:
-            return [render_clip(*job) for job in jobs]
-        if self._pool is None:
-            context = multiprocessing.get_context(self.start_method)
-            self._pool = context.Pool(self.workers)
-            # Terminate the pool when the source is garbage-collected or at exit, without __del__.
-            self._finalizer = weakref.finalize(self, self._pool.terminate)
-        chunk = -(-len(jobs) // self.workers)  # one contiguous chunk per worker: fewer round trips
-        return self._pool.starmap(render_clip, jobs, chunksize=chunk)
+        return [(clip_seed(self.seed, index * batch_size + i), width, height, self.options)
+                for i in rank_rows(batch_size, rank, world_size)]
 
     def close(self) -> None:
         """Stop the worker processes (a later batch starts them again)."""
-        if self._pool is not None:
-            self._finalizer()
-            self._pool = None
+        self._renderer.close()
 
     def __enter__(self) -> WorldVideoSource:
         return self
@@ -156,12 +214,57 @@ class WorldVideoSource:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def __getstate__(self) -> dict:
-        # A pool cannot cross processes; a copy of the source starts its own when it needs one.
-        state = self.__dict__.copy()
-        state["_pool"] = None
-        state.pop("_finalizer", None)
-        return state
+
+class WorldMixSource:
+    """Batches drawn from several ``WorldVideoSource``s, one source per batch, chosen by weight.
+
+    The choice for batch ``index`` is a pure function of (seed, index); a source's batches are numbered
+    by the global index, so two sources never share a clip when their seeds differ. One process pool
+    (``workers``, ``prefetch``) renders for all of them.
+    """
+
+    def __init__(self, sources: list[WorldVideoSource], weights: list[float], seed: int = 0, workers: int = 0,
+                 prefetch: int = 0, start_method: str = "spawn") -> None:
+        if not sources or len(sources) != len(weights):
+            raise KinemaError("a mix needs one weight per source and at least one source")
+        if any(not (isinstance(w, numbers.Real) and w >= 0) for w in weights) or sum(weights) <= 0:
+            raise KinemaError(f"mix weights must be >= 0 with a positive sum (got {list(weights)})")
+        _check_workers(workers, prefetch, start_method)
+        self.sources = list(sources)
+        total = float(sum(weights))
+        self.cumulative = np.cumsum([w / total for w in weights])
+        self.seed = int(seed)
+        self.workers = int(workers)
+        self.prefetch = int(prefetch) if workers else 0
+        self._renderer = _Renderer(self.workers, start_method)
+
+    def source_for(self, index: int) -> int:
+        """Which source batch ``index`` comes from."""
+        draw = np.random.default_rng([self.seed, 0x6D6978, int(index)]).random()
+        return int(min(np.searchsorted(self.cumulative, draw, side="right"), len(self.sources) - 1))
+
+    def jobs(self, index: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[tuple]:
+        return self.sources[self.source_for(index)].jobs(index, batch_size, rank, world_size)
+
+    def batch(self, index: int, batch_size: int, rank: int = 0, world_size: int = 1) -> dict:
+        check_index(index, batch_size)
+        key = (index, batch_size, rank, world_size)
+        upcoming = [((index + k, batch_size, rank, world_size), self.jobs(index + k, batch_size, rank, world_size))
+                    for k in range(1, self.prefetch + 1)]
+        return _assemble(self._renderer.render(key, self.jobs(index, batch_size, rank, world_size), upcoming))
+
+    def describe(self) -> dict:
+        return {"source": "world-mix", "seed": self.seed, "weights": np.diff(self.cumulative, prepend=0).tolist(),
+                "sources": [s.describe() for s in self.sources]}
+
+    def close(self) -> None:
+        self._renderer.close()
+
+    def __enter__(self) -> WorldMixSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def clip_arrays(batch: dict) -> np.ndarray:

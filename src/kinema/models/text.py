@@ -53,7 +53,9 @@ class TextEncoder:
                 self.model = AutoModel.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError) as e:
             raise KinemaError(f"cannot load text encoder '{path}': {str(e).splitlines()[0]}") from None
-        self.model.eval().requires_grad_(False).to(device)
+        # float32 compute whatever the stored precision (an fp16 copy of the weights gives the same states
+        # up to the rounding of its weights)
+        self.model.eval().requires_grad_(False).float().to(device)
         self.device = torch.device(device)
         self.path = path
         self.max_tokens = max_tokens

@@ -607,7 +607,7 @@ class VideoVAE(ModelMixin, ConfigMixin):
         if not tensor.is_floating_point():
             hint = " (use video_to_tensor for uint8 frames)" if name == "video" else ""
             raise KinemaError(f"{name} has dtype {tensor.dtype}; expected a float tensor{hint}")
-        if tensor.dtype != self.dtype:
+        if tensor.dtype != self.dtype and not torch.is_autocast_enabled(tensor.device.type):
             raise KinemaError(f"{name} has dtype {tensor.dtype} but the VAE's weights are {self.dtype}; "
                               f"convert one of them")
 

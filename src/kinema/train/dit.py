@@ -31,6 +31,24 @@ logger = logging.getLogger("kinema.train")
 
 
 @dataclass
+class MixEntry:
+    """One kind of clip in a streamed mix: its length, its shot count range and its share of batches."""
+
+    frames: int = 17
+    shots: tuple[int, int] = (1, 1)
+    weight: float = 1.0
+    seed: int | None = None  # default: data.seed + 1000 * (position in the mix)
+
+    def __post_init__(self) -> None:
+        if self.frames < 1 or (self.frames - 1) % 4:
+            raise ValueError(f"mix frames must be 1 + 4k (got {self.frames})")
+        if not 1 <= self.shots[0] <= self.shots[1]:
+            raise ValueError(f"mix shots must be [low, high] with 1 <= low <= high (got {list(self.shots)})")
+        if not self.weight >= 0:
+            raise ValueError(f"mix weight must be >= 0 (got {self.weight})")
+
+
+@dataclass
 class DiTDataConfig:
     seed: int = 0
     sizes: list[str] = field(default_factory=lambda: ["64x64", "96x64", "64x96"])
@@ -42,8 +60,20 @@ class DiTDataConfig:
     # folders written by ``kinema train cache-latents``; when given, training reads these instead of
     # rendering and encoding clips on the fly (items of each latent shape are batched together)
     latent_cache: list[str] = field(default_factory=list)
+    # streamed clips only (no latent_cache): several clip kinds, one per batch by weight; empty: frames/shots
+    mix: list[MixEntry] = field(default_factory=list)
+    workers: int = 0  # render processes
+    prefetch: int = 2  # batches rendered ahead (with workers)
+    repeat: int = 1  # steps each rendered batch serves, with fresh noise, times and masks each time
 
     def __post_init__(self) -> None:
+        if self.mix and sum(entry.weight for entry in self.mix) <= 0:
+            raise ValueError("mix weights must have a positive sum")
+        for name in ("workers", "prefetch"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)})")
+        if self.repeat < 1:
+            raise ValueError(f"repeat must be >= 1 (got {self.repeat})")
         for text in self.sizes:
             try:
                 parse_size(text, multiple=8, max_side=1024)
@@ -89,13 +119,25 @@ def build_dit(model: str | dict[str, Any]) -> nn.Module:
     return VideoDiT(**model)
 
 
-def world_source(data: DiTDataConfig):
-    """The simulated-world clip source that ``data`` describes (what training renders, or what a cache holds)."""
-    from kinema.data.world import WorldVideoSource
+def world_source(data: DiTDataConfig, streaming: bool = False):
+    """The simulated-world clip source that ``data`` describes (what training renders, or what a cache holds).
 
-    return WorldVideoSource(seed=data.seed, sizes=[parse_size(s) for s in data.sizes], frames=data.frames,
-                            fps=data.fps, shots=tuple(data.shots), occluder_probability=data.occluder_probability,
-                            paint_probability=data.paint_probability)
+    ``streaming``: the source training renders from, a ``WorldMixSource`` when ``data.mix`` lists clip kinds,
+    with ``data.workers`` render processes and ``data.prefetch``."""
+    from kinema.data.world import WorldMixSource, WorldVideoSource
+
+    def one(frames: int, shots: tuple[int, int], seed: int, workers: int = 0, prefetch: int = 0) -> WorldVideoSource:
+        return WorldVideoSource(seed=seed, sizes=[parse_size(s) for s in data.sizes], frames=frames, fps=data.fps,
+                                shots=tuple(shots), occluder_probability=data.occluder_probability,
+                                paint_probability=data.paint_probability, workers=workers, prefetch=prefetch)
+
+    if not streaming or not data.mix:
+        return one(data.frames, data.shots, data.seed, data.workers if streaming else 0,
+                   data.prefetch if streaming else 0)
+    sources = [one(entry.frames, entry.shots, data.seed + 1000 * k if entry.seed is None else entry.seed)
+               for k, entry in enumerate(data.mix)]
+    return WorldMixSource(sources, [entry.weight for entry in data.mix], seed=data.seed, workers=data.workers,
+                          prefetch=data.prefetch)
 
 
 def cache_world_latents(config: DiTTrainConfig, out_dir: str | Path, clips: int, dtype: torch.dtype = torch.float16,
@@ -149,36 +191,49 @@ def shot_latent_index(shot_starts: list[int], latent_frames: int, temporal: int 
 class DiTTask:
     """Flow matching on VAE latents of world clips, with per-frame times and conditioning masks."""
 
-    def __init__(self, config: DiTTrainConfig) -> None:
+    def __init__(self, config: DiTTrainConfig, device: str | torch.device = "cpu") -> None:
         from kinema.models.text import TextEncoder
         from kinema.models.vae import VideoVAE
 
         self.config = config
+        self.device = torch.device(device)  # where the frozen VAE and text encoder run
         self.model = build_dit(config.model)
         if config.init:
             from kinema.models.dit import VideoDiT
 
             self.model.load_state_dict(VideoDiT.from_pretrained(config.init).state_dict())
         self.vae = None if config.data.latent_cache else (
-            VideoVAE.from_pretrained(config.vae).float().eval().requires_grad_(False))
-        self.text = TextEncoder.default() if config.text_encoder == "minilm" else TextEncoder(config.text_encoder)
+            VideoVAE.from_pretrained(config.vae).float().eval().requires_grad_(False).to(self.device))
+        self.text = (TextEncoder.default(self.device) if config.text_encoder == "minilm"
+                     else TextEncoder(config.text_encoder, device=self.device))
         data = config.data
         self.latents = None
         if data.latent_cache:
             from kinema.data.latents import LatentSource
 
             self.latents = LatentSource(data.latent_cache, seed=data.seed)
-        self.source = world_source(data)
+        self.source = world_source(data, streaming=not data.latent_cache)
+        self._last_raw: tuple | None = None  # (key, raw batch, latents) reused by data.repeat
+
+    def _raw(self, index: int, rank: int, world_size: int) -> tuple[dict, torch.Tensor]:
+        size, repeat = self.config.train.batch_size, self.config.data.repeat
+        key = (index // repeat, rank, world_size)
+        if self._last_raw is not None and self._last_raw[0] == key:
+            return self._last_raw[1], self._last_raw[2]
+        if self.latents is not None:
+            raw = self.latents.batch(key[0], size, rank, world_size)
+            latents = raw["latents"].float()
+        else:
+            raw = self.source.batch(key[0], size, rank, world_size)
+            video = raw["video"].to(self.device, non_blocking=True)
+            latents = self.vae.normalize_latents(self.vae.encode(video).mode())  # (b, C, F', h, w)
+        if repeat > 1:
+            self._last_raw = (key, raw, latents)
+        return raw, latents
 
     @torch.no_grad()
     def batch(self, index: int, rank: int, world_size: int) -> dict:
-        size = self.config.train.batch_size
-        if self.latents is not None:
-            raw = self.latents.batch(index, size, rank, world_size)
-            latents = raw["latents"].float()
-        else:
-            raw = self.source.batch(index, size, rank, world_size)
-            latents = self.vae.normalize_latents(self.vae.encode(raw["video"]).mode())  # (b, C, F', h, w)
+        raw, latents = self._raw(index, rank, world_size)
         generator = torch.Generator().manual_seed(derived_seed(self.config.data.seed, index, rank, world_size))
         b, _, latent_frames = latents.shape[:3]
         texts: list[list[str]] = []
@@ -214,7 +269,7 @@ class DiTTask:
             known[:, :window] = True
             clip_t = sample_times((b, 1), self.config.flow, shift, generator).expand_as(t)
             t = torch.where(known, torch.zeros_like(t), clip_t)
-        noise = torch.randn(latents.shape, generator=generator)
+        noise = torch.randn(latents.shape, generator=generator).to(latents.device)
         return {"latents": latents, "noise": noise, "t": t, "known": known, "text": tokens, "text_mask": mask,
                 "frame_text_index": frame_index}
 
@@ -229,13 +284,16 @@ class DiTTask:
 def train_dit(config: DiTTrainConfig, resume: bool = False) -> TrainSummary:
     runtime = dist_utils.init_distributed()
     seed_everything(config.train.seed)
-    task = DiTTask(config)
+    task = DiTTask(config, device=runtime.device)
     trainer = Trainer(task, config.train, runtime, run_config=config_to_dict(config))
     if runtime.is_main:
         parameters = sum(p.numel() for p in task.model.parameters())
         logger.info(f"training a {parameters / 1e6:.2f}M-parameter DiT on {runtime.world_size} process(es), "
                     f"{runtime.device}; out '{config.train.out_dir}'")
-    return trainer.fit(resume=resume)
+    try:
+        return trainer.fit(resume=resume)
+    finally:
+        task.source.close()
 
 
 def export_pipeline(config: DiTTrainConfig, out: str | Path, checkpoint: str | Path | None = None,

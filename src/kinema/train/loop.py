@@ -82,12 +82,17 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast on CUDA only
     distributed: Literal["ddp", "fsdp"] = "ddp"
     max_bad_steps: int = 20  # stop after this many non-finite steps in a row
+    # stop (saving a checkpoint) once this many minutes of this process's fit() have passed; 0: no limit.
+    # A later --resume continues to `steps` on the same schedule.
+    max_minutes: float = 0.0
     tensorboard: bool = False
     out_dir: Path = Path("runs/train")
 
     def __post_init__(self) -> None:
         _check_range("steps", self.steps, 1)
         _check_range("batch_size", self.batch_size, 1)
+        if not (self.max_minutes >= 0 and math.isfinite(self.max_minutes)):
+            raise ValueError(f"max_minutes must be >= 0 (got {self.max_minutes})")
         if self.micro_batch_size is not None:
             _check_range("micro_batch_size", self.micro_batch_size, 1, self.batch_size)
             if self.batch_size % self.micro_batch_size:
@@ -244,6 +249,7 @@ class Trainer:
         self._last_saved: int | None = None
         self._metrics: _MetricsLog | None = None
         self._board = None
+        self.clock = time.monotonic  # what max_minutes is measured by
         seed_everything(config.seed, 1 + self.runtime.rank)
 
     # ------------------------------------------------------------------ the loop
@@ -252,6 +258,7 @@ class Trainer:
         config, main = self.config, self.runtime.is_main
         with _deterministic(self.runtime.device.type == "cpu"):
             self._start(resume)
+            fit_started = self.clock()
             bar = _progress(config.steps, self.step, main)
             interval_seconds, interval_steps = 0.0, 0  # time in training steps only, not in saves or evals
             try:
@@ -272,12 +279,26 @@ class Trainer:
                         self._evaluate()
                     if self.step % config.save_every == 0 or self.step == config.steps:
                         self.save()
+                    elif self._out_of_time(fit_started):
+                        self.save()
+                        if main:
+                            logger.info(f"stopped at step {self.step} of {config.steps}: train.max_minutes "
+                                        f"{config.max_minutes:g} reached; --resume continues")
+                        break
             finally:
                 bar.close()
                 self._close_logs()
         latest = list_checkpoints(config.out_dir)
         return TrainSummary(step=self.step, loss=self.counters["last_loss"], skipped_steps=self.counters["skipped"],
                             checkpoint=latest[-1] if latest else None, metrics=dict(self.last_eval))
+
+    def _out_of_time(self, started: float) -> bool:
+        """Whether max_minutes is spent, decided by rank 0's clock so that every rank stops at the same step."""
+        if not self.config.max_minutes or self.step % self.config.log_every:
+            return False
+        late = float(self.clock() - started >= 60.0 * self.config.max_minutes and self.runtime.is_main)
+        flag = torch.tensor([late], device=self.runtime.device)
+        return bool(dist_utils.all_reduce_mean(flag).item() > 0)
 
     def _train_step(self, index: int) -> tuple[float, float]:
         """One optimizer step on global batch ``index``; a non-finite loss or gradient skips the update."""

@@ -52,6 +52,7 @@ class VAEDataConfig:
     occluder_probability: float = 0.5
     paint_probability: float = 0.3
     workers: int = 0  # render processes per rank
+    prefetch: int = 2  # batches rendered ahead (with workers)
     eval_seed: int = 0  # picks the held-out clips
     eval_clips: int = 8  # held-out clips per size
     eval_batch_size: int = 4
@@ -76,6 +77,8 @@ class VAEDataConfig:
                 raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0 (got {self.workers})")
+        if self.prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0 (got {self.prefetch})")
 
     def size_list(self) -> list[tuple[int, int]]:
         return [parse_size(text, multiple=8, max_side=1024) for text in self.sizes]
@@ -231,7 +234,7 @@ class VAETask:
         self.source = WorldVideoSource(
             seed=data.seed, sizes=data.size_list(), frames=data.frames, fps=data.fps, shots=tuple(data.shots),
             occluder_probability=data.occluder_probability, paint_probability=data.paint_probability,
-            workers=data.workers)
+            workers=data.workers, prefetch=data.prefetch)
         self._eval_videos: list[torch.Tensor] | None = None
 
     def batch(self, index: int, rank: int, world_size: int) -> dict:
