@@ -7,10 +7,10 @@
 # Clips are rendered by (cores - 2) worker processes, a few batches ahead; each rendered DiT batch serves
 # REPEAT steps with fresh noise, times and masks.
 #
-# usage: scripts/train_gpu.sh OUT [VAE_MINUTES] [DIT_MINUTES]
+# usage: scripts/train_gpu.sh OUT [VAE_MINUTES] [DIT_MINUTES]   (VAE_MINUTES 0: keep weights/kinema-tiny/vae)
 # env:   PYTHON  the interpreter (default: python3)
 #        KINEMA_TEXT_ENCODER  a local text-encoder folder to train with (default: minilm, the packaged one)
-#        VAE_STEPS DIT_STEPS DIT_BATCH REPEAT  schedule lengths and sizes (defaults below)
+#        VAE_STEPS DIT_STEPS DIT_BATCH DIT_LR DIT_WARMUP REPEAT  schedules and sizes (defaults below)
 set -euo pipefail
 out=${1:?usage: scripts/train_gpu.sh OUT [VAE_MINUTES] [DIT_MINUTES]}
 vae_minutes=${2:-2.5}
@@ -21,20 +21,25 @@ mkdir -p "$out"
 py=${PYTHON:-python3}
 if ! "$py" -c "import kinema" 2>/dev/null; then export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"; fi
 
+vae=$out/vae-run/vae
+if [ "$vae_minutes" = 0 ]; then
+vae=weights/kinema-tiny/vae
+else
 echo "== VAE: up to ${vae_minutes} min, ${workers} render workers"
 "$py" -m kinema.train.vae --config configs/vae/tiny.yaml init=weights/kinema-tiny/vae \
     "train.out_dir=$out/vae-run" "train.steps=${VAE_STEPS:-4000}" train.batch_size=32 train.lr=2e-4 \
     train.warmup_steps=100 train.precision=bf16 train.save_every=1000 train.eval_every=1000 \
     "train.max_minutes=$vae_minutes" loss.detail=2.0 "data.workers=$workers" data.prefetch=4
+fi
 
 echo "== DiT: up to ${dit_minutes} min"
 "$py" -m kinema.train.dit --config configs/dit/tiny.yaml init=weights/kinema-tiny/transformer \
-    "vae=$out/vae-run/vae" "text_encoder=$text" "train.out_dir=$out/dit-run" "train.steps=${DIT_STEPS:-3000}" \
-    "train.batch_size=${DIT_BATCH:-128}" train.lr=3e-4 train.warmup_steps=200 train.precision=bf16 \
+    "vae=$vae" "text_encoder=$text" "train.out_dir=$out/dit-run" "train.steps=${DIT_STEPS:-3000}" \
+    "train.batch_size=${DIT_BATCH:-128}" "train.lr=${DIT_LR:-3e-4}" "train.warmup_steps=${DIT_WARMUP:-200}" train.precision=bf16 \
     train.save_every=1000 train.log_every=20 "train.max_minutes=$dit_minutes" "data.latent_cache=[]" \
     "data.mix=[{frames: 17, shots: [1, 1], weight: 8}, {frames: 33, shots: [1, 2], weight: 3}, {frames: 49, shots: [1, 3], weight: 1.6}]" \
     "data.workers=$workers" data.prefetch=6 "data.repeat=${REPEAT:-2}"
 
 echo "== export"
 "$py" -c "from kinema.cli import main; main()" train export-dit --config configs/dit/tiny.yaml -o "$out/pipeline" --fp32 \
-    --name kinema-tiny "vae=$out/vae-run/vae" text_encoder=minilm "train.out_dir=$out/dit-run"
+    --name kinema-tiny "vae=$vae" text_encoder=minilm "train.out_dir=$out/dit-run"

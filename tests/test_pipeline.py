@@ -110,3 +110,29 @@ def test_missing_or_corrupt_model_folder(tmp_path):
     (tmp_path / "m" / "model_index.json").write_text("{}")
     with pytest.raises(KinemaError, match="transformer"):
         KinemaPipeline.from_pretrained(tmp_path / "m")
+
+
+def test_the_fp16_copy_script_keeps_config_and_defaults(tmp_path, tiny_model_folder):
+    import json
+    import runpy
+    import sys
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    source = tiny_model_folder(tmp_path / "fp32", steps=7)
+    argv = sys.argv
+    sys.argv = ["pipeline_fp16.py", str(source), str(tmp_path / "fp16")]
+    try:
+        runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "pipeline_fp16.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+    for part in ("transformer", "vae"):
+        with safe_open(tmp_path / "fp16" / part / "diffusion_pytorch_model.safetensors", "pt") as stored:
+            assert {stored.get_slice(key).get_dtype() for key in stored.keys()} == {"F16"}, part
+    copy = KinemaPipeline.from_pretrained(tmp_path / "fp16")
+    assert copy.defaults.steps == 7
+    original = KinemaPipeline.from_pretrained(source)
+    for name, weight in original.transformer.state_dict().items():
+        assert torch.equal(copy.transformer.state_dict()[name], weight.half().to(weight.dtype)), name
+    assert json.loads((tmp_path / "fp16" / "model_index.json").read_text())["kinema"]["defaults"]["steps"] == 7
