@@ -1,6 +1,8 @@
 """Copy a pipeline folder with its weights in float16 (what weights/ ships): python scripts/pipeline_fp16.py SRC DST"""
 
+import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -12,6 +14,11 @@ def main(source: str, target: str) -> None:
     pipe.transformer.to(torch.float16)
     pipe.vae.to(torch.float16)
     pipe.save_pretrained(target)
+    for part in ("transformer", "vae"):  # the folder it was loaded from is no part of the model
+        config = Path(target) / part / "config.json"
+        values = json.loads(config.read_text())
+        values.pop("_name_or_path", None)
+        config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
     print(f"wrote {target}")
 
 

@@ -136,3 +136,4 @@ def test_the_fp16_copy_script_keeps_config_and_defaults(tmp_path, tiny_model_fol
     for name, weight in original.transformer.state_dict().items():
         assert torch.equal(copy.transformer.state_dict()[name], weight.half().to(weight.dtype)), name
     assert json.loads((tmp_path / "fp16" / "model_index.json").read_text())["kinema"]["defaults"]["steps"] == 7
+    assert "_name_or_path" not in (tmp_path / "fp16" / "transformer" / "config.json").read_text()
