@@ -206,14 +206,14 @@ def test_streamed_mix_with_workers_prefetch_and_repeat(tmp_path, small_vae):
     task = DiTTask(dit_config(tmp_path, small_vae, f"data.mix={mix}", "data.workers=2", "data.prefetch=2",
                               "data.repeat=2", "shot_captions=1.0", "caption_dropout=0.0"))
     try:
-        frames = {}
+        frames, previous = {}, None
         for step in range(8):
             batch = task.batch(step, 0, 1)
             frames.setdefault(task.source.source_for(step // 2), set()).add(batch["latents"].shape[2])
             if step % 2:  # the second use of a rendered batch: same latents, fresh noise
-                assert torch.equal(batch["latents"], first["latents"])
-                assert not torch.equal(batch["noise"], first["noise"])
-            first = batch
+                assert torch.equal(batch["latents"], previous["latents"])
+                assert not torch.equal(batch["noise"], previous["noise"])
+            previous = batch
         assert frames.get(0, {3}) == {3} and frames.get(1, {5}) == {5} and len(frames) == 2
         two_shot = next(step for step in range(8) if task.source.source_for(step // 2) == 1)
         index = task.batch(two_shot, 0, 1)["frame_text_index"]

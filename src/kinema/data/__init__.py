@@ -33,7 +33,8 @@ _EXPORTS = {
     "WorldMixSource": "world", "WorldVideoSource": "world", "check_frames": "world",
 }
 __all__ = [
-    "LatentSource", "VideoFolderSource", "WorldMixSource", "WorldVideoSource", "assign_bucket", "available_frames", "cache_latents",
+    "LatentSource", "VideoFolderSource", "WorldMixSource", "WorldVideoSource", "assign_bucket", "available_frames",
+    "cache_latents",
     "check_frames", "epoch_batches", "rank_rows", "resample_indices", "resize_crop",
 ]
 
