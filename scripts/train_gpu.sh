@@ -10,6 +10,8 @@
 # usage: scripts/train_gpu.sh OUT [VAE_MINUTES] [DIT_MINUTES]   (VAE_MINUTES 0: keep weights/kinema-tiny/vae)
 # env:   PYTHON  the interpreter (default: python3)
 #        KINEMA_TEXT_ENCODER  a local text-encoder folder to train with (default: minilm, the packaged one)
+#        VAE_CONFIG  the VAE config (default configs/vae/tiny.yaml; configs/vae/tiny-s4.yaml for 4x spatial)
+#        VAE_INIT DIT_INIT  warm starts (defaults: weights/kinema-tiny/vae and .../transformer; "none": from scratch)
 #        VAE_STEPS DIT_STEPS DIT_BATCH DIT_LR DIT_WARMUP REPEAT  schedules and sizes (defaults below)
 set -euo pipefail
 out=${1:?usage: scripts/train_gpu.sh OUT [VAE_MINUTES] [DIT_MINUTES]}
@@ -26,14 +28,16 @@ if [ "$vae_minutes" = 0 ]; then
 vae=weights/kinema-tiny/vae
 else
 echo "== VAE: up to ${vae_minutes} min, ${workers} render workers"
-"$py" -m kinema.train.vae --config configs/vae/tiny.yaml init=weights/kinema-tiny/vae \
+vae_init=${VAE_INIT:-weights/kinema-tiny/vae}; [ "$vae_init" = none ] && vae_init=null
+"$py" -m kinema.train.vae --config "${VAE_CONFIG:-configs/vae/tiny.yaml}" "init=$vae_init" \
     "train.out_dir=$out/vae-run" "train.steps=${VAE_STEPS:-4000}" train.batch_size=32 train.lr=2e-4 \
     train.warmup_steps=100 train.precision=bf16 train.save_every=1000 train.eval_every=1000 \
     "train.max_minutes=$vae_minutes" loss.detail=2.0 "data.workers=$workers" data.prefetch=4
 fi
 
 echo "== DiT: up to ${dit_minutes} min"
-"$py" -m kinema.train.dit --config configs/dit/tiny.yaml init=weights/kinema-tiny/transformer \
+dit_init=${DIT_INIT:-weights/kinema-tiny/transformer}; [ "$dit_init" = none ] && dit_init=null
+"$py" -m kinema.train.dit --config configs/dit/tiny.yaml "init=$dit_init" \
     "vae=$vae" "text_encoder=$text" "train.out_dir=$out/dit-run" "train.steps=${DIT_STEPS:-3000}" \
     "train.batch_size=${DIT_BATCH:-128}" "train.lr=${DIT_LR:-3e-4}" "train.warmup_steps=${DIT_WARMUP:-200}" train.precision=bf16 \
     train.save_every=1000 train.log_every=20 "train.max_minutes=$dit_minutes" "data.latent_cache=[]" \
