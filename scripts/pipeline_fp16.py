@@ -25,4 +25,9 @@ def main(source: str, target: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         sys.exit("usage: python scripts/pipeline_fp16.py SRC DST")
-    main(sys.argv[1], sys.argv[2])
+    from kinema.errors import KinemaError
+
+    try:
+        main(sys.argv[1], sys.argv[2])
+    except KinemaError as error:
+        sys.exit(f"error: {error}")

@@ -120,7 +120,40 @@ def _assemble(clips: list[dict]) -> dict:
     }
 
 
-class WorldVideoSource:
+class _PooledSource:
+    """What the world sources share: batches of ``self.jobs(...)`` rendered by one ``_Renderer``, with
+    ``prefetch`` batches started ahead. A subclass sets up the pool with ``_start_pool`` and defines ``jobs``."""
+
+    def _start_pool(self, workers: int, prefetch: int, start_method: str) -> None:
+        _check_workers(workers, prefetch, start_method)
+        self.workers = int(workers)
+        self.start_method = start_method
+        self.prefetch = int(prefetch) if workers else 0
+        self._renderer = _Renderer(self.workers, start_method)
+
+    def jobs(self, index: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[tuple]:
+        raise NotImplementedError
+
+    def batch(self, index: int, batch_size: int, rank: int = 0, world_size: int = 1) -> dict:
+        """Batch ``index``; with ``world_size > 1`` only this rank's contiguous slice of its rows."""
+        check_index(index, batch_size)
+        key = (index, batch_size, rank, world_size)
+        upcoming = [((index + k, batch_size, rank, world_size), self.jobs(index + k, batch_size, rank, world_size))
+                    for k in range(1, self.prefetch + 1)]
+        return _assemble(self._renderer.render(key, self.jobs(index, batch_size, rank, world_size), upcoming))
+
+    def close(self) -> None:
+        """Stop the worker processes (a later batch starts them again)."""
+        self._renderer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class WorldVideoSource(_PooledSource):
     """Deterministic, index-addressable batches of simulated clips.
 
     ``batch(index, batch_size)`` returns ``{"video": float32 (B, 3, F, H, W) in [-1, 1], "captions",
@@ -140,7 +173,6 @@ class WorldVideoSource:
             check_size(width, height)
         if not (isinstance(fps, numbers.Real) and fps > 0):
             raise KinemaError(f"fps must be > 0 (got {fps!r})")
-        _check_workers(workers, prefetch, start_method)
         self.seed = int(seed)
         self.frames = int(frames)
         self.fps = float(fps)
@@ -155,10 +187,7 @@ class WorldVideoSource:
         made = sample_scene(0, self.options).frames
         if made != self.frames:  # guards the seconds <-> frames round trip for odd fps values
             raise KinemaError(f"frames {frames} at fps {fps:g} gives {made} simulated frames; pick another fps")
-        self.workers = int(workers)
-        self.start_method = start_method
-        self.prefetch = int(prefetch) if workers else 0
-        self._renderer = _Renderer(self.workers, start_method)
+        self._start_pool(workers, prefetch, start_method)
 
     # ------------------------------------------------------------------ addressing
 
@@ -190,32 +219,14 @@ class WorldVideoSource:
             "seed": clip["seed"],
         }
 
-    def batch(self, index: int, batch_size: int, rank: int = 0, world_size: int = 1) -> dict:
-        """Batch ``index``; with ``world_size > 1`` only this rank's contiguous slice of its rows."""
-        check_index(index, batch_size)
-        key = (index, batch_size, rank, world_size)
-        upcoming = [((index + k, batch_size, rank, world_size), self.jobs(index + k, batch_size, rank, world_size))
-                    for k in range(1, self.prefetch + 1)]
-        return _assemble(self._renderer.render(key, self.jobs(index, batch_size, rank, world_size), upcoming))
-
     def jobs(self, index: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[tuple]:
         """The ``render_clip`` arguments of this rank's rows of batch ``index``."""
         width, height = self.size_for(index)
         return [(clip_seed(self.seed, index * batch_size + i), width, height, self.options)
                 for i in rank_rows(batch_size, rank, world_size)]
 
-    def close(self) -> None:
-        """Stop the worker processes (a later batch starts them again)."""
-        self._renderer.close()
 
-    def __enter__(self) -> WorldVideoSource:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class WorldMixSource:
+class WorldMixSource(_PooledSource):
     """Batches drawn from several ``WorldVideoSource``s, one source per batch, chosen by weight.
 
     The choice for batch ``index`` is a pure function of (seed, index); a source's batches are numbered
@@ -229,14 +240,11 @@ class WorldMixSource:
             raise KinemaError("a mix needs one weight per source and at least one source")
         if any(not (isinstance(w, numbers.Real) and w >= 0) for w in weights) or sum(weights) <= 0:
             raise KinemaError(f"mix weights must be >= 0 with a positive sum (got {list(weights)})")
-        _check_workers(workers, prefetch, start_method)
+        self._start_pool(workers, prefetch, start_method)
         self.sources = list(sources)
         total = float(sum(weights))
         self.cumulative = np.cumsum([w / total for w in weights])
         self.seed = int(seed)
-        self.workers = int(workers)
-        self.prefetch = int(prefetch) if workers else 0
-        self._renderer = _Renderer(self.workers, start_method)
 
     def source_for(self, index: int) -> int:
         """Which source batch ``index`` comes from."""
@@ -246,25 +254,9 @@ class WorldMixSource:
     def jobs(self, index: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[tuple]:
         return self.sources[self.source_for(index)].jobs(index, batch_size, rank, world_size)
 
-    def batch(self, index: int, batch_size: int, rank: int = 0, world_size: int = 1) -> dict:
-        check_index(index, batch_size)
-        key = (index, batch_size, rank, world_size)
-        upcoming = [((index + k, batch_size, rank, world_size), self.jobs(index + k, batch_size, rank, world_size))
-                    for k in range(1, self.prefetch + 1)]
-        return _assemble(self._renderer.render(key, self.jobs(index, batch_size, rank, world_size), upcoming))
-
     def describe(self) -> dict:
         return {"source": "world-mix", "seed": self.seed, "weights": np.diff(self.cumulative, prepend=0).tolist(),
                 "sources": [s.describe() for s in self.sources]}
-
-    def close(self) -> None:
-        self._renderer.close()
-
-    def __enter__(self) -> WorldMixSource:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def clip_arrays(batch: dict) -> np.ndarray:

@@ -126,14 +126,14 @@ def world_source(data: DiTDataConfig, streaming: bool = False):
     with ``data.workers`` render processes and ``data.prefetch``."""
     from kinema.data.world import WorldMixSource, WorldVideoSource
 
-    def one(frames: int, shots: tuple[int, int], seed: int, workers: int = 0, prefetch: int = 0) -> WorldVideoSource:
+    def one(frames: int, shots: tuple[int, int], seed: int, pooled: bool = False) -> WorldVideoSource:
         return WorldVideoSource(seed=seed, sizes=[parse_size(s) for s in data.sizes], frames=frames, fps=data.fps,
                                 shots=tuple(shots), occluder_probability=data.occluder_probability,
-                                paint_probability=data.paint_probability, workers=workers, prefetch=prefetch)
+                                paint_probability=data.paint_probability, workers=data.workers if pooled else 0,
+                                prefetch=data.prefetch if pooled else 0)
 
     if not streaming or not data.mix:
-        return one(data.frames, data.shots, data.seed, data.workers if streaming else 0,
-                   data.prefetch if streaming else 0)
+        return one(data.frames, data.shots, data.seed, pooled=streaming)
     sources = [one(entry.frames, entry.shots, data.seed + 1000 * k if entry.seed is None else entry.seed)
                for k, entry in enumerate(data.mix)]
     return WorldMixSource(sources, [entry.weight for entry in data.mix], seed=data.seed, workers=data.workers,
