@@ -11,6 +11,7 @@
 # env:   PYTHON  the interpreter (default: python3)
 #        KINEMA_TEXT_ENCODER  a local text-encoder folder to train with (default: minilm, the packaged one)
 #        VAE_CONFIG  the VAE config (default configs/vae/tiny.yaml; configs/vae/tiny-s4.yaml for 4x spatial)
+#        DIT_CONFIG  the DiT config (default configs/dit/tiny.yaml; configs/dit/tiny-s4.yaml with the 4x VAE)
 #        VAE_INIT DIT_INIT  warm starts (defaults: weights/kinema-tiny/vae and .../transformer; "none": from scratch)
 #        VAE_STEPS DIT_STEPS DIT_BATCH DIT_LR DIT_WARMUP REPEAT  schedules and sizes (defaults below)
 set -euo pipefail
@@ -37,7 +38,8 @@ fi
 
 echo "== DiT: up to ${dit_minutes} min"
 dit_init=${DIT_INIT:-weights/kinema-tiny/transformer}; [ "$dit_init" = none ] && dit_init=null
-"$py" -m kinema.train.dit --config configs/dit/tiny.yaml "init=$dit_init" \
+dit_config=${DIT_CONFIG:-configs/dit/tiny.yaml}
+"$py" -m kinema.train.dit --config "$dit_config" "init=$dit_init" \
     "vae=$vae" "text_encoder=$text" "train.out_dir=$out/dit-run" "train.steps=${DIT_STEPS:-3000}" \
     "train.batch_size=${DIT_BATCH:-128}" "train.lr=${DIT_LR:-3e-4}" "train.warmup_steps=${DIT_WARMUP:-200}" train.precision=bf16 \
     train.save_every=1000 train.log_every=20 "train.max_minutes=$dit_minutes" "data.latent_cache=[]" \
@@ -45,5 +47,5 @@ dit_init=${DIT_INIT:-weights/kinema-tiny/transformer}; [ "$dit_init" = none ] &&
     "data.workers=$workers" data.prefetch=6 "data.repeat=${REPEAT:-2}"
 
 echo "== export"
-"$py" -c "from kinema.cli import main; main()" train export-dit --config configs/dit/tiny.yaml -o "$out/pipeline" --fp32 \
+"$py" -c "from kinema.cli import main; main()" train export-dit --config "$dit_config" -o "$out/pipeline" --fp32 \
     --name kinema-tiny "vae=$vae" text_encoder=minilm "train.out_dir=$out/dit-run"

@@ -409,4 +409,9 @@ def test_every_shipped_config_loads(path):
     from kinema.train.vae import load_vae_config
 
     loader = {"vae": load_vae_config, "dit": load_dit_config, "eval": load_suite}[path.parent.name]
-    assert loader(path) is not None
+    config = loader(path)
+    assert config is not None
+    if path.parent.name == "dit":
+        from kinema.train.dit import build_dit
+
+        assert build_dit(config.model).config.num_layers >= 1  # the model section names a buildable DiT

@@ -44,16 +44,16 @@ def test_rope_depends_only_on_relative_position():
     q, k = torch.randn(1, 1, 1, 24), torch.randn(1, 1, 1, 24)
 
     def score(pos_q, pos_k):
-        cq, sq = rope(1, 1, 1, "cpu", torch.tensor([pos_q]))
-        ck, sk = rope(1, 1, 1, "cpu", torch.tensor([pos_k]))
-        return (apply_rotary(q, cq, sq) * apply_rotary(k, ck, sk)).sum()
+        rq = rope(1, 1, 1, "cpu", torch.tensor([pos_q]))
+        rk = rope(1, 1, 1, "cpu", torch.tensor([pos_k]))
+        return (apply_rotary(q, rq) * apply_rotary(k, rk)).sum()
 
     assert torch.allclose(score(3, 1), score(10, 8), atol=1e-5)
     assert torch.allclose(score(0, 5), score(7, 12), atol=1e-5)
     assert not torch.allclose(score(3, 1), score(3, 2), atol=1e-3)
     # Spatial axes too: shifting both rows by the same amount keeps attention scores.
-    cos, sin = rope(1, 6, 1, "cpu")
-    rq, rk = apply_rotary(q.expand(1, 1, 6, 24), cos, sin), apply_rotary(k.expand(1, 1, 6, 24), cos, sin)
+    rotation = rope(1, 6, 1, "cpu")
+    rq, rk = apply_rotary(q.expand(1, 1, 6, 24), rotation), apply_rotary(k.expand(1, 1, 6, 24), rotation)
     assert torch.allclose((rq[..., 4, :] * rk[..., 1, :]).sum(), (rq[..., 5, :] * rk[..., 2, :]).sum(), atol=1e-5)
 
 
@@ -152,3 +152,63 @@ def test_fast_gelu_is_the_tanh_gelu_with_its_gradient():
     assert torch.allclose(fast, reference, atol=2e-6) and torch.allclose(grad, grad_ref, atol=1e-5)
     with torch.no_grad():
         assert torch.allclose(gelu_tanh(x), reference, atol=2e-6)
+
+
+def test_rotary_rotates_interleaved_pairs(monkeypatch):
+    """The complex product is Wan's rotation of pairs (x[2i], x[2i+1]) by the table's angles."""
+    rope = RotaryEmbedding3D(head_dim=24)
+    x = torch.randn(2, 3, 20, 24)  # (B, heads, N, d)
+    rotation = rope(2, 2, 5, "cpu", torch.tensor([0, 7]))  # (N, d/2, 2)
+    cos, sin = rotation.unbind(-1)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    expected = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+    assert torch.allclose(apply_rotary(x, rotation), expected, atol=1e-6)
+    # The real-valued form used under torch.compile gives the same rotation.
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert torch.allclose(apply_rotary(x, rotation), expected, atol=1e-6)
+    monkeypatch.undo()
+    # Angles of frame 7 at row 0, column 0 on the time axis: position * theta^(-2i/t_dim).
+    t_dim = rope.t_dim
+    freqs = 10000.0 ** (-torch.arange(0, t_dim, 2, dtype=torch.float64) / t_dim)
+    n = 1 * 10 + 0 * 5 + 0  # frame index 1 (position 7), row 0, column 0
+    angle = torch.atan2(sin[n, : t_dim // 2], cos[n, : t_dim // 2]).double()
+    assert torch.allclose(angle, torch.remainder(7 * freqs + torch.pi, 2 * torch.pi) - torch.pi, atol=1e-5)
+
+
+def test_matches_diffusers_wan_transformer():
+    """With the same weights, VideoDiT is diffusers' WanTransformer3DModel (text-to-video layout)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_dit.py"
+    spec = importlib.util.spec_from_file_location("bench_dit_for_test", bench)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(bench.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(bench.parent))
+    torch.manual_seed(0)
+    model = VideoDiT(num_layers=2, num_attention_heads=2, attention_head_dim=24, ffn_dim=64, text_dim=16).eval()
+    reference = module.diffusers_twin(dict(model.config)).eval()
+    with torch.no_grad():
+        for tensor in reference.state_dict().values():
+            tensor.normal_(0.0, 0.05)
+    model.load_state_dict(module.rename_wan_transformer_keys(reference.state_dict()), strict=True)
+    x, text = torch.randn(2, 16, 3, 6, 4), torch.randn(2, 7, 16)
+    with torch.inference_mode():
+        ours = model(x, torch.tensor([0.25, 0.75]), text)
+        theirs = reference(x, torch.tensor([250.0, 750.0]), text, return_dict=False)[0]
+    assert ours.abs().max() > 0.1
+    assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
+
+
+def test_rotary_table_made_under_inference_mode_serves_training():
+    model = tiny()
+    x, text = torch.randn(1, 4, 3, 4, 4), torch.randn(1, 5, 16)
+    with torch.inference_mode():
+        model(x, 0.5, text)  # evaluation first fills the table cache
+    model.train()
+    model(x, 0.5, text).square().mean().backward()
+    assert all(p.grad is not None for p in model.blocks[0].attn1.parameters())

@@ -137,3 +137,31 @@ def test_the_fp16_copy_script_keeps_config_and_defaults(tmp_path, tiny_model_fol
         assert torch.equal(copy.transformer.state_dict()[name], weight.half().to(weight.dtype)), name
     assert json.loads((tmp_path / "fp16" / "model_index.json").read_text())["kinema"]["defaults"]["steps"] == 7
     assert "_name_or_path" not in (tmp_path / "fp16" / "transformer" / "config.json").read_text()
+
+
+@pytest.mark.parametrize("mode, kwargs, frames", [
+    ("t2v", {}, 9),
+    ("extend_forward", {"video": clip(5, 40, 72)}, 13),
+    ("loop", {}, 8),
+])
+def test_a_4x_vae_with_4x4_patches_pads_to_whole_patches(word_encoder, mode, kwargs, frames):
+    """Any spatial compression and patch size: 72x40 pixels are 18x10 latents at 4x, padded to 20x12 for
+    4x4 patches (5x3 tokens a frame), and the output has the asked size."""
+    torch.manual_seed(0)
+    vae = VideoVAE.from_name("tiny", base_dim=8, z_dim=4, patch_size=1)
+    dit = VideoDiT(in_channels=4, out_channels=4, num_layers=1, num_attention_heads=2, attention_head_dim=24,
+                   ffn_dim=64, text_dim=16, patch_size=(1, 4, 4))
+    with torch.no_grad():
+        for p in dit.parameters():
+            p.normal_(0, 0.02)
+    pipe4 = KinemaPipeline(dit.eval(), vae.eval(), text_encoder=word_encoder())
+    pipe4.defaults.steps = 2
+    assert vae.spatial_compression == 4
+    assert pipe4.latent_grid(40, 72) == (10, 18, 12, 20) and pipe4.tokens_per_frame(40, 72) == 15
+    seen = []
+    forward = dit.forward
+    dit.forward = lambda x, *a, **k: seen.append(tuple(x.shape[-2:])) or forward(x, *a, **k)
+    out = pipe4("a red ball bounces", num_frames=frames, height=40, width=72, mode=mode,
+                generator=torch.Generator().manual_seed(0), **kwargs).frames
+    assert out.shape == (1, frames, 40, 72, 3)
+    assert set(seen) == {(12, 20)}

@@ -230,3 +230,33 @@ def test_streamed_mix_config_errors(tmp_path, small_vae):
         with pytest.raises(ConfigError) as error:
             dit_config(tmp_path, small_vae, override)
         assert words in str(error.value) and "\n" not in str(error.value)
+
+
+def test_model_name_with_overrides_and_partial_init(tmp_path):
+    from kinema.models.dit import VideoDiT
+    from kinema.train.dit import build_dit, load_init
+
+    model = build_dit({"name": "tiny", "patch_size": [1, 4, 4], "num_layers": 2})
+    assert tuple(model.config.patch_size) == (1, 4, 4) and model.config.num_layers == 2
+    assert model.config.ffn_dim == 768  # the rest from `tiny`
+    with pytest.raises(KinemaError, match=r"model\.name"):
+        build_dit({"name": "huge"})
+
+    torch.manual_seed(0)
+    source = VideoDiT(**MODEL)
+    with torch.no_grad():
+        for p in source.parameters():
+            p.normal_()
+    source.save_pretrained(tmp_path / "init")
+    target = VideoDiT(**{**MODEL, "patch_size": (1, 4, 4)})
+    fresh_before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(KinemaError, match="init_partial"):
+        load_init(target, str(tmp_path / "init"))
+    assert all(torch.equal(v, fresh_before[k]) for k, v in target.state_dict().items())  # nothing half-loaded
+    fresh = load_init(target, str(tmp_path / "init"), partial=True)
+    assert sorted(fresh) == ["final.proj_out.bias", "final.proj_out.weight", "patch_embedding.weight"]
+    for key, value in target.state_dict().items():
+        expected = fresh_before[key] if key in fresh else source.state_dict()[key]
+        assert torch.equal(value, expected), key
+    with pytest.raises(KinemaError, match="architecture"):
+        load_init(VideoDiT(**{**MODEL, "num_layers": 2}), str(tmp_path / "init"), partial=True)

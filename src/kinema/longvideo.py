@@ -322,9 +322,9 @@ def generate_long(
             (s - 1) % LATENT_STRIDE for s in shot_starts[1:]) or sorted(set(shot_starts)) != shot_starts:
         raise KinemaError(f"shot starts {shot_starts}: need one per caption, from 0, increasing, cuts on 1 + 4k")
 
-    vae_time, spatial = pipe.vae.temporal_compression, pipe.vae.spatial_compression
+    vae_time = pipe.vae.temporal_compression
     latent_frames = 1 + (num_frames - 1) // vae_time
-    lh, lw = height // spatial, width // spatial
+    lh, lw, plh, plw = pipe.latent_grid(height, width)
     channels = pipe.vae.config.z_dim
     shot_latent_starts = [0 if s == 0 else 1 + (s - 1) // vae_time for s in shot_starts]
     text_index = shot_of_latent_frames(shot_starts, latent_frames)
@@ -338,7 +338,7 @@ def generate_long(
         given = pipe.encode_video(frames_to_tensor(source, height, width))  # (1, C, k, H', W')
     plan = plan_windows(latent_frames, window, context, memory, shot_latent_starts, first_known=image is not None,
                         given=0 if given is None else given.shape[2])
-    tokens = len(plan[0].frames) * ((lh + 1) // 2) * ((lw + 1) // 2)
+    tokens = len(plan[0].frames) * pipe.tokens_per_frame(height, width)
     shift = shift or defaults.shift or shift_for_tokens(tokens, pipe.flow)
 
     cond, uncond = encode_texts(pipe, texts, negative_prompt or "")
@@ -350,7 +350,7 @@ def generate_long(
     total = steps * len(plan)
     for n, win in enumerate(plan):
         known_count = len(win.known)
-        noise = torch.randn((1, channels, win.count, lh + lh % 2, lw + lw % 2), generator=generator)
+        noise = torch.randn((1, channels, win.count, plh, plw), generator=generator)
         x = torch.cat([latents[:, :, list(win.known)], noise[..., :lh, :lw]], dim=2)
         known = torch.zeros(1, x.shape[2], dtype=torch.bool)
         known[:, :known_count] = True

@@ -8,6 +8,7 @@ denoised. The denoising loop lives here and reads top to bottom.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,15 +221,29 @@ class KinemaPipeline(DiffusionPipeline):
         video = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (B, 3, F, H, W)
         return video.permute(0, 2, 3, 4, 1).cpu().numpy()  # (B, F, H, W, 3)
 
+    def latent_grid(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """Latent rows and columns for a frame of height x width pixels, and both padded up to the transformer's
+        patch: (lh, lw, padded lh, padded lw). Noise is drawn at the padded size, so its values do not depend on
+        whether padding is needed."""
+        spatial = self.vae.spatial_compression
+        _, ph, pw = self.transformer.config.patch_size
+        lh, lw = height // spatial, width // spatial
+        return lh, lw, lh + (-lh) % ph, lw + (-lw) % pw
+
+    def tokens_per_frame(self, height: int, width: int) -> int:
+        _, _, ph, pw = self.latent_grid(height, width)
+        return ph * pw // math.prod(self.transformer.config.patch_size[1:])
+
     def _denoise(self, latents: torch.Tensor, known: torch.Tensor | None, known_latents: torch.Tensor | None,
                  cond: dict, uncond: dict, steps: int, guidance_scale: float, start: float, shift: float,
                  sampler: str, callback) -> torch.Tensor:
-        """Run the sampler on latents (B, C, F', H', W') padded to even H', W' for the 1x2x2 patches.
+        """Run the sampler on latents (B, C, F', H', W'), padded (replicating the edge) to whole patches.
 
         ``cond``/``uncond`` hold ``text`` (B, L, D) or (B, S, L, D), ``text_mask`` and optionally
         ``frame_text_index`` (B, F'): which of the S sequences each latent frame attends to."""
         h, w = latents.shape[-2:]
-        pad = (0, w % 2, 0, h % 2, 0, 0)
+        _, ph, pw = self.transformer.config.patch_size
+        pad = (0, (-w) % pw, 0, (-h) % ph, 0, 0)
         if any(pad):
             latents = torch.nn.functional.pad(latents, pad, mode="replicate")
             if known_latents is not None:
@@ -300,10 +315,9 @@ class KinemaPipeline(DiffusionPipeline):
             raise KinemaError("mode 'connect' needs two videos")
 
         vae_time = self.vae.temporal_compression
-        spatial = self.vae.spatial_compression
         latent_frames = 1 + (num_frames - 1) // vae_time if mode != "loop" else num_frames // vae_time + 2
-        lh, lw = height // spatial, width // spatial
-        tokens = latent_frames * ((lh + 1) // 2) * ((lw + 1) // 2)
+        lh, lw, plh, plw = self.latent_grid(height, width)
+        tokens = latent_frames * self.tokens_per_frame(height, width)
         if tokens > MAX_TOKENS_PER_PASS:
             raise KinemaError(f"{num_frames} frames at {width}x{height} is {tokens} tokens; one pass allows "
                               f"{MAX_TOKENS_PER_PASS} (use fewer frames or a smaller size)")
@@ -313,7 +327,7 @@ class KinemaPipeline(DiffusionPipeline):
         channels = self.vae.config.z_dim
         shape = (batch, channels, latent_frames, lh, lw)
         cond, uncond = self.encode_text(prompts, negatives)
-        noise = torch.randn((batch, channels, latent_frames, lh + lh % 2, lw + lw % 2), generator=generator)
+        noise = torch.randn((batch, channels, latent_frames, plh, plw), generator=generator)
         noise = noise[..., :lh, :lw]
         known = known_latents = None
         start = 1.0
@@ -352,7 +366,7 @@ class KinemaPipeline(DiffusionPipeline):
         elif mode == "loop":
             # Two latent frames (frames 0..4) first; then the clip runs from frame 0 to frames 4k+1..4k+4,
             # which must equal frames 1..4, so frame 4k leads back into frame 0.
-            head_noise = torch.randn((batch, channels, 2, lh + lh % 2, lw + lw % 2), generator=generator)
+            head_noise = torch.randn((batch, channels, 2, plh, plw), generator=generator)
             head = self._denoise(head_noise[..., :lh, :lw], None, None, cond, uncond, steps, guidance, 1.0, shift,
                                  sampler, None)
             known = torch.zeros(batch, latent_frames, dtype=torch.bool)

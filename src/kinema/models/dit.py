@@ -93,30 +93,54 @@ class RotaryEmbedding3D(nn.Module):
         self.h_dim = self.w_dim = 2 * (head_dim // 6)
         self.t_dim = head_dim - self.h_dim - self.w_dim
         self.theta = theta
+        self._tables: dict[tuple, torch.Tensor] = {}
 
     def _angles(self, positions: torch.Tensor, dim: int) -> torch.Tensor:
         freqs = 1.0 / self.theta ** (torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device) / dim)
         return positions.double()[:, None] * freqs[None]  # (n, dim/2)
 
-    def forward(self, frames: int, height: int, width: int, device: torch.device,
-                frame_positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if frame_positions is None:
-            frame_positions = torch.arange(frames, device=device)
-        t = self._angles(frame_positions.to(device), self.t_dim)  # (F', t_dim/2)
-        h = self._angles(torch.arange(height, device=device), self.h_dim)  # (H', h_dim/2)
-        w = self._angles(torch.arange(width, device=device), self.w_dim)  # (W', w_dim/2)
-        angles = torch.cat([
-            t[:, None, None].expand(frames, height, width, -1),
-            h[None, :, None].expand(frames, height, width, -1),
-            w[None, None, :].expand(frames, height, width, -1),
-        ], dim=-1).reshape(frames * height * width, -1)  # (N, head_dim/2)
-        return angles.cos().float(), angles.sin().float()
+    def forward(self, frames: int, height: int, width: int, device: torch.device | str,
+                frame_positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Rotations (N, head_dim/2, 2) as (cos, sin), N = frames * height * width in (t, h, w) order.
+
+        The last few tables are kept: a sampler asks for the same one at every step."""
+        positions = None if frame_positions is None else tuple(int(p) for p in frame_positions.tolist())
+        key = (frames, height, width, str(device), positions)
+        cached = self._tables.get(key)
+        if cached is not None:
+            return cached
+        # A plain tensor even under inference mode, so that a table made while evaluating serves training.
+        with torch.inference_mode(False), torch.no_grad():
+            if frame_positions is None:
+                frame_positions = torch.arange(frames, device=device)
+            t = self._angles(frame_positions.to(device), self.t_dim)  # (F', t_dim/2)
+            h = self._angles(torch.arange(height, device=device), self.h_dim)  # (H', h_dim/2)
+            w = self._angles(torch.arange(width, device=device), self.w_dim)  # (W', w_dim/2)
+            angles = torch.cat([
+                t[:, None, None].expand(frames, height, width, -1),
+                h[None, :, None].expand(frames, height, width, -1),
+                w[None, None, :].expand(frames, height, width, -1),
+            ], dim=-1).reshape(frames * height * width, -1)  # (N, head_dim/2)
+            table = torch.stack([angles.cos(), angles.sin()], dim=-1).float()  # (N, head_dim/2, 2)
+        if len(self._tables) >= 8:
+            self._tables.pop(next(iter(self._tables)))
+        self._tables[key] = table
+        return table
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs (x[2i], x[2i+1]). x: (B, heads, N, d); cos, sin: (N, d/2)."""
-    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (B, heads, N, d/2) each
-    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, heads, N, d/2, 2)
+def apply_rotary(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs (x[2i], x[2i+1]) by the table's angles. x: (..., N, d); rotation: (N, d/2, 2)
+    holding (cos, sin).
+
+    Eager: one complex product in float32, (x[2i] + i x[2i+1]) * (cos + i sin). Under ``torch.compile`` the
+    same rotation is written with real tensors, which the compiler fuses into one kernel."""
+    pairs = x.float().unflatten(-1, (-1, 2))  # (..., N, d/2, 2)
+    if torch.compiler.is_compiling():
+        x1, x2 = pairs.unbind(-1)
+        cos, sin = rotation.unbind(-1)
+        out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    else:
+        out = torch.view_as_real(torch.view_as_complex(pairs) * torch.view_as_complex(rotation))
     return out.flatten(-2).type_as(x)
 
 
@@ -136,9 +160,9 @@ class Attention(nn.Module):
     def split(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.heads, -1)).transpose(-3, -2)  # (..., heads, n, d)
 
-    def self_attention(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        q = apply_rotary(self.split(self.norm_q(self.to_q(x))), *rope)  # (B, heads, N, d)
-        k = apply_rotary(self.split(self.norm_k(self.to_k(x))), *rope)  # (B, heads, N, d)
+    def self_attention(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        q = apply_rotary(self.split(self.norm_q(self.to_q(x))), rope)  # (B, heads, N, d)
+        k = apply_rotary(self.split(self.norm_k(self.to_k(x))), rope)  # (B, heads, N, d)
         v = self.split(self.to_v(x))  # (B, heads, N, d)
         out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, d)
         return self.to_out(out.transpose(1, 2).flatten(2))  # (B, N, D)
@@ -192,13 +216,14 @@ class FeedForward(nn.Module):
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, frames: int) -> torch.Tensor:
     """x: (B, N, D); shift, scale: (B, F', D), applied to the tokens of each frame."""
     b, n, d = x.shape
-    x = x.view(b, frames, n // frames, d)
-    return (x * (1 + scale[:, :, None]) + shift[:, :, None]).view(b, n, d)
+    return torch.addcmul(shift[:, :, None], x.view(b, frames, n // frames, d), 1 + scale[:, :, None]).view(b, n, d)
 
 
-def gated(x: torch.Tensor, gate: torch.Tensor, frames: int) -> torch.Tensor:
+def add_gated(x: torch.Tensor, h: torch.Tensor, gate: torch.Tensor, frames: int) -> torch.Tensor:
+    """x + h * gate, with gate (B, F', D) applied to the tokens of each frame."""
     b, n, d = x.shape
-    return (x.view(b, frames, n // frames, d) * gate[:, :, None]).view(b, n, d)
+    shape = (b, frames, n // frames, d)
+    return torch.addcmul(x.view(shape), h.view(shape), gate[:, :, None]).view(b, n, d)
 
 
 class DiTBlock(nn.Module):
@@ -216,14 +241,14 @@ class DiTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, modulation: torch.Tensor, text: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
                 text_mask: torch.Tensor | None, frame_text_index: torch.Tensor | None,
-                rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+                rope: torch.Tensor) -> torch.Tensor:
         frames = modulation.shape[1]
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.scale_shift_table + modulation).unbind(2)  # (B, F', D)
         h = self.attn1.self_attention(modulate(self.norm1(x), shift1, scale1, frames), rope)  # (B, N, D)
-        x = x + gated(h, gate1, frames)
+        x = add_gated(x, h, gate1, frames)
         x = x + self.attn2.cross_attention(self.norm2(x), text, text_mask, frame_text_index, frames)
         h = self.ffn(modulate(self.norm3(x), shift2, scale2, frames))  # (B, N, D)
-        return x + gated(h, gate2, frames)
+        return add_gated(x, h, gate2, frames)
 
 
 class FinalLayer(nn.Module):
@@ -252,6 +277,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
     """Predicts the flow-matching velocity of latent video (B, C, F', H', W')."""
 
     _supports_gradient_checkpointing = True
+    _repeated_blocks = ("DiTBlock",)  # regional compilation: ``model.compile_repeated_blocks()``
 
     @register_to_config
     def __init__(

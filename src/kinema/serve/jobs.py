@@ -9,7 +9,6 @@ transformer tokens per video, all checked before a job is accepted.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -82,8 +81,7 @@ def check_request(request: Request, pipe, *, input_frames: tuple[int, ...] = (),
         latent_frames = frames // vae.temporal_compression + 2
     if request.storyboard is not None or mode in ("t2v", "i2v"):  # long videos go window by window
         latent_frames = min(latent_frames, request.window or pipe.defaults.window)
-    tokens = latent_frames * math.ceil(height / vae.spatial_compression / 2) * math.ceil(
-        width / vae.spatial_compression / 2)
+    tokens = latent_frames * pipe.tokens_per_frame(height, width)
     if tokens > MAX_TOKENS_PER_PASS:
         raise KinemaError(f"{frames} frames at {width}x{height} is {tokens} transformer tokens a pass; one pass "
                           f"allows {MAX_TOKENS_PER_PASS} (ask for fewer seconds or a smaller size)")

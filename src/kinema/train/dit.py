@@ -85,8 +85,12 @@ class DiTDataConfig:
 
 @dataclass
 class DiTTrainConfig:
-    model: str | dict[str, Any] = "tiny"  # a name in DIT_CONFIGS, or VideoDiT keyword arguments
+    # a name in DIT_CONFIGS, or VideoDiT keyword arguments (with `name`: that config's, overridden)
+    model: str | dict[str, Any] = "tiny"
     init: str | None = None  # a pretrained transformer folder to start from
+    # with init: start the tensors whose shapes differ (e.g. the patch layers after a patch_size change) fresh
+    # instead of refusing
+    init_partial: bool = False
     vae: str = "weights/kinema-tiny/vae"
     text_encoder: str = "minilm"
     caption_dropout: float = 0.1
@@ -113,10 +117,37 @@ def build_dit(model: str | dict[str, Any]) -> nn.Module:
             raise KinemaError(f"config key 'model': unknown DiT config '{model}' ({', '.join(DIT_CONFIGS)})")
         return VideoDiT.from_name(model)
     allowed = [n for n in inspect.signature(VideoDiT.__init__).parameters if n != "self"]
-    unknown = sorted(set(model) - set(allowed))
+    options = dict(model)
+    name = options.pop("name", None)
+    unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise KinemaError(f"config key 'model': unknown VideoDiT option(s) {', '.join(unknown)}")
-    return VideoDiT(**model)
+    if name is None:
+        return VideoDiT(**options)
+    if name not in DIT_CONFIGS:
+        raise KinemaError(f"config key 'model.name': unknown DiT config '{name}' ({', '.join(DIT_CONFIGS)})")
+    return VideoDiT.from_name(name, **options)
+
+
+def load_init(model: nn.Module, path: str, partial: bool = False) -> list[str]:
+    """Load a pretrained transformer folder into ``model``; returns the names of the tensors left as they were.
+
+    Every tensor must match unless ``partial``: then tensors whose shapes differ keep their fresh values."""
+    from kinema.models.dit import VideoDiT
+
+    source = VideoDiT.from_pretrained(path).state_dict()
+    target = model.state_dict()
+    missing = sorted(set(target) - set(source))
+    unexpected = sorted(set(source) - set(target))
+    if missing or unexpected:
+        raise KinemaError(f"init {path}: not the same architecture "
+                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    differ = [k for k in target if source[k].shape != target[k].shape]
+    if differ and not partial:
+        shapes = ", ".join(f"{k} {tuple(source[k].shape)} vs {tuple(target[k].shape)}" for k in differ[:3])
+        raise KinemaError(f"init {path}: tensor shapes differ ({shapes}); set init_partial: true to start those fresh")
+    model.load_state_dict({k: v for k, v in source.items() if k not in differ}, strict=False)
+    return differ
 
 
 def world_source(data: DiTDataConfig, streaming: bool = False):
@@ -199,9 +230,9 @@ class DiTTask:
         self.device = torch.device(device)  # where the frozen VAE and text encoder run
         self.model = build_dit(config.model)
         if config.init:
-            from kinema.models.dit import VideoDiT
-
-            self.model.load_state_dict(VideoDiT.from_pretrained(config.init).state_dict())
+            fresh = load_init(self.model, config.init, config.init_partial)
+            if fresh:
+                print(f"init {config.init}: {', '.join(fresh)} start fresh (shapes differ)", flush=True)
         self.vae = None if config.data.latent_cache else (
             VideoVAE.from_pretrained(config.vae).float().eval().requires_grad_(False).to(self.device))
         self.text = (TextEncoder.default(self.device) if config.text_encoder == "minilm"
@@ -261,7 +292,8 @@ class DiTTask:
             latents, frame_index = latents[:, :, keep], frame_index[:, keep]
             latent_frames = len(keep)
             window = known_count
-        patch_tokens = latent_frames * (latents.shape[3] // 2) * (latents.shape[4] // 2)
+        _, ph, pw = self.model.config.patch_size
+        patch_tokens = latent_frames * (latents.shape[3] // ph) * (latents.shape[4] // pw)
         shift = shift_for_tokens(patch_tokens, self.config.flow)
         t, known = sample_condition(b, latent_frames, self.config.flow, shift, generator)
         if window is not None:  # memory + context known and clean; the new frames share one t per clip
