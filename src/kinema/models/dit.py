@@ -123,7 +123,7 @@ class RotaryEmbedding3D(nn.Module):
             ], dim=-1).reshape(frames * height * width, -1)  # (N, head_dim/2)
             table = torch.stack([angles.cos(), angles.sin()], dim=-1).float()  # (N, head_dim/2, 2)
         if len(self._tables) >= 8:
-            self._tables.pop(next(iter(self._tables)))
+            self._tables.pop(next(iter(self._tables), None), None)
         self._tables[key] = table
         return table
 
