@@ -7,7 +7,7 @@
 # Clips are rendered by (cores - 2) worker processes, a few batches ahead; each rendered DiT batch serves
 # REPEAT steps with fresh noise, times and masks.
 #
-# usage: scripts/train_gpu.sh OUT [VAE_MINUTES] [DIT_MINUTES]   (VAE_MINUTES 0: keep weights/kinema-tiny/vae)
+# usage: scripts/train_gpu.sh OUT [VAE_MINUTES] [DIT_MINUTES]   (VAE_MINUTES 0: use VAE_INIT's VAE as it is)
 # env:   PYTHON  the interpreter (default: python3)
 #        KINEMA_TEXT_ENCODER  a local text-encoder folder to train with (default: minilm, the packaged one)
 #        VAE_CONFIG  the VAE config (default configs/vae/tiny.yaml; configs/vae/tiny-s4.yaml for 4x spatial)
@@ -26,7 +26,7 @@ if ! "$py" -c "import kinema" 2>/dev/null; then export PYTHONPATH="$PWD/src${PYT
 
 vae=$out/vae-run/vae
 if [ "$vae_minutes" = 0 ]; then
-vae=weights/kinema-tiny/vae
+vae=${VAE_INIT:-weights/kinema-tiny/vae}
 else
 echo "== VAE: up to ${vae_minutes} min, ${workers} render workers"
 vae_init=${VAE_INIT:-weights/kinema-tiny/vae}; [ "$vae_init" = none ] && vae_init=null

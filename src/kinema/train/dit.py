@@ -135,7 +135,7 @@ def load_init(model: nn.Module, path: str, partial: bool = False) -> list[str]:
     Every tensor must match unless ``partial``: then tensors whose shapes differ keep their fresh values."""
     from kinema.models.dit import VideoDiT
 
-    source = VideoDiT.from_pretrained(path).state_dict()
+    source = VideoDiT.from_pretrained(path, low_cpu_mem_usage=False).state_dict()
     target = model.state_dict()
     missing = sorted(set(target) - set(source))
     unexpected = sorted(set(source) - set(target))
