@@ -12,6 +12,9 @@
   process CPU time). The default cases: 4 s of 64x64 at batch 2 (a CFG pair) = (2, 16, 9, 8, 8); 6 s of
   96x64 = (2, 16, 13, 8, 12); and a larger (1, 16, 21, 16, 16). ``tokens`` counts the patch tokens of one
   sample (F' x H'/2 x W'/2).
+- ``--compile``: the forward cases again with both models' repeated blocks compiled by ``torch.compile``
+  (``compile_repeated_blocks``, diffusers' regional compilation; needs a C++ compiler), with the seconds
+  the first call took (compiling included) as ``kinema_compile_s`` and ``diffusers_compile_s``.
 - ``--train``: seconds per training step (forward + MSE loss + backward + AdamW) of each model, batch 8 of
   (16, 5, 8, 8) latents, one timestep per sample, the steps of the two models alternating.
 
@@ -25,6 +28,7 @@ import json
 import os
 import re
 import sys
+import time
 from typing import Any
 
 import torch
@@ -94,14 +98,22 @@ def _inputs(shape: tuple[int, ...], text_dim: int, seed: int = 1) -> tuple[torch
     return x, t, text, mask
 
 
-def forward_speed(name: str, shape: tuple[int, ...], repeats: int) -> dict:
+def forward_speed(name: str, shape: tuple[int, ...], repeats: int, compile_blocks: bool = False) -> dict:
     model, reference = twins(name)
     x, t, text, mask = _inputs(shape, model.config.text_dim)
     _, ph, pw = model.config.patch_size
     batch, _, frames, height, width = shape
+    compile_s = {}
+    if compile_blocks:  # regional compilation on both sides; the first call of each compiles
+        model.compile_repeated_blocks()
+        reference.compile_repeated_blocks()
     with torch.inference_mode():
+        start = time.perf_counter()
         ours = model(x, t, text, mask)
+        compile_s["kinema"] = time.perf_counter() - start
+        start = time.perf_counter()
         theirs = reference(hidden_states=x, timestep=t * 1000.0, encoder_hidden_states=text, return_dict=False)[0]
+        compile_s["diffusers"] = time.perf_counter() - start
         max_abs_diff = (ours - theirs).abs().max().item()
         times = _median_times({
             "kinema": lambda: model(x, t, text, mask),
@@ -119,6 +131,8 @@ def forward_speed(name: str, shape: tuple[int, ...], repeats: int) -> dict:
         "kinema_cpu_ms": round(cpu["kinema"] * 1000, 2), "diffusers_cpu_ms": round(cpu["diffusers"] * 1000, 2),
         "cpu_speedup_vs_diffusers": round(cpu["diffusers"] / cpu["kinema"], 2),
         "max_abs_diff_vs_diffusers": float(f"{max_abs_diff:.3g}"),
+        **({"compiled": True, "kinema_compile_s": round(compile_s["kinema"], 1),
+            "diffusers_compile_s": round(compile_s["diffusers"], 1)} if compile_blocks else {}),
         **_machine(),
     }
 
@@ -175,6 +189,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-speed", action="store_true")
     parser.add_argument("--train", action="store_true", help="also time training steps (batch 8 of 16x5x8x8)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time forwards with both models' blocks compiled (compile_repeated_blocks)")
     parser.add_argument("--train-steps", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="accepted for `kinema bench dit --json`; always JSON")
     args = parser.parse_args(argv)
@@ -192,6 +208,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if not args.no_speed:
             for shape in cases:
                 emit(forward_speed(name, shape, args.repeats))
+            for shape in cases if args.compile else []:
+                emit(forward_speed(name, shape, args.repeats, compile_blocks=True))
         if args.train:
             emit(train_step_time(name, batch=8, latent=(16, 5, 8, 8), steps=args.train_steps))
     return results
