@@ -8,7 +8,6 @@ denoised. The denoising loop lives here and reads top to bottom.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,8 +230,9 @@ class KinemaPipeline(DiffusionPipeline):
         return lh, lw, lh + (-lh) % ph, lw + (-lw) % pw
 
     def tokens_per_frame(self, height: int, width: int) -> int:
-        _, _, ph, pw = self.latent_grid(height, width)
-        return ph * pw // math.prod(self.transformer.config.patch_size[1:])
+        _, _, padded_h, padded_w = self.latent_grid(height, width)
+        _, ph, pw = self.transformer.config.patch_size
+        return (padded_h // ph) * (padded_w // pw)
 
     def _denoise(self, latents: torch.Tensor, known: torch.Tensor | None, known_latents: torch.Tensor | None,
                  cond: dict, uncond: dict, steps: int, guidance_scale: float, start: float, shift: float,
