@@ -39,6 +39,22 @@ def test_patchify_unpatchify_round_trip():
     assert torch.allclose(model.patchify(x), manual, atol=1e-5)
 
 
+def test_a_width_below_the_latent_values_of_a_token_is_refused():
+    """The output projection must be able to reach every latent value of a patch: with 4 channels, 4x4 patches
+    carry 64 values, so width 48 is refused in one line and width 64 builds, its projection of full rank."""
+    import pytest
+
+    from kinema.errors import KinemaError
+
+    with pytest.raises(KinemaError, match="64 latent values a token, more than the model width 48") as error:
+        tiny(patch_size=(1, 4, 4))
+    assert "\n" not in str(error.value)
+    model = VideoDiT(num_layers=1, num_attention_heads=2, attention_head_dim=32, ffn_dim=64, text_dim=16,
+                     in_channels=4, out_channels=4, patch_size=(1, 4, 4))
+    torch.nn.init.normal_(model.final.proj_out.weight)
+    assert torch.linalg.matrix_rank(model.final.proj_out.weight) == 64
+
+
 def test_rope_depends_only_on_relative_position():
     rope = RotaryEmbedding3D(head_dim=24)
     q, k = torch.randn(1, 1, 1, 24), torch.randn(1, 1, 1, 24)
@@ -190,7 +206,7 @@ def test_matches_diffusers_wan_transformer():
     finally:
         sys.path.remove(str(bench.parent))
     torch.manual_seed(0)
-    model = VideoDiT(num_layers=2, num_attention_heads=2, attention_head_dim=24, ffn_dim=64, text_dim=16).eval()
+    model = VideoDiT(num_layers=2, num_attention_heads=2, attention_head_dim=32, ffn_dim=64, text_dim=16).eval()
     reference = module.diffusers_twin(dict(model.config)).eval()
     with torch.no_grad():
         for tensor in reference.state_dict().values():

@@ -149,8 +149,8 @@ def test_a_4x_vae_with_4x4_patches_pads_to_whole_patches(word_encoder, mode, kwa
     4x4 patches (5x3 tokens a frame), and the output has the asked size."""
     torch.manual_seed(0)
     vae = VideoVAE.from_name("tiny", base_dim=8, z_dim=4, patch_size=1)
-    dit = VideoDiT(in_channels=4, out_channels=4, num_layers=1, num_attention_heads=2, attention_head_dim=24,
-                   ffn_dim=64, text_dim=16, patch_size=(1, 4, 4))
+    dit = VideoDiT(in_channels=4, out_channels=4, num_layers=1, num_attention_heads=2, attention_head_dim=32,
+                   ffn_dim=64, text_dim=16, patch_size=(1, 4, 4))  # width 64 = 4 channels x 4 x 4
     with torch.no_grad():
         for p in dit.parameters():
             p.normal_(0, 0.02)

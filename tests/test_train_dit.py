@@ -236,19 +236,20 @@ def test_model_name_with_overrides_and_partial_init(tmp_path):
     from kinema.models.dit import VideoDiT
     from kinema.train.dit import build_dit, load_init
 
-    model = build_dit({"name": "tiny", "patch_size": [1, 4, 4], "num_layers": 2})
+    model = build_dit({"name": "tiny", "patch_size": [1, 4, 4], "attention_head_dim": 64, "num_layers": 2})
     assert tuple(model.config.patch_size) == (1, 4, 4) and model.config.num_layers == 2
     assert model.config.ffn_dim == 768  # the rest from `tiny`
     with pytest.raises(KinemaError, match=r"model\.name"):
         build_dit({"name": "huge"})
 
+    narrow = {**MODEL, "in_channels": 2, "out_channels": 2}  # width 32: 2 channels x 4 x 4 fit exactly
     torch.manual_seed(0)
-    source = VideoDiT(**MODEL)
+    source = VideoDiT(**narrow)
     with torch.no_grad():
         for p in source.parameters():
             p.normal_()
     source.save_pretrained(tmp_path / "init")
-    target = VideoDiT(**{**MODEL, "patch_size": (1, 4, 4)})
+    target = VideoDiT(**{**narrow, "patch_size": (1, 4, 4)})
     fresh_before = {k: v.clone() for k, v in target.state_dict().items()}
     with pytest.raises(KinemaError, match="init_partial"):
         load_init(target, str(tmp_path / "init"))
@@ -259,4 +260,4 @@ def test_model_name_with_overrides_and_partial_init(tmp_path):
         expected = fresh_before[key] if key in fresh else source.state_dict()[key]
         assert torch.equal(value, expected), key
     with pytest.raises(KinemaError, match="architecture"):
-        load_init(VideoDiT(**{**MODEL, "num_layers": 2}), str(tmp_path / "init"), partial=True)
+        load_init(VideoDiT(**{**narrow, "num_layers": 2}), str(tmp_path / "init"), partial=True)

@@ -298,6 +298,13 @@ class VideoDiT(ModelMixin, ConfigMixin):
         if patch_size[0] != 1:
             raise KinemaError(f"patch_size {tuple(patch_size)}: the time patch must be 1 (per-frame timesteps)")
         dim = num_attention_heads * attention_head_dim
+        per_token = out_channels * math.prod(patch_size)
+        if per_token > dim:
+            # The final projection maps the width onto a token's latent values; narrower than them, it leaves
+            # directions the velocity can never reach, and the sampler's noise stays there in every latent.
+            raise KinemaError(f"patch_size {tuple(patch_size)} with {out_channels} channels gives {per_token} latent "
+                              f"values a token, more than the model width {dim} ({num_attention_heads} heads x "
+                              f"{attention_head_dim}): widen the model or use a smaller patch")
         self.patch_embedding = nn.Conv3d(in_channels, dim, kernel_size=tuple(patch_size), stride=tuple(patch_size))
         self.time_embedder = TimestepEmbedder(dim, freq_dim)
         self.time_proj = nn.Linear(dim, 6 * dim)
