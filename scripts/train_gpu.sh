@@ -11,7 +11,7 @@
 # env:   PYTHON  the interpreter (default: python3)
 #        KINEMA_TEXT_ENCODER  a local text-encoder folder to train with (default: minilm, the packaged one)
 #        VAE_CONFIG  the VAE config (default configs/vae/tiny.yaml; configs/vae/tiny-s4.yaml for 4x spatial)
-#        DIT_CONFIG  the DiT config (default configs/dit/tiny.yaml; configs/dit/tiny-s4.yaml with the 4x VAE)
+#        DIT_CONFIG  the DiT config (default configs/dit/tiny.yaml; configs/dit/tiny-s4.yaml with the 4x VAE and DIT_INIT=none)
 #        VAE_INIT DIT_INIT  warm starts (defaults: weights/kinema-tiny/vae and .../transformer; "none": from scratch)
 #        VAE_STEPS DIT_STEPS DIT_BATCH DIT_LR DIT_WARMUP REPEAT  schedules and sizes (defaults below)
 set -euo pipefail
