@@ -242,14 +242,14 @@ def test_model_name_with_overrides_and_partial_init(tmp_path):
     with pytest.raises(KinemaError, match=r"model\.name"):
         build_dit({"name": "huge"})
 
-    narrow = {**MODEL, "in_channels": 2, "out_channels": 2}  # width 32: 2 channels x 4 x 4 fit exactly
+    two_channels = {**MODEL, "in_channels": 2, "out_channels": 2}  # width 32: 2 channels x 4 x 4 fit exactly
     torch.manual_seed(0)
-    source = VideoDiT(**narrow)
+    source = VideoDiT(**two_channels)
     with torch.no_grad():
         for p in source.parameters():
             p.normal_()
     source.save_pretrained(tmp_path / "init")
-    target = VideoDiT(**{**narrow, "patch_size": (1, 4, 4)})
+    target = VideoDiT(**{**two_channels, "patch_size": (1, 4, 4)})
     fresh_before = {k: v.clone() for k, v in target.state_dict().items()}
     with pytest.raises(KinemaError, match="init_partial"):
         load_init(target, str(tmp_path / "init"))
@@ -260,4 +260,4 @@ def test_model_name_with_overrides_and_partial_init(tmp_path):
         expected = fresh_before[key] if key in fresh else source.state_dict()[key]
         assert torch.equal(value, expected), key
     with pytest.raises(KinemaError, match="architecture"):
-        load_init(VideoDiT(**{**narrow, "num_layers": 2}), str(tmp_path / "init"), partial=True)
+        load_init(VideoDiT(**{**two_channels, "num_layers": 2}), str(tmp_path / "init"), partial=True)
