@@ -261,3 +261,28 @@ def test_model_name_with_overrides_and_partial_init(tmp_path):
         assert torch.equal(value, expected), key
     with pytest.raises(KinemaError, match="architecture"):
         load_init(VideoDiT(**{**two_channels, "num_layers": 2}), str(tmp_path / "init"), partial=True)
+
+
+def test_memoized_text_states_match_plain_encoding(monkeypatch):
+    from kinema.models.text import TextEncoder
+
+    encoder = TextEncoder.default()
+    texts = ["a red ball is thrown to the right", "", "a red ball is thrown to the right",
+             "a small blue cube rolls to the left on the grass under a grey sky"]
+    plain, plain_mask = encoder.encode(texts)
+    memo, memo_mask = encoder.encode_memoized(texts)
+    assert torch.equal(memo_mask, plain_mask) and memo.shape == plain.shape
+    torch.testing.assert_close(memo, plain, rtol=0, atol=1e-5)
+    assert len(encoder._memo) == 3
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a remembered text was encoded again")
+
+    with monkeypatch.context() as patch:  # every text is remembered: the encoder is not run
+        patch.setattr(encoder, "encode", no_model)
+        again, _ = encoder.encode_memoized(texts[::-1])
+    torch.testing.assert_close(again, memo.flip(0), rtol=0, atol=0)
+
+    states, mask = encoder.encode_memoized(["a green ball", "a red ball is thrown to the right"], limit=3)
+    assert len(encoder._memo) == 2  # 3 + 1 new would pass the limit: the memo started again
+    assert states.shape[0] == 2 and mask[1].sum() == plain_mask[0].sum()

@@ -61,6 +61,7 @@ class TextEncoder:
         self.max_tokens = max_tokens
         self.dim = int(getattr(config, "hidden_size", None) or config.d_model)
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._memo: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
     def default(cls, device: str | torch.device = "cpu") -> TextEncoder:
@@ -84,6 +85,18 @@ class TextEncoder:
                 self._cache.clear()
             self._cache[text] = self.encode([text])
         return self._cache[text]
+
+    def encode_memoized(self, texts: list[str], limit: int = 20_000) -> tuple[torch.Tensor, torch.Tensor]:
+        """``encode`` for training, where the same captions come back every epoch: each distinct text is
+        encoded once, on its own (so its states do not depend on what it was batched with, and a resumed
+        run sees the same ones), and remembered. Past ``limit`` remembered texts the memo starts again."""
+        missing = [text for text in dict.fromkeys(texts) if text not in self._memo]
+        if len(self._memo) + len(missing) > limit:
+            self._memo.clear()
+            missing = list(dict.fromkeys(texts))
+        for text in missing:
+            self._memo[text] = self.encode([text])  # (1, L_i, D), (1, L_i)
+        return pad_token_batches([self._memo[text] for text in texts])
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, truncation=False)["input_ids"])

@@ -283,7 +283,7 @@ class DiTTask:
                 texts.append([raw["captions"][i]])
         sequences = max(len(t) for t in texts)
         flat = [t[min(s, len(t) - 1)] for t in texts for s in range(sequences)]
-        tokens, mask = self.text.encode(flat)  # (b * S, L, D)
+        tokens, mask = self.text.encode_memoized(flat)  # (b * S, L, D)
         tokens = tokens.view(b, sequences, *tokens.shape[1:])
         mask = mask.view(b, sequences, -1)
         window = None
