@@ -60,7 +60,6 @@ class TextEncoder:
         self.path = path
         self.max_tokens = max_tokens
         self.dim = int(getattr(config, "hidden_size", None) or config.d_model)
-        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._memo: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
@@ -80,16 +79,13 @@ class TextEncoder:
 
     def encode_cached(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
         """One text, (1, L, D) and (1, L), remembered (used for the empty prompt of guidance)."""
-        if text not in self._cache:
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            self._cache[text] = self.encode([text])
-        return self._cache[text]
+        return self.encode_memoized([text])
 
     def encode_memoized(self, texts: list[str], limit: int = 20_000) -> tuple[torch.Tensor, torch.Tensor]:
-        """``encode`` for training, where the same captions come back every epoch: each distinct text is
-        encoded once, on its own (so its states do not depend on what it was batched with, and a resumed
-        run sees the same ones), and remembered. Past ``limit`` remembered texts the memo starts again."""
+        """``encode`` for texts that come back (training captions every epoch, guidance's empty prompt every
+        call): each distinct text is encoded once, on its own (so its states do not depend on what it was
+        batched with, and a resumed run sees the same ones), and remembered. Past ``limit`` remembered texts
+        the memo starts again."""
         missing = [text for text in dict.fromkeys(texts) if text not in self._memo]
         if len(self._memo) + len(missing) > limit:
             self._memo.clear()
