@@ -66,6 +66,11 @@ def test_world_vocab_and_show(tmp_path):
     (["world", "make", "--out", "X", "--paint-probability", "2"], "paint-probability"),
     (["world", "show", "--video", "does-not-exist.mp4"], "does-not-exist.mp4"),
     (["eval", "clips", "no-such-folder"], "manifest"),
+    (["no-such-command"], "no-such-command"),
+    (["world", "make", "--out", "X", "--no-such-flag"], "--no-such-flag"),
+    (["world", "make", "--out", "X", "--clips", "many"], "--clips"),
+    (["train", "dit", "--no-such-flag"], "--no-such-flag"),
+    (["vae", "roundtrip"], "source"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, words):
     args = [a.replace("X", str(tmp_path / "x")) for a in args]
@@ -75,6 +80,14 @@ def test_bad_input_is_one_clear_line(tmp_path, args, words):
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert words in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_the_distributed_trainer_reports_a_bad_flag_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "kinema.train.dit", "--no-such-flag"], capture_output=True,
+                            text=True, timeout=300, cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: No such option: --no-such-flag"), result.stderr
 
 
 def test_a_corrupt_video_is_a_clear_error(tmp_path):

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from kinema.errors import KinemaError
+from kinema.errors import KinemaError, click_exit_status
 from kinema.models.vae_commands import vae_app
 from kinema.train.commands import train_app
 
@@ -368,13 +368,9 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as e:  # the last line of defence for the CLI
-        import click
-
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(1)
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
+        status = click_exit_status(e)
+        if status is not None:
+            sys.exit(status)
         if os.environ.get("KINEMA_DEBUG"):
             raise
         typer.echo(f"error: internal error ({type(e).__name__}: {e}); set KINEMA_DEBUG=1 for a traceback", err=True)

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from kinema.errors import KinemaError
+from kinema.errors import KinemaError, click_exit_status
 
 __all__ = ["run_train_cli", "train_app"]
 
@@ -142,14 +142,10 @@ def run_train_cli(argv: list[str]) -> None:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as error:
-        import click
-
-        if isinstance(error, click.exceptions.Abort):
-            sys.exit(1)
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise
+        status = click_exit_status(error)
+        if status is None:
+            raise
+        sys.exit(status)
 
 
 class _TqdmHandler(logging.Handler):
