@@ -36,6 +36,13 @@ def test_world_make_writes_playable_clips_and_a_manifest(tmp_path):
     run("world", "make", "--out", str(again), "--clips", "3", "--seconds", "2", "--size", "96x64", "--seed", "4",
         "--shots", "1-2")
     assert (again / "manifest.jsonl").read_text() == (out / "manifest.jsonl").read_text()
+    # The simulator's own clips score as what their manifest says, check by check.
+    scored = run("eval", "clips", str(out), "--json")
+    assert scored.returncode == 0, scored.stderr
+    checks = next(line for line in scored.stdout.splitlines() if line.startswith("attribute checks: "))
+    assert "sky 1.00" in checks and "ground 1.00" in checks, checks
+    summary = json.loads(scored.stdout.strip().splitlines()[-2])
+    assert summary["attributes_sky"] == 1.0 and summary["attributes"] >= 0.9, summary
 
 
 def test_world_vocab_and_show(tmp_path):

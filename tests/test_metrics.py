@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from kinema.eval.analyzer import analyze_video
-from kinema.eval.metrics import expectation_from_scene, score_clip, summarize
+from kinema.eval.metrics import ATTRIBUTE_CHECKS, attribute_checks, expectation_from_scene, score_clip, summarize
 from kinema.media import read_video, write_video
 from kinema.world.physics import simulate
 from kinema.world.render import render
-from kinema.world.scene import OBJECT_COLORS, SceneOptions, sample_scene
+from kinema.world.scene import OBJECT_COLORS, SKIES, SceneOptions, sample_scene
 
 SINGLE = SceneOptions(seconds=4, shots=1, paint_probability=0.5)
 MULTI = SceneOptions(seconds=5, shots=(2, 3), framings=("wide", "medium", "closeup"))
@@ -88,6 +88,27 @@ def test_wrong_colour_lowers_attributes(tmp_path):
     wrong = score(wrong_scene, traj, tmp_path / "wrong.mp4", expected=expected)
     assert right["attributes"] >= 0.99
     assert wrong["attributes"] <= right["attributes"] - 0.1
+    # The breakdown names what failed: the recoloured object is not found, by shape or by colour alone,
+    # while the sky and the ground still pass.
+    assert right["attributes_object"] == 1.0 and right["attributes_object_colour"] == 1.0
+    assert wrong["attributes_object"] < 1.0 and wrong["attributes_object_colour"] < 1.0
+    assert wrong["attributes_sky"] == 1.0 and wrong["attributes_ground"] == 1.0
+
+
+def test_attribute_checks_split_the_attribute_score(tmp_path):
+    scene, traj = find_scene(SINGLE, lambda s, t: len(s.objects) >= 2)
+    expected = expectation_from_scene(scene, traj)
+    expected["sky"] = next(name for name in SKIES if name != expected["sky"])
+    frames, _ = render(scene, traj, 64, 64)
+    write_video(tmp_path / "c.mp4", frames, scene.fps, crf=12, sidecar=False)
+    analysis = analyze_video(read_video(tmp_path / "c.mp4")[0], scene.fps)
+    checks = attribute_checks(analysis, expected)
+    assert checks["sky"] == [False] and checks["ground"] == [True] and all(checks["object"])
+    assert len(checks["object"]) == len(expected["objects"]) and checks["count"] == [True]
+    scores = score_clip(analysis, expected)
+    pooled = [ok for name in ATTRIBUTE_CHECKS for ok in checks[name]]
+    assert scores["attributes"] == pytest.approx(sum(pooled) / len(pooled)) and scores["attributes"] < 1.0
+    assert scores["attributes_sky"] == 0.0 and scores["attributes_object"] == 1.0
 
 
 def test_reversed_motion_scores_zero_direction(tmp_path):

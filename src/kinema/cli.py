@@ -238,10 +238,12 @@ def eval_clips(
     json_out: Annotated[bool, typer.Option("--json", help="Also write DIR/eval.json and print it.")] = False,
 ) -> None:
     """Score every clip of a folder against its manifest (caption, shots, scene) and print a table."""
-    from kinema.eval.clips import evaluate_folder, format_table
+    from kinema.eval.clips import evaluate_folder, format_attribute_checks, format_table
 
     report = evaluate_folder(folder)
     typer.echo(format_table(report))
+    if checks := format_attribute_checks(report["summary"]):
+        typer.echo(checks)
     if json_out:
         path = Path(folder) / "eval.json"
         path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -266,7 +268,7 @@ def eval_suite(
 
     Long clips (20 s and more) also get colour and sharpness drift and permanence; storyboards get
     cross-shot consistency and adherence per shot; both are printed next to their targets."""
-    from kinema.eval.clips import format_table
+    from kinema.eval.clips import format_attribute_checks, format_table
     from kinema.eval.long import format_targets
     from kinema.eval.suite import load_suite, run_suite
     from kinema.generate import load_pipeline
@@ -277,6 +279,8 @@ def eval_suite(
     folder = out or Path("runs") / "eval" / spec.name
     report = run_suite(spec, pipe, folder, limit=limit, overrides=overrides)
     typer.echo(format_table(report))
+    if checks := format_attribute_checks(report["summary"]):
+        typer.echo(checks)
     if report.get("targets"):
         typer.echo(format_targets(report["targets"]))
     if json_out:

@@ -74,6 +74,22 @@ def _cell(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def format_attribute_checks(summary: dict) -> str | None:
+    """One line: the pass rate of each kind of attribute check, or None when no clip had any."""
+    from kinema.eval.metrics import ATTRIBUTE_CHECKS
+
+    parts = []
+    for name in ATTRIBUTE_CHECKS:
+        value = summary.get(f"attributes_{name}")
+        if value is None:
+            continue
+        parts.append(f"{name} {value:.2f}")
+        colour = summary.get("attributes_object_colour")
+        if name == "object" and colour is not None:
+            parts[-1] += f" (by colour alone {colour:.2f})"
+    return "attribute checks: " + ", ".join(parts) if parts else None
+
+
 def format_table(report: dict) -> str:
     """A fixed-width table: one row per clip, then the mean."""
     heads = ["clip", *(h for _, h, _ in TABLE)]

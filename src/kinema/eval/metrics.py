@@ -14,7 +14,9 @@ cameras never show, such as one thrown in just before the end): then it may be m
 
 ``score_clip`` returns one number per metric: in [0, 1] with 1 best, except ``parabola_residual_px``
 and ``color_drift`` (lower is better), ``gravity_estimate`` (m/s²) and the event counts; None where a
-metric does not apply. ``expectation_from_scene`` builds ``expected`` for a simulator clip.
+metric does not apply. ``attributes_object``, ``_size``, ``_count``, ``_sky`` and ``_ground`` split
+``attributes`` by kind of check, and ``attributes_object_colour`` finds objects by colour alone
+(``attribute_checks``). ``expectation_from_scene`` builds ``expected`` for a simulator clip.
 Static shots are the expected wide and medium ones, or where no framing is given, the shots whose
 background the analyzer found still.
 """
@@ -170,36 +172,50 @@ def _majority(values: list):
 # -- metrics -------------------------------------------------------------------------------------
 
 
-def attribute_score(analysis: VideoAnalysis, expected: dict) -> float | None:
-    """Attribute adherence: the fraction of checks that pass.
+ATTRIBUTE_CHECKS = ("object", "size", "count", "sky", "ground")
 
-    Checks: each expected object is found (a track of its colour and shape); its size class where
-    it can be measured (clean detections in wide shots with a measured scale); the number of
-    distinct colour and shape tracks equals the number of expected objects (thrown-in ones
-    included; objects marked ``in_view: False`` may be missing); the sky; the ground.
+
+def attribute_checks(analysis: VideoAnalysis, expected: dict) -> dict[str, list[bool]]:
+    """Each attribute check, by kind (``ATTRIBUTE_CHECKS``), as a list of pass/fail.
+
+    ``object``: each expected object is found (a track of its colour and shape); ``size``: its size class
+    where it can be measured (clean detections in wide shots with a measured scale); ``count``: the number
+    of distinct colour and shape tracks equals the number of expected objects (thrown-in ones included;
+    objects marked ``in_view: False`` may be missing); ``sky`` and ``ground``: the majority over frames.
+    A diagnostic outside the score, ``object_colour``: a track of each expected object's colour, of any
+    shape (an object found by colour but not by shape lost its shape).
     """
-    checks: list[bool] = []
+    checks: dict[str, list[bool]] = {name: [] for name in (*ATTRIBUTE_CHECKS, "object_colour")}
     objects = expected.get("objects") or []
     framing = _framing_of_frames(analysis, expected)
     for obj in objects:
         tracks = _tracks_of(analysis, obj.get("color"), obj.get("shape"))
         if not tracks and obj.get("in_view") is False:
             continue  # never in view, so not seeing it is right
-        checks.append(bool(tracks))
+        checks["object"].append(bool(tracks))
+        checks["object_colour"].append(bool(_tracks_of(analysis, obj.get("color"), None)))
         if tracks and obj.get("size"):
             sizes = [d.size for t in tracks for f in t.frames
                      if (d := _detection(analysis, t, f)) is not None and d.clean and framing[f] == "wide"
                      and analysis.frames[f].scale_known]
             if sizes:
-                checks.append(_majority(sizes) == obj["size"])
+                checks["size"].append(_majority(sizes) == obj["size"])
     if objects:
         keys = {t.key for t in analysis.tracks if _real(analysis, t)}
         shown = sum(1 for o in objects if o.get("in_view") is not False)
-        checks.append(shown <= len(keys) <= len(objects))
+        checks["count"].append(shown <= len(keys) <= len(objects))
     for name in ("sky", "ground"):
         if expected.get(name):
-            checks.append(_majority([getattr(f, name) for f in analysis.frames]) == expected[name])
-    return float(np.mean(checks)) if checks else None
+            checks[name].append(_majority([getattr(f, name) for f in analysis.frames]) == expected[name])
+    return checks
+
+
+def attribute_score(analysis: VideoAnalysis, expected: dict) -> float | None:
+    """Attribute adherence: the fraction of ``attribute_checks`` that pass (the ``object_colour``
+    diagnostic aside)."""
+    checks = attribute_checks(analysis, expected)
+    passed = [ok for name in ATTRIBUTE_CHECKS for ok in checks[name]]
+    return float(np.mean(passed)) if passed else None
 
 
 def _direction(analysis: VideoAnalysis, tracks: list[Track], start: int, end: int, static: np.ndarray) -> int | None:
@@ -553,8 +569,12 @@ def score_clip(analysis: VideoAnalysis, expected: dict) -> dict[str, float | Non
     residual, consistency, gravity = gravity_scores(analysis, expected)
     permanence, vanish, spawn = permanence_score(analysis, expected)
     drift = color_drift(analysis)
+    checks = attribute_checks(analysis, expected)
+    passed = [ok for name in ATTRIBUTE_CHECKS for ok in checks[name]]
     return {
-        "attributes": attribute_score(analysis, expected),
+        "attributes": float(np.mean(passed)) if passed else None,
+        **{f"attributes_{name}": float(np.mean(checks[name])) if checks[name] else None
+           for name in (*ATTRIBUTE_CHECKS, "object_colour")},
         "motion_direction": motion_direction_score(analysis, expected),
         "bounces": bounce_score(analysis, expected),
         "parabola_residual_px": residual,
