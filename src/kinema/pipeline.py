@@ -50,7 +50,7 @@ class SamplingDefaults:
     # Long videos (kinema.longvideo): latent frames per transformer pass, of which up to `context` are the
     # last frames already made and up to `memory` are memory frames (first of the video, first of the shot).
     window: int = 13
-    context: int = 2
+    context: int = 1  # 1 drifts less over 60 s than 2 or 4 (benchmarks/RESULTS.md, "Long videos: context")
     memory: int = 2
 
 
