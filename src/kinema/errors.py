@@ -7,6 +7,8 @@ The CLI prints it as ``error: <message>`` and exits with status 2; the HTTP API 
 
 from __future__ import annotations
 
+import sys
+
 
 class KinemaError(Exception):
     """An error the user can fix. ``str(error)`` is a single line."""
@@ -45,8 +47,6 @@ def click_exit_status(error: BaseException) -> int | None:
     """Print a command-line parsing error (an unknown option or command, a bad value) as one line,
     ``error: <message> (see '<command> --help')``, and return the exit status for it (2 for usage, 1 for an
     abort). Returns None, printing nothing, for any other exception."""
-    import sys
-
     modules = _click_exception_modules()
     if any(isinstance(error, abort) for m in modules if (abort := getattr(m, "Abort", None)) is not None):
         return 1

@@ -78,15 +78,14 @@ def format_attribute_checks(summary: dict) -> str | None:
     """One line: the pass rate of each kind of attribute check, or None when no clip had any."""
     from kinema.eval.metrics import ATTRIBUTE_CHECKS
 
+    colour = summary.get("attributes_object_colour")
     parts = []
     for name in ATTRIBUTE_CHECKS:
         value = summary.get(f"attributes_{name}")
         if value is None:
             continue
-        parts.append(f"{name} {value:.2f}")
-        colour = summary.get("attributes_object_colour")
-        if name == "object" and colour is not None:
-            parts[-1] += f" (by colour alone {colour:.2f})"
+        by_colour = f" (by colour alone {colour:.2f})" if name == "object" and colour is not None else ""
+        parts.append(f"{name} {value:.2f}{by_colour}")
     return "attribute checks: " + ", ".join(parts) if parts else None
 
 

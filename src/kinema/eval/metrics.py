@@ -210,12 +210,19 @@ def attribute_checks(analysis: VideoAnalysis, expected: dict) -> dict[str, list[
     return checks
 
 
+def _pass_rate(checks: list[bool]) -> float | None:
+    return float(np.mean(checks)) if checks else None
+
+
+def _attribute_rate(checks: dict[str, list[bool]]) -> float | None:
+    """The fraction of ``attribute_checks`` that pass, all kinds pooled (the ``object_colour`` diagnostic aside)."""
+    return _pass_rate([ok for name in ATTRIBUTE_CHECKS for ok in checks[name]])
+
+
 def attribute_score(analysis: VideoAnalysis, expected: dict) -> float | None:
     """Attribute adherence: the fraction of ``attribute_checks`` that pass (the ``object_colour``
     diagnostic aside)."""
-    checks = attribute_checks(analysis, expected)
-    passed = [ok for name in ATTRIBUTE_CHECKS for ok in checks[name]]
-    return float(np.mean(passed)) if passed else None
+    return _attribute_rate(attribute_checks(analysis, expected))
 
 
 def _direction(analysis: VideoAnalysis, tracks: list[Track], start: int, end: int, static: np.ndarray) -> int | None:
@@ -570,11 +577,9 @@ def score_clip(analysis: VideoAnalysis, expected: dict) -> dict[str, float | Non
     permanence, vanish, spawn = permanence_score(analysis, expected)
     drift = color_drift(analysis)
     checks = attribute_checks(analysis, expected)
-    passed = [ok for name in ATTRIBUTE_CHECKS for ok in checks[name]]
     return {
-        "attributes": float(np.mean(passed)) if passed else None,
-        **{f"attributes_{name}": float(np.mean(checks[name])) if checks[name] else None
-           for name in (*ATTRIBUTE_CHECKS, "object_colour")},
+        "attributes": _attribute_rate(checks),
+        **{f"attributes_{name}": _pass_rate(values) for name, values in checks.items()},
         "motion_direction": motion_direction_score(analysis, expected),
         "bounces": bounce_score(analysis, expected),
         "parabola_residual_px": residual,
