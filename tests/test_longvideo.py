@@ -245,9 +245,10 @@ def test_cli_storyboard_and_long_video(tmp_path, random_model):
     assert np.array_equal(read_video(flags)[0], frames), "flags and file describe the same storyboard"
     long = tmp_path / "long.mp4"
     result = run("generate", "a blue box rolls to the left", "--seconds", "12", "-o", str(long), "--model",
-                 str(random_model), "--size", "32x32")
+                 str(random_model), "--size", "32x32", "--context-noise", "0.25")
     assert result.returncode == 0, result.stderr
     assert read_video(long)[0].shape == (97, 32, 32, 3) and read_metadata(long)["window"] == 5
+    assert read_metadata(long)["context_noise"] == 0.25
     extended = tmp_path / "extended.mp4"
     result = run("generate", "the blue box keeps rolling", "--extend", str(long), "--seconds", "6", "-o",
                  str(extended), "--model", str(random_model), "--size", "32x32")
@@ -264,6 +265,8 @@ def test_cli_storyboard_and_long_video(tmp_path, random_model):
     (["--shot", "2:wide:a", "-o", "x.png"], "storyboard"),
     (["--shot", "2:wide:a", "--loop"], "storyboard"),
     (["a", "--seconds", "8", "--window", "0"], "window"),
+    (["a", "--seconds", "8", "--context-noise", "1.5"], "context noise"),
+    (["a", "--seconds", "8", "--context-noise", "-0.1"], "context noise"),
 ])
 def test_cli_bad_storyboards_are_one_line(tmp_path, random_model, args, words):
     result = run("generate", *args, "--model", str(random_model))
@@ -292,3 +295,61 @@ def test_extending_a_video_by_a_minute_continues_from_its_frames(pipe, monkeypat
     assert all(bool(k[0, : len(w.known)].all()) for k, w in zip(calls, plan)), "every pass starts from known frames"
     with pytest.raises(KinemaError, match="nothing is left"):
         plan_windows(3, 5, 2, 1, given=3)
+
+
+def test_context_noise_noises_the_context_of_later_passes_and_keeps_memory_frames_clean(pipe, monkeypatch):
+    """With context noise s, every pass after the first holds its context frames at (1 - s) x + s e and tells
+    the transformer t = s for them; memory frames and an image to video's first frame stay clean (t = 0), and
+    s = 0 changes nothing."""
+    image = np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    plan = plan_windows(11, 5, 1, 1, first_known=True)
+    assert [w.known for w in plan] == [(0,), (0, 4), (0, 7)]
+
+    def run(noise_level):
+        passes = []
+        denoise = pipe._denoise
+
+        def recording(latents, known, known_latents, *args, **kwargs):
+            seen_t = []
+            forward = pipe.transformer.forward
+
+            def spy(x, t, *a, **k):
+                seen_t.append(t.clone())
+                return forward(x, t, *a, **k)
+
+            monkeypatch.setattr(pipe.transformer, "forward", spy)
+            try:
+                out = denoise(latents, known, known_latents, *args, **kwargs)
+            finally:
+                monkeypatch.setattr(pipe.transformer, "forward", forward)
+            passes.append((latents.clone(), seen_t))
+            return out
+
+        monkeypatch.setattr(pipe, "_denoise", recording)
+        latents = generate_long(pipe, ["a green ball is dropped"], 41, 32, 32, image=image, window=5, context=1,
+                                memory=1, context_noise=noise_level, generator=torch.Generator().manual_seed(3),
+                                output_type="latent")
+        monkeypatch.setattr(pipe, "_denoise", denoise)
+        return latents, passes
+
+    clean_latents, clean_passes = run(0.0)
+    latents, passes = run(0.3)
+    assert len(passes) == len(plan) == 3
+    for n, (win, (x_in, seen_t)) in enumerate(zip(plan, passes)):
+        k = len(win.known)
+        expected = [0.0] if n == 0 else [0.0, 0.3]  # (image) or (memory frame 0, context frame)
+        assert seen_t and all(torch.allclose(t[0, :k], torch.tensor(expected)) for t in seen_t)
+        assert all((t[:, k:] > 0).all() for t in seen_t), "new frames are being denoised"
+        made = latents[:, :, list(win.known)]
+        assert torch.equal(x_in[:, :, 0], made[:, :, 0]), "the image and the memory frame stay clean"
+        if n > 0:
+            context_in, context_made = x_in[:, :, 1], made[:, :, 1]
+            gap = (context_in - 0.7 * context_made).std() / context_made.std()
+            assert not torch.allclose(context_in, context_made) and 0.1 < float(gap) < 1.0, float(gap)
+        _, clean_t = clean_passes[n]
+        assert all(bool((t[:, :k] == 0).all()) for t in clean_t), "no context noise: clean context at t = 0"
+    assert torch.equal(latents[:, :, :5], clean_latents[:, :, :5]), "the first pass is untouched"
+    assert not torch.equal(latents[:, :, 5:], clean_latents[:, :, 5:])
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(KinemaError, match="context noise"):
+            generate_long(pipe, ["a ball"], 41, 32, 32, window=5, context=1, context_noise=bad)

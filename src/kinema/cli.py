@@ -101,6 +101,8 @@ def generate(
              "PROMPT, if given, is the scene.")] = None,
     window: Annotated[int | None, typer.Option(help="Long videos: latent frames per pass.")] = None,
     context: Annotated[int | None, typer.Option(help="Long videos: latent frames of context per pass.")] = None,
+    context_noise: Annotated[float | None, typer.Option(
+        help="Long videos: noise level in [0, 1) of the frames each later pass continues from.")] = None,
     expand: Annotated[bool, typer.Option(
         "--expand/--no-expand", help="Expand the prompt into the caption style the model was trained on "
                                      "(printed and stored in the metadata).")] = True,
@@ -114,7 +116,8 @@ def generate(
                   negative_prompt=negative_prompt, image=str(image) if image else None,
                   extend=str(extend) if extend else None, direction=direction, loop=loop,
                   connect=[str(c) for c in connect] if connect else [], edit=str(edit) if edit else None,
-                  strength=strength, sampler=sampler, window=window, context=context, expand=expand)
+                  strength=strength, sampler=sampler, window=window, context=context,
+                  context_noise=context_noise, expand=expand)
     if storyboard is not None or shot:
         from kinema.longvideo import load_storyboard, storyboard_from_flags
 

@@ -39,6 +39,7 @@ class Request:
     storyboard: dict | None = None  # {scene, shots: [{seconds, framing, prompt}]} (kinema.longvideo)
     window: int | None = None  # long videos: latent frames per pass (default: the model's)
     context: int | None = None  # long videos: latent frames of context per pass (default: the model's)
+    context_noise: float | None = None  # long videos: flow time of the known frames of later passes (the model's)
     expand: bool = True  # expand the prompt into a training-style caption (kinema.expand); not storyboards
 
     def mode(self) -> str:
@@ -86,6 +87,9 @@ def validate(request: Request, fps_default: float = 8.0) -> tuple[str, int, int,
     for name, value in (("window", request.window), ("context", request.context)):
         if value is not None and not (1 <= value <= 64):
             raise KinemaError(f"{name} must be between 1 and 64 latent frames (got {value})")
+    noise = request.context_noise
+    if noise is not None and (isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < 1):
+        raise KinemaError(f"context noise must be a number in [0, 1) (got {noise!r})")
     mode = request.mode()
     if request.storyboard is not None:
         from kinema.longvideo import storyboard_from_dict
@@ -217,14 +221,16 @@ def _run_long(pipe, request: Request, mode: str, frames: int, width: int, height
     image = read_image(request.image) if mode == "i2v" else None
     generator = torch.Generator().manual_seed(request.seed)
     context = pipe.defaults.context if request.context is None else request.context
+    context_noise = pipe.defaults.context_noise if request.context_noise is None else request.context_noise
     window = request.window or pipe.defaults.window
     frames_out = generate_long(pipe, texts, frames, height, width, shot_starts=shot_starts,
                                num_inference_steps=request.steps, guidance_scale=request.guidance,
                                generator=generator, negative_prompt=request.negative_prompt, image=image, video=video,
-                               window=window, context=context, sampler=request.sampler, callback=progress)
+                               window=window, context=context, sampler=request.sampler, callback=progress,
+                               context_noise=context_noise)
     metadata = _metadata(pipe, request, mode, width, height, fps, int(frames_out.shape[0]),
                          expand=request.expand and board is None, expanded_prompt=expanded,
-                         window=window, context=context, memory=pipe.defaults.memory,
+                         window=window, context=context, memory=pipe.defaults.memory, context_noise=context_noise,
                          storyboard=board.to_dict() if board else None, shot_texts=texts, shot_starts=shot_starts)
     return write_video(Path(request.output), frames_out, fps, metadata=metadata)
 

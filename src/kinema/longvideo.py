@@ -3,8 +3,11 @@
 A video longer than one transformer pass is generated in windows of latent frames. Each window
 after the first is conditioned on the last ``context`` latent frames already made and on a few
 ``memory`` frames (the first latent frame of the video, and the first latent frame of the current
-shot), all entering clean (t = 0) as the known frames of the per-frame flow mechanism. Only the new
-frames are denoised, so a window of W latent frames costs the same wherever it lies: time grows
+shot), the known frames of the per-frame flow mechanism. Memory frames enter clean (t = 0); the context
+enters noised to the flow time ``context_noise`` and is given that t, so that a small error in the frames
+just made is treated as uncertain rather than copied forward (noised context, as in diffusion forcing,
+Chen et al. 2024; the model sees such frames in training's "forcing" masks). Only the new frames are
+denoised, so a window of W latent frames costs the same wherever it lies: time grows
 linearly with length and peak memory stays flat. The whole latent sequence is decoded once by the
 chunked causal VAE, so there are no seams between windows.
 
@@ -294,6 +297,7 @@ def generate_long(
     shift: float | None = None,
     callback: Callable[[int, int, torch.Tensor], None] | None = None,
     output_type: str = "np",
+    context_noise: float | None = None,
 ) -> np.ndarray | torch.Tensor:
     """A video of any length in windows: ``texts`` holds one caption per shot (one for a plain prompt) and
     ``shot_starts`` the first video frame of each (cuts on frames 1 + 4k). Returns uint8 frames (F, H, W, 3),
@@ -312,6 +316,9 @@ def generate_long(
     window = window or defaults.window
     context = defaults.context if context is None else context
     memory = defaults.memory if memory is None else memory
+    context_noise = defaults.context_noise if context_noise is None else context_noise
+    if not (isinstance(context_noise, (int, float)) and 0.0 <= context_noise < 1.0):
+        raise KinemaError(f"context noise {context_noise!r}: must be a flow time in [0, 1)")
     sampler = sampler or defaults.sampler
     if not texts:
         raise KinemaError("no caption to generate from")
@@ -351,7 +358,16 @@ def generate_long(
     for n, win in enumerate(plan):
         known_count = len(win.known)
         noise = torch.randn((1, channels, win.count, plh, plw), generator=generator)
-        x = torch.cat([latents[:, :, list(win.known)], noise[..., :lh, :lw]], dim=2)
+        held = latents[:, :, list(win.known)]
+        known_time: float | torch.Tensor = 0.0
+        if context_noise > 0 and known_count and (n > 0 or given is not None):
+            # The context (the last frames made) enters noised and says so; memory frames and the first pass's
+            # image stay clean.
+            level = torch.tensor([context_noise if f >= win.start - context else 0.0 for f in win.known])
+            scale = level[None, None, :, None, None]
+            held = (1.0 - scale) * held + scale * torch.randn(held.shape, generator=generator)
+            known_time = torch.cat([level, torch.zeros(win.count)])[None]
+        x = torch.cat([held, noise[..., :lh, :lw]], dim=2)
         known = torch.zeros(1, x.shape[2], dtype=torch.bool)
         known[:, :known_count] = True
         if len(texts) > 1:  # per-frame captions; one caption keeps the plain cross-attention path
@@ -367,7 +383,7 @@ def generate_long(
                 callback(offset + step, total, x_now)
 
         out = pipe._denoise(x, known if known_count else None, x if known_count else None, frame_cond,
-                            frame_uncond, steps, guidance, 1.0, shift, sampler, progress)
+                            frame_uncond, steps, guidance, 1.0, shift, sampler, progress, known_time=known_time)
         latents[:, :, win.start:win.start + win.count] = out[:, :, known_count:]
     if output_type == "latent":
         return latents

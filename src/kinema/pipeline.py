@@ -52,6 +52,10 @@ class SamplingDefaults:
     window: int = 13
     context: int = 1  # 1 drifts less over 60 s than 2 or 4 (benchmarks/RESULTS.md, "Long videos: context")
     memory: int = 2
+    # Flow time of the context frames of every pass after the first: they enter noised to this level, so small
+    # errors in the frames just made are not copied forward as if they were exact; memory frames stay clean
+    # (0: clean context).
+    context_noise: float = 0.0
 
 
 def check_request(prompt: Any, num_frames: int, height: int, width: int, steps: int, guidance_scale: float,
@@ -236,7 +240,7 @@ class KinemaPipeline(DiffusionPipeline):
 
     def _denoise(self, latents: torch.Tensor, known: torch.Tensor | None, known_latents: torch.Tensor | None,
                  cond: dict, uncond: dict, steps: int, guidance_scale: float, start: float, shift: float,
-                 sampler: str, callback) -> torch.Tensor:
+                 sampler: str, callback, known_time: float | torch.Tensor = 0.0) -> torch.Tensor:
         """Run the sampler on latents (B, C, F', H', W'), padded (replicating the edge) to whole patches.
 
         ``cond``/``uncond`` hold ``text`` (B, L, D) or (B, S, L, D), ``text_mask`` and optionally
@@ -265,7 +269,8 @@ class KinemaPipeline(DiffusionPipeline):
         times = flow_schedule(steps, shift=shift, start=start)
         if sampler not in SAMPLERS:
             raise KinemaError(f"sampler '{sampler}': choose from {', '.join(SAMPLERS)}")
-        out = SAMPLERS[sampler](fn, latents, times, known=known, known_latents=known_latents, callback=callback)
+        out = SAMPLERS[sampler](fn, latents, times, known=known, known_latents=known_latents, callback=callback,
+                                known_time=known_time)
         return out[..., :h, :w]
 
     # -- the call ------------------------------------------------------------------------------------

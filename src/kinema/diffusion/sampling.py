@@ -52,10 +52,18 @@ def _hold_known(x: torch.Tensor, known: torch.Tensor | None, known_latents: torc
     return torch.where(mask, known_latents.to(x.dtype), x), mask
 
 
-def _frame_times(value: float, x: torch.Tensor, known: torch.Tensor | None) -> torch.Tensor:
-    """Flow time ``value`` for every latent frame, 0 for known ones: (B, F')."""
+KnownTime = float | torch.Tensor
+
+
+def _frame_times(value: float, x: torch.Tensor, known: torch.Tensor | None, known_time: KnownTime = 0.0,
+                 ) -> torch.Tensor:
+    """Flow time ``value`` for every latent frame, ``known_time`` (a number, or one per frame, (B, F')) for
+    known ones: (B, F')."""
     t = torch.full(x.shape[:1] + x.shape[2:3], value, device=x.device)
-    return t if known is None else torch.where(known, torch.zeros_like(t), t)
+    if known is None:
+        return t
+    held = torch.as_tensor(known_time, dtype=t.dtype, device=t.device).expand_as(t)
+    return torch.where(known, held, t)
 
 
 @torch.no_grad()
@@ -67,17 +75,20 @@ def sample_euler(
     known_latents: torch.Tensor | None = None,
     extra_args: dict | None = None,
     callback: Callable[[int, int, torch.Tensor], None] | None = None,
+    known_time: KnownTime = 0.0,
 ) -> torch.Tensor:
     """Euler integration of dx/dt = v from times[0] to times[-1] (Liu et al. 2023, rectified flow).
 
     x: (B, C, F', H', W') start (noise at times[0]). Frames where ``known`` (B, F') is True are held
-    at ``known_latents`` with t = 0 throughout, so they stay bit-identical.
+    at ``known_latents`` with t = ``known_time`` throughout (0: clean; a number or one per frame, (B, F')),
+    so they stay bit-identical. A known time > 0 says those latents carry that much noise (noised context,
+    as in diffusion forcing).
     """
     extra_args = extra_args or {}
     x, mask = _hold_known(x, known, known_latents)
     steps = len(times) - 1
     for i in range(steps):
-        v = model(x, _frame_times(float(times[i]), x, known), **extra_args)
+        v = model(x, _frame_times(float(times[i]), x, known, known_time), **extra_args)
         x_next = x + (float(times[i + 1]) - float(times[i])) * v
         x = x_next if mask is None else torch.where(mask, x, x_next)
         if callback is not None:
@@ -94,6 +105,7 @@ def sample_heun(
     known_latents: torch.Tensor | None = None,
     extra_args: dict | None = None,
     callback: Callable[[int, int, torch.Tensor], None] | None = None,
+    known_time: KnownTime = 0.0,
 ) -> torch.Tensor:
     """Heun's second-order method (Karras et al. 2022, Algorithm 1 without churn); Euler on the last step."""
     extra_args = extra_args or {}
@@ -101,10 +113,10 @@ def sample_heun(
     steps = len(times) - 1
     for i in range(steps):
         t0, t1 = float(times[i]), float(times[i + 1])
-        v0 = model(x, _frame_times(t0, x, known), **extra_args)
+        v0 = model(x, _frame_times(t0, x, known, known_time), **extra_args)
         x_next = x + (t1 - t0) * v0
         if t1 > 0:
-            v1 = model(x_next, _frame_times(t1, x, known), **extra_args)
+            v1 = model(x_next, _frame_times(t1, x, known, known_time), **extra_args)
             x_next = x + (t1 - t0) * 0.5 * (v0 + v1)
         x = x_next if mask is None else torch.where(mask, x, x_next)
         if callback is not None:
