@@ -365,11 +365,15 @@ class WorldPipe:
 
     class defaults:
         fps, steps, guidance_scale, sampler = FPS, 2, 1.0, "euler"
+        window, context, memory, context_noise = 13, 1, 2, 0.0
+
+    class vae:
+        temporal_compression = 4
 
 
 def world_run(pipe, request, progress=None):
     """Writes the clip a perfect model would make, with the metadata ``kinema.generate.run`` writes."""
-    from kinema.generate import validate
+    from kinema.generate import long_video_settings, validate
     from kinema.longvideo import storyboard_from_dict
     from kinema.media import write_video
 
@@ -390,6 +394,8 @@ def world_run(pipe, request, progress=None):
                 "model": pipe.name, "model_sha256": pipe.weights_sha256, "frames": frames,
                 "storyboard": None if request.storyboard is None else board.to_dict(), "shot_starts": starts,
                 "expand": request.expand and request.storyboard is None}
+    if request.storyboard is not None or 1 + (frames - 1) // 4 > pipe.defaults.window:
+        metadata |= long_video_settings(pipe, request)
     return write_video(Path(request.output), video, fps, metadata=metadata)
 
 
@@ -424,6 +430,11 @@ def test_a_suite_of_a_long_prompt_and_a_storyboard_end_to_end(tmp_path, monkeypa
     # Run again: the storyboard's video is reused (its metadata names the same storyboard), same scores.
     again = run_suite(suite, WorldPipe(), tmp_path / "eval", limit=1, progress=False)
     assert again["clips"][0]["generate_seconds"] is None and again["clips"][0]["scores"] == board_clip["scores"]
+    # Other window settings make the window-by-window clips again; the short clip is reused.
+    other = WorldPipe()
+    other.defaults = type("defaults", (WorldPipe.defaults,), {"context_noise": 0.4})
+    remade = run_suite(suite, other, tmp_path / "eval", progress=False)
+    assert [c["generate_seconds"] is None for c in remade["clips"]] == [False, False, True]
 
 
 def test_a_storyboard_suite_runs_on_a_tiny_random_model(tmp_path, word_encoder):

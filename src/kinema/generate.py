@@ -199,6 +199,15 @@ def _metadata(pipe, request: Request, mode: str, width: int, height: int, fps: f
     }
 
 
+def long_video_settings(pipe, request: Request) -> dict:
+    """How a video longer than one window is made: window, context, memory and context noise, from the request
+    or else the model's defaults (also written into the output's metadata)."""
+    return {"window": request.window or pipe.defaults.window,
+            "context": pipe.defaults.context if request.context is None else request.context,
+            "memory": pipe.defaults.memory,
+            "context_noise": pipe.defaults.context_noise if request.context_noise is None else request.context_noise}
+
+
 def _run_long(pipe, request: Request, mode: str, frames: int, width: int, height: int, fps: float,
               progress, log=None, video: np.ndarray | None = None) -> Path:
     """A storyboard, or a video longer than one window: kinema.longvideo, window by window."""
@@ -220,17 +229,13 @@ def _run_long(pipe, request: Request, mode: str, frames: int, width: int, height
         texts, shot_starts = [prompt], [0]
     image = read_image(request.image) if mode == "i2v" else None
     generator = torch.Generator().manual_seed(request.seed)
-    context = pipe.defaults.context if request.context is None else request.context
-    context_noise = pipe.defaults.context_noise if request.context_noise is None else request.context_noise
-    window = request.window or pipe.defaults.window
+    windows = long_video_settings(pipe, request)
     frames_out = generate_long(pipe, texts, frames, height, width, shot_starts=shot_starts,
                                num_inference_steps=request.steps, guidance_scale=request.guidance,
                                generator=generator, negative_prompt=request.negative_prompt, image=image, video=video,
-                               window=window, context=context, sampler=request.sampler, callback=progress,
-                               context_noise=context_noise)
+                               sampler=request.sampler, callback=progress, **windows)
     metadata = _metadata(pipe, request, mode, width, height, fps, int(frames_out.shape[0]),
-                         expand=request.expand and board is None, expanded_prompt=expanded,
-                         window=window, context=context, memory=pipe.defaults.memory, context_noise=context_noise,
+                         expand=request.expand and board is None, expanded_prompt=expanded, **windows,
                          storyboard=board.to_dict() if board else None, shot_texts=texts, shot_starts=shot_starts)
     return write_video(Path(request.output), frames_out, fps, metadata=metadata)
 

@@ -167,7 +167,7 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
 
     from kinema.eval.analyzer import analyze_file
     from kinema.eval.metrics import score_clip, summarize
-    from kinema.generate import Request, run, validate
+    from kinema.generate import Request, long_video_settings, run, validate
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -197,6 +197,9 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
                   "guidance": pipe.defaults.guidance_scale if request.guidance is None else request.guidance,
                   "model_sha256": pipe.weights_sha256, "frames": frames,
                   "expand": request.expand and item.storyboard is None}
+        windows = long_video_settings(pipe, request)
+        if item.storyboard is not None or 1 + (frames - 1) // pipe.vae.temporal_compression > windows["window"]:
+            wanted |= windows  # made window by window: a clip made with other window settings is made again
         path = Path(request.output)
         took = None
         if not _same_run(path, wanted, item.storyboard):
