@@ -23,6 +23,7 @@ from kinema.eval.long import (
     shot_adherence,
     shot_subjects,
     stability,
+    window_seams,
 )
 from kinema.world import SceneOptions, make_clip, render, sample_scene, simulate
 from kinema.world.scene import ObjectSpec, SceneSpec, ShotSpec
@@ -96,6 +97,32 @@ def test_a_slow_fade_over_the_minute_is_drift(minute):
     frames = np.round(minute.frames * fade).astype(np.uint8)
     out = drift(frames, FPS)
     assert all(v > 0.1 for v in out["color_drift"].values()), out["color_drift"]
+
+
+def test_a_minute_of_the_world_has_no_seams_and_a_jump_at_each_join_is_one(minute):
+    """The world's own minute, cut where a 60 s video's passes would meet, shows no joins; the same minute
+    with the picture shifted a little at each join, as a pass that does not quite continue its context
+    would, shows them, and so does a blur that comes and goes with the passes. Jumps elsewhere do not
+    count as seams."""
+    from kinema.longvideo import window_start_frames
+
+    joins = window_start_frames(481, 13, 1, 2)
+    assert joins[0] == 49 and len(joins) == 10 and all((j - 1) % 4 == 0 for j in joins)
+    frames = minute.frames
+    clean = window_seams(frames, joins)
+    assert clean["joins"] == 10 and clean["seam_ratio"] < 1.5, clean
+    shifted = frames.copy()
+    blurred = frames.copy()
+    for n, (start, end) in enumerate(zip(joins, joins[1:] + [len(frames)])):
+        shifted[start:end] = np.roll(frames[start:end], (n % 2) + 1, axis=2)  # content 1-2 px off per pass
+        if n % 2 == 0:
+            blurred[start:end] = blur(frames[start:end])
+    for jumpy in (shifted, blurred):
+        seams = window_seams(jumpy, joins)
+        assert seams["seam_ratio"] > 2 * clean["seam_ratio"], (seams, clean)
+        elsewhere = window_seams(jumpy, [j + 12 for j in joins])  # frames inside the passes
+        assert elsewhere["seam_ratio"] < 1.5, elsewhere
+    assert window_seams(frames, [0, 481, 900]) is None
 
 
 def test_stability_counts_an_object_that_vanishes_in_the_open():
@@ -415,6 +442,9 @@ def test_a_suite_of_a_long_prompt_and_a_storyboard_end_to_end(tmp_path, monkeypa
     assert long_clip["frames"] == 161 and long_clip["stability"]["within_target"], long_clip["stability"]
     assert long_clip["scores"]["stability_drift"] == long_clip["stability"]["drift_max"]
     assert long_clip["scores"]["permanence"] == 1.0 and long_clip["scores"]["attributes"] == 1.0
+    seams = long_clip["stability"]["seams"]  # from the window settings in the clip's metadata
+    assert seams["joins"] == 3 and long_clip["scores"]["window_seam_ratio"] == seams["seam_ratio"] < 1.5, seams
+    assert report["targets"]["window_seam_ratio"] == seams["seam_ratio"]
     assert board_clip["shot_starts"] == [0, 17, 33] and board_clip["frames"] == 49
     assert board_clip["cross_shot"]["consistency"] == 1.0 and board_clip["scores"]["cross_shot_consistency"] == 1.0
     assert [s["scores"]["attributes"] for s in board_clip["shots"]] == [1.0, 1.0, 1.0]

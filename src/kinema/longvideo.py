@@ -259,6 +259,17 @@ def plan_windows(latent_frames: int, window: int, context: int, memory: int,
     return [w for w in plan if w.count > 0]
 
 
+def window_start_frames(num_frames: int, window: int, context: int, memory: int,
+                        shot_starts: list[int] | None = None, first_known: bool = False) -> list[int]:
+    """The video frames at which a pass after the first begins its new frames, for a video of ``num_frames``
+    made from text (or from an image, with ``first_known``) as ``generate_long`` plans it: where one pass's
+    frames meet the next's. Latent frame j >= 1 opens at video frame 1 + 4 (j - 1)."""
+    latent_frames = 1 + (num_frames - 1) // LATENT_STRIDE
+    shot_latent_starts = [0 if s == 0 else 1 + (s - 1) // LATENT_STRIDE for s in (shot_starts or [0])]
+    plan = plan_windows(latent_frames, window, context, memory, shot_latent_starts, first_known=first_known)
+    return [1 + LATENT_STRIDE * (w.start - 1) for w in plan[1:]]
+
+
 def encode_texts(pipe, texts: list[str], negative: str) -> tuple[dict, dict]:
     """Conditional and unconditional text for S sequences: (1, S, L, D) each, padded to one length."""
     from kinema.models.text import pad_token_batches

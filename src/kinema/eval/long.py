@@ -27,6 +27,12 @@ at most half the clip each) of a clip filmed in one framing:
   of the analyzer's tracks (1 when nothing vanishes or appears mid-shot without the frame edge,
   the occluder or a thrown-in event to explain it).
 
+**Window seams** (``window_seams``): a long video is made in passes (``kinema.longvideo``), and where
+one pass's frames meet the next's the picture may jump. The change between neighbouring frames at each
+join is set against the change over the frames around it; ``seam_ratio`` 1 is an invisible join. The
+joins follow from the window settings in the clip's metadata. No target; it shows what a setting that
+lowers drift costs in continuity.
+
 **Cross-shot consistency** (``cross_shot_consistency``) analyses each shot on its own (the shots
 are given by their first frames; nothing is detected) and checks every cut, from shot k - 1 to
 shot k:
@@ -69,6 +75,7 @@ CONSISTENCY_TARGET = 0.95
 COLOR_BANDS = 4
 COLOR_FLOOR = 16.0  # grey levels: the smallest band level colour drift is relative to
 REBLUR_TAPS = 9
+SEAM_NEIGHBOURS = 4  # frame pairs on each side of a join that it is compared with
 MIN_SHOT_TRACK_FRAMES = 2  # an object is in view in a shot when a track holds it this many frames
 LUMA = np.array([0.299, 0.587, 0.114])
 CHANNELS = ("r", "g", "b")
@@ -196,6 +203,34 @@ def stability(frames: np.ndarray, fps: float, window_seconds: float = STABILITY_
         analysis = analyze_video(frames, fps)
     permanence, vanish, spawn = permanence_score(analysis, expected or {})
     return out | {"permanence": permanence, "vanish_events": vanish, "spawn_events": spawn}
+
+
+def window_seams(frames: np.ndarray, window_starts: Sequence[int]) -> dict | None:
+    """How visible the joins of a video made in passes are. The change between two neighbouring frames is
+    their mean absolute difference (grey levels, over pixels and channels). ``seam_change`` is its mean
+    from the frame before each pass's first new frame to that frame, ``around_change`` its mean over the
+    SEAM_NEIGHBOURS frame pairs on either side of each join, and ``seam_ratio`` the first over the second:
+    1 is a join nobody can find (motion that goes on across it counts on both sides); content that jumps,
+    or a blur that changes, at the joins raises it. None with no joins inside the clip."""
+    frames = _check_frames(frames)
+    joins = sorted({int(s) for s in window_starts if 1 <= int(s) < len(frames)})
+    if not joins:
+        return None
+    change = np.empty(len(frames) - 1)
+    for start in range(0, len(frames) - 1, 32):  # a few frames at a time: memory stays small at any size
+        chunk = frames[start:start + 33].astype(np.float32)
+        change[start:start + len(chunk) - 1] = np.abs(np.diff(chunk, axis=0)).mean(axis=(1, 2, 3))
+    pairs = {j - 1 for j in joins}  # change[i] is from frame i to frame i + 1
+    around = []
+    for i in sorted(pairs):
+        near = [k for k in range(i - SEAM_NEIGHBOURS, i + SEAM_NEIGHBOURS + 1)
+                if 0 <= k < len(change) and k not in pairs]
+        if near:
+            around.append(float(change[near].mean()))
+    seam = float(change[sorted(pairs)].mean())
+    around_change = float(np.mean(around)) if around else 0.0
+    return {"joins": len(joins), "seam_change": seam, "around_change": around_change,
+            "seam_ratio": seam / around_change if around_change > 0 else None}
 
 
 # -- shots ---------------------------------------------------------------------------------------
@@ -368,10 +403,13 @@ def shot_adherence(frames: np.ndarray, shot_starts: Sequence[int], shot_prompts:
 # -- whole clips, and a suite's pooled numbers ---------------------------------------------------
 
 
-def score_long_clip(frames: np.ndarray, fps: float, prompt: str, analysis: VideoAnalysis | None = None) -> dict:
+def score_long_clip(frames: np.ndarray, fps: float, prompt: str, analysis: VideoAnalysis | None = None,
+                    window_starts: Sequence[int] | None = None) -> dict:
     """A one-prompt clip: ``scores`` (every ``score_clip`` metric against the prompt, plus
     ``stability_drift``, ``stability_color_drift`` and ``stability_sharpness_drift``) and, for a clip
-    of at least LONG_SECONDS, ``stability`` (None for shorter clips)."""
+    of at least LONG_SECONDS, ``stability`` (None for shorter clips). With ``window_starts`` (the
+    frames where the passes that made it meet), ``stability`` has ``seams`` (``window_seams``) and
+    ``scores`` has ``window_seam_ratio``."""
     frames = _check_frames(frames)
     fps = _check_fps(fps)
     if analysis is None:
@@ -383,6 +421,9 @@ def score_long_clip(frames: np.ndarray, fps: float, prompt: str, analysis: Video
     measured = stability(frames, fps, analysis=analysis, expected=expected)
     scores |= {"stability_drift": measured["drift_max"], "stability_color_drift": measured["color_drift_max"],
                "stability_sharpness_drift": measured["sharpness_drift"]}
+    if window_starts is not None:
+        measured["seams"] = window_seams(frames, window_starts)
+        scores["window_seam_ratio"] = measured["seams"]["seam_ratio"] if measured["seams"] else None
     return {"scores": scores, "stability": measured}
 
 
@@ -406,13 +447,14 @@ def suite_targets(clips: Sequence[dict]) -> dict:
     """The long-video measures of a suite's clips (as ``run_suite`` records them), pooled and set
     against their targets: cross-shot consistency over every cut of every storyboard clip, drift over
     the long clips (mean, worst, and the fraction within DRIFT_TARGET), permanence over the long
-    clips and attribute adherence over every shot."""
+    clips, window seams (the mean ``seam_ratio``) and attribute adherence over every shot."""
     cuts = [cut for clip in clips if clip.get("cross_shot") for cut in clip["cross_shot"]["cuts"]]
     long_clips = [clip["stability"] for clip in clips if clip.get("stability")]
     drifts = [s["drift_max"] for s in long_clips if s["drift_max"] is not None]
     permanence = [s["permanence"] for s in long_clips if s["permanence"] is not None]
     shot_attributes = [shot["scores"]["attributes"] for clip in clips for shot in clip.get("shots") or []
                        if shot["scores"].get("attributes") is not None]
+    seams = [s["seams"]["seam_ratio"] for s in long_clips if (s.get("seams") or {}).get("seam_ratio") is not None]
     consistency = float(np.mean([c["kept"] for c in cuts])) if cuts else None
     return {
         "cross_shot_consistency": None if consistency is None else {
@@ -427,6 +469,7 @@ def suite_targets(clips: Sequence[dict]) -> dict:
             "sharpness_mean": float(np.mean([s["sharpness_drift"] for s in long_clips])),
             "met": max(drifts) <= DRIFT_TARGET},
         "permanence": float(np.mean(permanence)) if permanence else None,
+        "window_seam_ratio": float(np.mean(seams)) if seams else None,
         "shot_attributes": float(np.mean(shot_attributes)) if shot_attributes else None,
     }
 
@@ -449,4 +492,7 @@ def format_targets(targets: dict) -> str:
                      f"target <= {drift_info['target']:.2f}: {'met' if drift_info['met'] else 'NOT met'}")
     if targets.get("permanence") is not None:
         lines.append(f"permanence over the long clips {targets['permanence']:.3f}")
+    if targets.get("window_seam_ratio") is not None:
+        lines.append(f"window seams: change across a join {targets['window_seam_ratio']:.2f}x the median "
+                     "change between frames")
     return "\n".join(lines)

@@ -226,6 +226,21 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
     return report
 
 
+def _window_starts(path: Path, frames: int) -> list[int] | None:
+    """Where the passes that made a long clip meet, from the window settings in its metadata (None if absent)."""
+    from kinema.longvideo import window_start_frames
+    from kinema.media import read_metadata
+
+    metadata = read_metadata(path)
+    settings = [metadata.get(k) for k in ("window", "context", "memory")]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in settings):
+        return None
+    try:
+        return window_start_frames(frames, *settings)
+    except KinemaError:
+        return None
+
+
 def _score_long(path: Path, fps: float, prompt: str, storyboard: dict | None, plan: list[int] | None) -> dict:
     """A long clip's or a storyboard clip's fields of the report (``kinema.eval.long``)."""
     from kinema.eval.long import score_long_clip, score_storyboard_clip
@@ -233,7 +248,7 @@ def _score_long(path: Path, fps: float, prompt: str, storyboard: dict | None, pl
 
     video, _ = read_video(path)
     if storyboard is None or plan is None:
-        return score_long_clip(video, fps, prompt)
+        return score_long_clip(video, fps, prompt, window_starts=_window_starts(path, len(video)))
     _check_plan(path, len(video), plan)
     shots = storyboard["shots"]
     scored = score_storyboard_clip(video, fps, plan, [s["prompt"] for s in shots], [s["framing"] for s in shots],
