@@ -98,7 +98,10 @@ def test_windowed_equals_single_window_when_the_video_fits(pipe):
     assert not np.array_equal(single, other_seed)
 
 
-def test_context_and_memory_frames_stay_bit_identical(pipe, monkeypatch):
+@pytest.mark.parametrize("context_noise", [0.0, 0.3])
+def test_context_and_memory_frames_stay_bit_identical(pipe, monkeypatch, context_noise):
+    """Known frames leave the sampler as they entered; memory frames (and, without context noise, the context)
+    enter as the frames made before."""
     calls = []
     denoise = pipe._denoise
 
@@ -110,7 +113,7 @@ def test_context_and_memory_frames_stay_bit_identical(pipe, monkeypatch):
     monkeypatch.setattr(pipe, "_denoise", recording)
     latents = generate_long(pipe, ["a blue box", "a close-up of the blue box"], 57, 32, 32, shot_starts=[0, 25],
                             window=5, context=2, memory=2, generator=torch.Generator().manual_seed(0),
-                            output_type="latent")
+                            output_type="latent", context_noise=context_noise)
     plan = plan_windows(15, 5, 2, 2, [0, 7])
     assert len(calls) == len(plan) > 3
     for win, (x_in, known, out) in zip(plan, calls):
@@ -118,7 +121,10 @@ def test_context_and_memory_frames_stay_bit_identical(pipe, monkeypatch):
         if k:
             assert known[0, :k].all() and not known[0, k:].any()
             assert torch.equal(out[:, :, :k], x_in[:, :, :k]), "known frames leave the sampler unchanged"
-            assert torch.equal(x_in[:, :, :k], latents[:, :, list(win.known)]), "they are the frames made before"
+            clean = [i for i, f in enumerate(win.known) if context_noise == 0 or f < win.start - 2]
+            assert torch.equal(x_in[:, :, clean], latents[:, :, [win.known[i] for i in clean]]), "frames made before"
+            if context_noise:
+                assert len(clean) < k and not torch.equal(x_in[:, :, :k], latents[:, :, list(win.known)])
         assert torch.equal(out[:, :, k:], latents[:, :, win.start:win.start + win.count])
 
 

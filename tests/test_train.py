@@ -370,7 +370,7 @@ def _worker_main(argv: list[str]) -> None:
             train(make_config(out / distributed, steps=6, micro_batch_size=2, distributed=distributed), noisy=False)
         from kinema.train.distributed import cleanup
 
-        cleanup()
+        cleanup(synchronize=True)
     else:
         raise SystemExit(f"unknown worker mode {mode!r}")
 

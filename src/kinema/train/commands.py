@@ -43,8 +43,10 @@ def vae(config: ConfigPath, resume: Resume = False, overrides: Overrides = None)
     settings = load_vae_config(config, overrides or [])
     try:
         summary = train_vae(settings, resume=resume)
-    finally:
+    except BaseException:
         cleanup()
+        raise
+    cleanup(synchronize=True)
     if _rank() == 0:
         loss = "n/a" if summary.loss is None else f"{summary.loss:.4g}"
         evaluation = "".join(f", {key} {value:.4g}" for key, value in summary.metrics.items())
@@ -62,8 +64,10 @@ def dit(config: ConfigPath, resume: Resume = False, overrides: Overrides = None)
     settings = load_dit_config(config, overrides or [])
     try:
         summary = train_dit(settings, resume=resume)
-    finally:
+    except BaseException:
         cleanup()
+        raise
+    cleanup(synchronize=True)
     if _rank() == 0:
         loss = "n/a" if summary.loss is None else f"{summary.loss:.4g}"
         typer.echo(f"trained {summary.step} steps (loss {loss}, {summary.skipped_steps} skipped)")

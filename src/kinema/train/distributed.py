@@ -132,10 +132,25 @@ def all_gather_tensors(tensor: torch.Tensor) -> list[torch.Tensor]:
     return [t.cpu() for t in gathered]
 
 
-def cleanup() -> None:
-    """Leave the process group, if any."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
+FAREWELL_SECONDS = 120  # how long a rank that has finished waits for the others before it leaves anyway
+
+
+def cleanup(synchronize: bool = False) -> None:
+    """Leave the process group, if any. With ``synchronize`` (after a run that ended well) the ranks first
+    meet at a barrier, so that none tears down its communication while another is still using it; a rank
+    that does not come within FAREWELL_SECONDS is left behind. Without it (after an error) a rank leaves at
+    once and never waits on a peer that may be gone."""
+    if not dist.is_initialized():
+        return
+    if synchronize and dist.get_world_size() > 1:
+        try:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=FAREWELL_SECONDS))
+            else:
+                dist.barrier()
+        except RuntimeError:
+            pass  # a peer that failed or is gone: leave anyway
+    dist.destroy_process_group()
 
 
 # ----------------------------------------------------------------------------- wrapping
