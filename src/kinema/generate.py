@@ -39,7 +39,7 @@ class Request:
     storyboard: dict | None = None  # {scene, shots: [{seconds, framing, prompt}]} (kinema.longvideo)
     window: int | None = None  # long videos: latent frames per pass (default: the model's)
     context: int | None = None  # long videos: latent frames of context per pass (default: the model's)
-    context_noise: float | None = None  # long videos: flow time of the known frames of later passes (the model's)
+    context_noise: float | None = None  # long videos: flow time of later passes' context frames (the model's)
     expand: bool = True  # expand the prompt into a training-style caption (kinema.expand); not storyboards
 
     def mode(self) -> str:

@@ -9,7 +9,8 @@ just made is treated as uncertain rather than copied forward (noised context, as
 Chen et al. 2024; the model sees such frames in training's "forcing" masks). Only the new frames are
 denoised, so a window of W latent frames costs the same wherever it lies: time grows
 linearly with length and peak memory stays flat. The whole latent sequence is decoded once by the
-chunked causal VAE, so there are no seams between windows.
+chunked causal VAE, so decoding adds no seams between windows; how much the passes themselves show at
+their joins is ``kinema.eval.long.window_seams``.
 
 A storyboard is a list of shots (seconds, framing, prompt) plus a scene prompt shared by all of
 them. Cuts land on latent-frame boundaries (video frames 1 + 4k), and each latent frame
