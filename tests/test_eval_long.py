@@ -454,6 +454,7 @@ def test_a_suite_of_a_long_prompt_and_a_storyboard_end_to_end(tmp_path, monkeypa
     assert targets["drift"]["clips"] == 1 and targets["drift"]["met"]
     text = format_targets(targets)
     assert f"target >= {CONSISTENCY_TARGET:.2f}: met" in text and f"target <= {DRIFT_TARGET:.2f}: met" in text
+    assert f"window seams: the change across a join is {seams['seam_ratio']:.2f}x" in text
     saved = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert saved["targets"] == json.loads(json.dumps(targets))
     assert saved["clips"][0]["cross_shot"]["cuts"][0]["frame"] == 17

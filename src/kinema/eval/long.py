@@ -493,6 +493,6 @@ def format_targets(targets: dict) -> str:
     if targets.get("permanence") is not None:
         lines.append(f"permanence over the long clips {targets['permanence']:.3f}")
     if targets.get("window_seam_ratio") is not None:
-        lines.append(f"window seams: change across a join {targets['window_seam_ratio']:.2f}x the median "
-                     "change between frames")
+        lines.append(f"window seams: the change across a join is {targets['window_seam_ratio']:.2f}x the change "
+                     "between the frames around it (1: invisible)")
     return "\n".join(lines)
