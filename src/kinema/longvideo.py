@@ -260,14 +260,19 @@ def plan_windows(latent_frames: int, window: int, context: int, memory: int,
     return [w for w in plan if w.count > 0]
 
 
+def latent_shot_starts(shot_starts: list[int], stride: int = LATENT_STRIDE) -> list[int]:
+    """The latent frame that opens each shot (cuts on video frames 1 + stride k)."""
+    return [0 if s == 0 else 1 + (s - 1) // stride for s in shot_starts]
+
+
 def window_start_frames(num_frames: int, window: int, context: int, memory: int,
                         shot_starts: list[int] | None = None, first_known: bool = False) -> list[int]:
     """The video frames at which a pass after the first begins its new frames, for a video of ``num_frames``
     made from text (or from an image, with ``first_known``) as ``generate_long`` plans it: where one pass's
     frames meet the next's. Latent frame j >= 1 opens at video frame 1 + 4 (j - 1)."""
     latent_frames = 1 + (num_frames - 1) // LATENT_STRIDE
-    shot_latent_starts = [0 if s == 0 else 1 + (s - 1) // LATENT_STRIDE for s in (shot_starts or [0])]
-    plan = plan_windows(latent_frames, window, context, memory, shot_latent_starts, first_known=first_known)
+    plan = plan_windows(latent_frames, window, context, memory, latent_shot_starts(shot_starts or [0]),
+                        first_known=first_known)
     return [1 + LATENT_STRIDE * (w.start - 1) for w in plan[1:]]
 
 
@@ -345,7 +350,7 @@ def generate_long(
     latent_frames = 1 + (num_frames - 1) // vae_time
     lh, lw, plh, plw = pipe.latent_grid(height, width)
     channels = pipe.vae.config.z_dim
-    shot_latent_starts = [0 if s == 0 else 1 + (s - 1) // vae_time for s in shot_starts]
+    shot_latent_starts = latent_shot_starts(shot_starts, vae_time)
     text_index = shot_of_latent_frames(shot_starts, latent_frames)
     if image is not None and video is not None:
         raise KinemaError("give an image or a video to start from, not both")

@@ -198,7 +198,8 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
                   "model_sha256": pipe.weights_sha256, "frames": frames,
                   "expand": request.expand and item.storyboard is None}
         windows = long_video_settings(pipe, request)
-        if item.storyboard is not None or 1 + (frames - 1) // pipe.vae.temporal_compression > windows["window"]:
+        windowed = item.storyboard is not None or 1 + (frames - 1) // pipe.vae.temporal_compression > windows["window"]
+        if windowed:
             wanted |= windows  # made window by window: a clip made with other window settings is made again
         path = Path(request.output)
         took = None
@@ -210,7 +211,7 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
         clip = {"file": path.name, "prompt": request.prompt, "seed": request.seed, "size": f"{width}x{height}",
                 "frames": frames, "generate_seconds": took}
         if plan is not None or (frames - 1) / fps >= LONG_SECONDS:
-            clip |= _score_long(path, fps, request.prompt, item.storyboard, plan)
+            clip |= _score_long(path, fps, request.prompt, item.storyboard, plan, windows if windowed else None)
         else:
             clip["scores"] = score_clip(analyze_file(path), expectation_from_prompt(request.prompt, frames, fps))
         clips.append(clip)
@@ -226,29 +227,19 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
     return report
 
 
-def _window_starts(path: Path, frames: int) -> list[int] | None:
-    """Where the passes that made a long clip meet, from the window settings in its metadata (None if absent)."""
-    from kinema.longvideo import window_start_frames
-    from kinema.media import read_metadata
-
-    metadata = read_metadata(path)
-    settings = [metadata.get(k) for k in ("window", "context", "memory")]
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in settings):
-        return None
-    try:
-        return window_start_frames(frames, *settings)
-    except KinemaError:
-        return None
-
-
-def _score_long(path: Path, fps: float, prompt: str, storyboard: dict | None, plan: list[int] | None) -> dict:
-    """A long clip's or a storyboard clip's fields of the report (``kinema.eval.long``)."""
+def _score_long(path: Path, fps: float, prompt: str, storyboard: dict | None, plan: list[int] | None,
+                windows: dict | None = None) -> dict:
+    """A long clip's or a storyboard clip's fields of the report (``kinema.eval.long``). ``windows``: the
+    window settings it was made with (``kinema.generate.long_video_settings``), when made window by window."""
     from kinema.eval.long import score_long_clip, score_storyboard_clip
+    from kinema.longvideo import window_start_frames
     from kinema.media import read_video
 
     video, _ = read_video(path)
     if storyboard is None or plan is None:
-        return score_long_clip(video, fps, prompt, window_starts=_window_starts(path, len(video)))
+        joins = None if windows is None else window_start_frames(
+            len(video), windows["window"], windows["context"], windows["memory"])
+        return score_long_clip(video, fps, prompt, window_starts=joins)
     _check_plan(path, len(video), plan)
     shots = storyboard["shots"]
     scored = score_storyboard_clip(video, fps, plan, [s["prompt"] for s in shots], [s["framing"] for s in shots],
