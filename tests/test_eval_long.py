@@ -392,7 +392,7 @@ class WorldPipe:
 
     class defaults:
         fps, steps, guidance_scale, sampler = FPS, 2, 1.0, "euler"
-        window, context, memory, context_noise = 13, 1, 2, 0.0
+        window, context, memory, context_noise, anchor = 13, 1, 2, 0.0, 0.0
 
     class vae:
         temporal_compression = 4

@@ -12,9 +12,12 @@ import torch
 
 from kinema.errors import KinemaError
 from kinema.longvideo import (
+    MAX_SPREAD_CHANGE,
     Shot,
     Storyboard,
+    anchor_levels,
     generate_long,
+    latent_levels,
     load_storyboard,
     parse_shot_flag,
     plan_windows,
@@ -251,10 +254,10 @@ def test_cli_storyboard_and_long_video(tmp_path, random_model):
     assert np.array_equal(read_video(flags)[0], frames), "flags and file describe the same storyboard"
     long = tmp_path / "long.mp4"
     result = run("generate", "a blue box rolls to the left", "--seconds", "12", "-o", str(long), "--model",
-                 str(random_model), "--size", "32x32", "--context-noise", "0.25")
+                 str(random_model), "--size", "32x32", "--context-noise", "0.25", "--anchor", "0.5")
     assert result.returncode == 0, result.stderr
     assert read_video(long)[0].shape == (97, 32, 32, 3) and read_metadata(long)["window"] == 5
-    assert read_metadata(long)["context_noise"] == 0.25
+    assert read_metadata(long)["context_noise"] == 0.25 and read_metadata(long)["anchor"] == 0.5
     extended = tmp_path / "extended.mp4"
     result = run("generate", "the blue box keeps rolling", "--extend", str(long), "--seconds", "6", "-o",
                  str(extended), "--model", str(random_model), "--size", "32x32")
@@ -273,6 +276,8 @@ def test_cli_storyboard_and_long_video(tmp_path, random_model):
     (["a", "--seconds", "8", "--window", "0"], "window"),
     (["a", "--seconds", "8", "--context-noise", "1.5"], "context noise"),
     (["a", "--seconds", "8", "--context-noise", "-0.1"], "context noise"),
+    (["a", "--seconds", "8", "--anchor", "1.5"], "anchor"),
+    (["a", "--seconds", "8", "--anchor", "-0.5"], "anchor"),
 ])
 def test_cli_bad_storyboards_are_one_line(tmp_path, random_model, args, words):
     result = run("generate", *args, "--model", str(random_model))
@@ -359,3 +364,73 @@ def test_context_noise_noises_the_context_of_later_passes_and_keeps_memory_frame
     for bad in (-0.1, 1.0, float("nan")):
         with pytest.raises(KinemaError, match="context noise"):
             generate_long(pipe, ["a ball"], 41, 32, 32, window=5, context=1, context_noise=bad)
+
+
+def test_anchor_levels_pulls_each_shot_back_to_the_levels_and_spread_of_its_opening():
+    """Shot 0 holds frames 0-4 and 5-7, shot 1 opens at frame 6: a pass making frames 5-7 moves frame 5 (shot 0,
+    made before) toward shot 0's row levels and spread by the strength, and leaves shot 1's opening as it is."""
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.tensor([1.0, 0.5, -1.0, -2.0]).repeat_interleave(4)[None, None, None, :, None]  # sky, ground
+    latents = torch.zeros(1, 3, 8, 16, 16)
+    latents[:, :, :5] = rows + 0.3 * torch.randn(1, 3, 5, 16, 16, generator=gen)
+    shot_of = [0, 0, 0, 0, 0, 0, 1, 1]
+    # The next pass came out brighter in every row, with rows of their own and more contrast.
+    new = rows + 2.0 + torch.tensor([0.0, 0.4, 0.0, -0.3]).repeat_interleave(4)[None, None, None, :, None] \
+        + 1.5 * (latents[:, :, 1:4] - rows)
+    reference_levels, reference_spread = latent_levels(latents[:, :, :5])
+    assert reference_levels.shape == (1, 3, 1, 16, 1) and reference_spread.shape == (1, 3, 1, 1, 1)
+    references: dict = {}
+    full = anchor_levels(new, latents, 5, shot_of, references, 1.0)
+    levels, spread = latent_levels(full[:, :, :1])
+    assert torch.allclose(levels, reference_levels, atol=1e-5), "back to the opening's row levels"
+    assert torch.allclose(spread, reference_spread, atol=1e-5), "and to its spread"
+    assert torch.equal(full[:, :, 1:], new[:, :, 1:]), "a shot that opens in this pass sets its own levels"
+    assert set(references) == {0} and torch.equal(references[0][0], reference_levels)
+    # Each frame keeps its own detail: its deviations from the levels are only rescaled.
+    new_levels, new_spread = latent_levels(new[:, :, :1])
+    ratio = reference_spread / new_spread
+    assert bool(((ratio > 1 / MAX_SPREAD_CHANGE) & (ratio < 1)).all()), "more contrast, within the clamp"
+    assert torch.allclose(full[:, :, :1] - levels, (new[:, :, :1] - new_levels) * ratio, atol=1e-5)
+    half = anchor_levels(new, latents, 5, shot_of, {}, 0.5)
+    half_levels, half_spread = latent_levels(half[:, :, :1])
+    assert torch.allclose(half_levels - reference_levels, 0.5 * (new_levels - reference_levels), atol=1e-5)
+    assert torch.allclose(half_spread, new_spread * ratio.sqrt(), atol=1e-5)
+    # The reference is frozen: frames made later do not move it.
+    latents[:, :, 5:8] = full
+    anchor_levels(new, latents, 5, shot_of, references, 1.0)
+    assert torch.equal(references[0][0], reference_levels)
+    # An object on a quarter of a row moves that row's level within the noise (its mean would move by 12.5).
+    spot = latents[:, :, :5].clone()
+    spot[:, :, :, 1, :4] += 50.0
+    assert torch.allclose(latent_levels(spot)[0], reference_levels, atol=0.3)
+    # A pass with almost no detail is not blown up: the spread changes by MAX_SPREAD_CHANGE at most.
+    flat = rows + 1e-3 * torch.randn(1, 3, 3, 16, 16, generator=gen)
+    lifted = anchor_levels(flat, latents, 5, [0] * 8, {}, 1.0)
+    assert torch.allclose(latent_levels(lifted)[1], MAX_SPREAD_CHANGE * latent_levels(flat)[1], rtol=1e-4)
+
+
+def test_anchor_keeps_a_long_videos_later_passes_at_the_levels_of_its_first(pipe):
+    def make(anchor):
+        return generate_long(pipe, ["a red ball rolls"], 4 * 16 + 1, 32, 32, window=5, context=1, memory=1,
+                             context_noise=0.3, anchor=anchor, generator=torch.Generator().manual_seed(2),
+                             output_type="latent")
+
+    plan = plan_windows(17, 5, 1, 1)
+    free, held = make(0.0), make(1.0)
+    first = slice(0, plan[0].count)
+    assert torch.equal(held[:, :, first], free[:, :, first]), "the first pass is untouched"
+    reference_levels, reference_spread = latent_levels(held[:, :, first])
+    drifted = 0.0
+    for win in plan[1:]:
+        levels, spread = latent_levels(held[:, :, win.start:win.start + win.count])
+        assert torch.allclose(levels, reference_levels, atol=1e-4) and torch.allclose(spread, reference_spread,
+                                                                                      atol=1e-4), win
+        drifted = max(drifted, float((latent_levels(free[:, :, win.start:win.start + win.count])[0]
+                                      - reference_levels).abs().max()))
+    assert drifted > 1e-2, "without the anchor the later passes' levels are not the first's"
+    default = generate_long(pipe, ["a red ball rolls"], 4 * 16 + 1, 32, 32, window=5, context=1, memory=1,
+                            context_noise=0.3, generator=torch.Generator().manual_seed(2), output_type="latent")
+    assert torch.equal(default, make(pipe.defaults.anchor))
+    for bad in (-0.1, 1.5, float("nan"), True):
+        with pytest.raises(KinemaError, match="anchor"):
+            generate_long(pipe, ["a ball"], 41, 32, 32, window=5, context=1, anchor=bad)

@@ -103,6 +103,9 @@ def generate(
     context: Annotated[int | None, typer.Option(help="Long videos: latent frames of context per pass.")] = None,
     context_noise: Annotated[float | None, typer.Option(
         help="Long videos: noise level in [0, 1) of the frames each later pass continues from.")] = None,
+    anchor: Annotated[float | None, typer.Option(
+        help="Long videos: strength in [0, 1] with which each later pass keeps the levels and contrast of its "
+             "shot's opening (0: off).")] = None,
     expand: Annotated[bool, typer.Option(
         "--expand/--no-expand", help="Expand the prompt into the caption style the model was trained on "
                                      "(printed and stored in the metadata).")] = True,
@@ -117,7 +120,7 @@ def generate(
                   extend=str(extend) if extend else None, direction=direction, loop=loop,
                   connect=[str(c) for c in connect] if connect else [], edit=str(edit) if edit else None,
                   strength=strength, sampler=sampler, window=window, context=context,
-                  context_noise=context_noise, expand=expand)
+                  context_noise=context_noise, anchor=anchor, expand=expand)
     if storyboard is not None or shot:
         from kinema.longvideo import load_storyboard, storyboard_from_flags
 

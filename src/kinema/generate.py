@@ -40,6 +40,7 @@ class Request:
     window: int | None = None  # long videos: latent frames per pass (default: the model's)
     context: int | None = None  # long videos: latent frames of context per pass (default: the model's)
     context_noise: float | None = None  # long videos: flow time of later passes' context frames (the model's)
+    anchor: float | None = None  # long videos: pull of each later pass back to its shot's latent levels (the model's)
     expand: bool = True  # expand the prompt into a training-style caption (kinema.expand); not storyboards
 
     def mode(self) -> str:
@@ -90,6 +91,10 @@ def validate(request: Request, fps_default: float = 8.0) -> tuple[str, int, int,
     noise = request.context_noise
     if noise is not None and (isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < 1):
         raise KinemaError(f"context noise must be a number in [0, 1) (got {noise!r})")
+    anchor = request.anchor
+    if anchor is not None and (isinstance(anchor, bool) or not isinstance(anchor, (int, float))
+                               or not 0 <= anchor <= 1):
+        raise KinemaError(f"anchor must be a number in [0, 1] (got {anchor!r})")
     mode = request.mode()
     if request.storyboard is not None:
         from kinema.longvideo import storyboard_from_dict
@@ -200,12 +205,13 @@ def _metadata(pipe, request: Request, mode: str, width: int, height: int, fps: f
 
 
 def long_video_settings(pipe, request: Request) -> dict:
-    """How a video longer than one window is made: window, context, memory and context noise, from the request
-    or else the model's defaults (also written into the output's metadata)."""
+    """How a video longer than one window is made: window, context, memory, context noise and anchor, from the
+    request or else the model's defaults (also written into the output's metadata)."""
     return {"window": request.window or pipe.defaults.window,
             "context": pipe.defaults.context if request.context is None else request.context,
             "memory": pipe.defaults.memory,
-            "context_noise": pipe.defaults.context_noise if request.context_noise is None else request.context_noise}
+            "context_noise": pipe.defaults.context_noise if request.context_noise is None else request.context_noise,
+            "anchor": pipe.defaults.anchor if request.anchor is None else request.anchor}
 
 
 def _run_long(pipe, request: Request, mode: str, frames: int, width: int, height: int, fps: float,

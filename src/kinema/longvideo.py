@@ -6,10 +6,13 @@ after the first is conditioned on the last ``context`` latent frames already mad
 shot), the known frames of the per-frame flow mechanism. Memory frames enter clean (t = 0); the context
 enters noised to the flow time ``context_noise`` and is given that t, so that a small error in the frames
 just made is treated as uncertain rather than copied forward (noised context, as in diffusion forcing,
-Chen et al. 2024; the model sees such frames in training's "forcing" masks). Only the new frames are
-denoised, so a window of W latent frames costs the same wherever it lies: time grows
-linearly with length and peak memory stays flat. The whole latent sequence is decoded once by the
-chunked causal VAE, so decoding adds no seams between windows; how much the passes themselves show at
+Chen et al. 2024; the model sees such frames in training's "forcing" masks). With ``anchor`` > 0, each
+pass after the first then pulls the levels of its new latent frames (per channel and latent row) and their
+spread back toward those of its shot's opening (``anchor_levels``), so that small shifts of tint,
+brightness and contrast cannot add up from pass to pass; each frame keeps its own content about the
+levels. Only the new frames are denoised, so a window of W latent frames costs the same wherever it lies:
+time grows linearly with length and peak memory stays flat. The whole latent sequence is decoded once by
+the chunked causal VAE, so decoding adds no seams between windows; how much the passes themselves show at
 their joins is ``kinema.eval.long.window_seams``.
 
 A storyboard is a list of shots (seconds, framing, prompt) plus a scene prompt shared by all of
@@ -36,6 +39,7 @@ MAX_SHOTS = 64
 MAX_SECONDS = 600.0
 MAX_PROMPT_CHARS = 2000
 LATENT_STRIDE = 4  # video frames per latent frame after the first
+MAX_SPREAD_CHANGE = 2.0  # the anchor rescales a pass's spread by at most this factor either way
 
 # User spellings of the world's framings -> the world's names.
 FRAMING_NAMES = {"wide": "wide", "medium": "medium", "mid": "medium", "close-up": "closeup", "closeup": "closeup",
@@ -276,6 +280,43 @@ def window_start_frames(num_frames: int, window: int, context: int, memory: int,
     return [1 + LATENT_STRIDE * (w.start - 1) for w in plan[1:]]
 
 
+def latent_levels(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The levels and the spread of latent frames (1, C, F, H, W). A level is one per channel and latent row:
+    the median over the frames and the row's positions, (1, C, 1, H, 1), so that an object covering less than
+    half of a row does not move it; a picture's large areas (sky, ground, walls) run along its rows. The spread
+    is one per channel: the root mean square of the frames about their levels, (1, C, 1, 1, 1), which follows
+    their contrast and detail (objects included)."""
+    levels = frames.permute(0, 1, 3, 2, 4).flatten(3).median(dim=3).values[:, :, None, :, None]
+    spread = (frames - levels).pow(2).mean(dim=(2, 3, 4), keepdim=True).sqrt()
+    return levels, spread
+
+
+def anchor_levels(new: torch.Tensor, latents: torch.Tensor, start: int, shot_of: list[int],
+                  references: dict[int, tuple[torch.Tensor, torch.Tensor]], strength: float) -> torch.Tensor:
+    """Pull the levels and the spread (``latent_levels``) of a pass's new latent frames ``start ..`` back toward
+    those of their shot's opening, by ``strength`` (1: all the way). Each frame keeps its own detail about the
+    levels: only the levels move, and the spread is rescaled by (reference / now) ** strength, within
+    MAX_SPREAD_CHANGE either way. A shot's reference comes from its frames made before the first pass that
+    continues it (the pass that opened it, or the frames given to extend), frozen from then on; a shot that
+    opens in this pass sets its own. The frames before ``start`` are in ``latents``."""
+    out = new.clone()
+    count = new.shape[2]
+    for shot in sorted(set(shot_of[start:start + count])):
+        mine = [i for i in range(count) if shot_of[start + i] == shot]
+        made = [f for f in range(start) if shot_of[f] == shot]
+        if not made:
+            continue
+        if shot not in references:
+            references[shot] = latent_levels(latents[:, :, made])
+        reference_levels, reference_spread = references[shot]
+        frames = new[:, :, mine]
+        levels, spread = latent_levels(frames)
+        ratio = (reference_spread / spread.clamp_min(1e-6)) ** strength
+        ratio = ratio.clamp(1 / MAX_SPREAD_CHANGE, MAX_SPREAD_CHANGE)
+        out[:, :, mine] = levels - strength * (levels - reference_levels) + (frames - levels) * ratio
+    return out
+
+
 def encode_texts(pipe, texts: list[str], negative: str) -> tuple[dict, dict]:
     """Conditional and unconditional text for S sequences: (1, S, L, D) each, padded to one length."""
     from kinema.models.text import pad_token_batches
@@ -315,6 +356,7 @@ def generate_long(
     callback: Callable[[int, int, torch.Tensor], None] | None = None,
     output_type: str = "np",
     context_noise: float | None = None,
+    anchor: float | None = None,
 ) -> np.ndarray | torch.Tensor:
     """A video of any length in windows: ``texts`` holds one caption per shot (one for a plain prompt) and
     ``shot_starts`` the first video frame of each (cuts on frames 1 + 4k). Returns uint8 frames (F, H, W, 3),
@@ -336,6 +378,9 @@ def generate_long(
     context_noise = defaults.context_noise if context_noise is None else context_noise
     if not (isinstance(context_noise, (int, float)) and 0.0 <= context_noise < 1.0):
         raise KinemaError(f"context noise {context_noise!r}: must be a flow time in [0, 1)")
+    anchor = defaults.anchor if anchor is None else anchor
+    if isinstance(anchor, bool) or not (isinstance(anchor, (int, float)) and 0.0 <= anchor <= 1.0):
+        raise KinemaError(f"anchor {anchor!r}: must be a strength in [0, 1]")
     sampler = sampler or defaults.sampler
     if not texts:
         raise KinemaError("no caption to generate from")
@@ -372,6 +417,7 @@ def generate_long(
     if given is not None:
         latents[:, :, :given.shape[2]] = given
     total = steps * len(plan)
+    references: dict[int, torch.Tensor] = {}
     for n, win in enumerate(plan):
         known_count = len(win.known)
         noise = torch.randn((1, channels, win.count, plh, plw), generator=generator)
@@ -401,7 +447,10 @@ def generate_long(
 
         out = pipe._denoise(x, known if known_count else None, x if known_count else None, frame_cond,
                             frame_uncond, steps, guidance, 1.0, shift, sampler, progress, known_time=known_time)
-        latents[:, :, win.start:win.start + win.count] = out[:, :, known_count:]
+        new = out[:, :, known_count:]
+        if anchor > 0:
+            new = anchor_levels(new, latents, win.start, text_index, references, anchor)
+        latents[:, :, win.start:win.start + win.count] = new
     if output_type == "latent":
         return latents
     return pipe.decode_latents(latents)[0]

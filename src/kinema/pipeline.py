@@ -57,6 +57,9 @@ class SamplingDefaults:
     # (0: clean context). 0.3 drifts less over 60 s than clean context (benchmarks/RESULTS.md,
     # "Long videos: context noise").
     context_noise: float = 0.3
+    # How strongly each pass after the first pulls the levels (per latent channel and row) and the spread of its
+    # new frames back to those of its shot's opening (kinema.longvideo.anchor_levels; 0: not at all, 1: fully).
+    anchor: float = 0.0
 
 
 def check_request(prompt: Any, num_frames: int, height: int, width: int, steps: int, guidance_scale: float,
