@@ -584,10 +584,7 @@ def _encode_h264(
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        # Without x264's macroblock tree the same frames always encode to the same bytes. With it, on a busy
-        # 2-core machine, some runs (from 1 in 50 to 1 in 3, one encoder thread or several) made other choices
-        # for the B-frames, so the same seed did not always give the same video.
-        stream.options = {"crf": str(crf), "preset": "medium", "x264-params": "mbtree=0"}
+        stream.options = {"crf": str(crf), "preset": "medium"}
         # Convert with BT.709 and say so in the stream, so browsers and ffmpeg agree on the colours.
         codec = stream.codec_context
         codec.colorspace, codec.color_primaries, codec.color_trc, codec.color_range = BT709_TAGS
