@@ -240,11 +240,13 @@ def test_storyboards_as_json_and_as_a_multipart_string(server, tmp_path):
         {"seconds": 1, "framing": "wide", "prompt": "a red ball is dropped"},
         {"seconds": 1, "framing": "closeup", "prompt": "the red ball bounces"}]}
     with server.http() as http:
-        created = http.post("/v1/videos", json={"storyboard": board, "size": "64x64", "seed": 1})
+        created = http.post("/v1/videos", json={"storyboard": board, "size": "64x64", "seed": 1, "anchor": 0.5,
+                                                "context_noise": 0.2})
         assert created.status_code == 200, created.text
         video = created.json()
         assert video["prompt"] == board["scene"] and video["kinema"]["mode"] == "storyboard"
         assert video["kinema"]["storyboard"] == board
+        assert video["kinema"]["anchor"] == 0.5 and video["kinema"]["context_noise"] == 0.2
     client = server.client()
     as_string = client.videos.create(prompt="a sunny day on the grass", size="64x64",
                                      extra_body={"storyboard": json.dumps({"shots": board["shots"]}), "seed": 1})
@@ -255,6 +257,9 @@ def test_storyboards_as_json_and_as_a_multipart_string(server, tmp_path):
     assert frames.shape == (17, 64, 64, 3) and done[video["id"]]["seconds"] == "2.125"
     metadata = json.loads(client.videos.download_content(video["id"], variant="metadata").content)
     assert [shot["framing"] for shot in metadata["storyboard"]["shots"]] == ["wide", "closeup"]
+    assert metadata["anchor"] == 0.5 and metadata["context_noise"] == 0.2, "the long-video settings reach the run"
+    other = json.loads(client.videos.download_content(as_string.id, variant="metadata").content)
+    assert other["anchor"] == 0.0 and other["context_noise"] == 0.3, "else the model's defaults"
 
 
 def test_characters_condition_prompts(server, tmp_path):
@@ -447,6 +452,9 @@ BAD_REQUESTS = [
     ("POST", V, {"json": {"prompt": "a", "guidance": -1}}, "guidance"),
     ("POST", V, {"json": {"prompt": "a", "guidance": 51}}, "guidance"),
     ("POST", V, {"json": {"prompt": "a", "negative_prompt": "n" * 5000}}, "negative_prompt"),
+    ("POST", V, {"json": {"prompt": "a", "anchor": 1.5}}, "anchor"),
+    ("POST", V, {"json": {"prompt": "a", "anchor": "strong"}}, "anchor"),
+    ("POST", V, {"json": {"prompt": "a", "context_noise": 1.0}}, "context_noise"),
     ("POST", V, {"json": {"prompt": "a", "mode": "sideways"}}, "mode"),
     ("POST", V, {"json": {"prompt": "a", "mode": "connect"}}, "video"),
     ("POST", V, {"data": {"prompt": "a", "mode": "loop"}, "files": {"input_reference": ("a.png", CORRUPT_PNG,

@@ -86,6 +86,7 @@ DEFAULT_SIZE = "64x64"
 MAX_FORM_FIELDS = 64
 FORM_FIELD = re.compile(r"(?P<name>\w+)\[(?P<key>\w+)\]")
 PARAMS = {"prompt", "model", "seconds", "size", "seed", "steps", "guidance", "negative_prompt", "expand", "storyboard",
+          "context_noise", "anchor",
           "mode", "strength", "direction", "name", "input_reference", "video", "video_end"}
 
 
@@ -151,6 +152,11 @@ class Sampling(BaseModel):
                                         description="kinema: what to steer away from")
     expand: bool | None = Field(None, description="kinema: expand the prompt into the caption style the model "
                                                 "was trained on (default: true; the expansion is in the metadata)")
+    context_noise: float | None = Field(None, ge=0, lt=1, description="kinema, long videos: noise level in [0, 1) "
+                                        "of the frames each later pass continues from (default: the model's)")
+    anchor: float | None = Field(None, ge=0, le=1, description="kinema, long videos: strength in [0, 1] with which "
+                                 "each later pass keeps the levels and contrast of its shot's opening (default: the "
+                                 "model's; 0: off)")
 
 
 class CreateVideo(Sampling):
@@ -315,6 +321,9 @@ def video_object(state: ServerState, job: Job, *, position: bool = False) -> dic
         "steps": params.get("steps") or state.pipe.defaults.steps,
         "guidance": state.pipe.defaults.guidance_scale if params.get("guidance") is None else params["guidance"],
         "negative_prompt": params.get("negative_prompt"), "storyboard": params.get("storyboard"),
+        "context_noise": state.pipe.defaults.context_noise if params.get("context_noise") is None
+        else params["context_noise"],
+        "anchor": state.pipe.defaults.anchor if params.get("anchor") is None else params["anchor"],
         "expanded_prompt": params.get("prompt") if params.get("prompt") != job.prompt else None,
         "characters": server.get("characters", []),
     }
@@ -474,6 +483,9 @@ def _sampling(params: Sampling) -> dict:
               "negative_prompt": params.negative_prompt}
     if params.expand is not None:
         fields["expand"] = params.expand
+    for name in ("context_noise", "anchor"):
+        if getattr(params, name) is not None:
+            fields[name] = getattr(params, name)
     return fields
 
 
