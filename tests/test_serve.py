@@ -663,7 +663,12 @@ def test_studio_generates_and_plays_a_video(server, tmp_path):
             page.fill("#shots .shot:nth-child(2) .shot-prompt", "the red ball bounces")
             page.fill("#shots .shot:nth-child(1) .shot-seconds", "1")
             page.fill("#shots .shot:nth-child(2) .shot-seconds", "1")
+            page.click("#advanced summary")  # long-video settings reach the run and its metadata
+            page.fill("#anchor", "0.5")
+            page.fill("#context-noise", "0.25")
             next_video(17 / 8)
+            shown = page.text_content("#metadata")
+            assert "anchor0.5" in shown.replace(" ", "") and "context noise0.25" in shown, shown
             page.wait_for_function("() => document.querySelectorAll('#gallery .card .badge.completed').length >= 4")
             # Without the token the page says what is missing instead of failing silently.
             page.evaluate("localStorage.removeItem('kinema-token')")

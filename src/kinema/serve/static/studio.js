@@ -114,7 +114,10 @@ function storyboard() {
 }
 
 function addSampling(data) {
-  const fields = { seed: "#seed", steps: "#steps", guidance: "#guidance", negative_prompt: "#negative" };
+  const fields = {
+    seed: "#seed", steps: "#steps", guidance: "#guidance", negative_prompt: "#negative",
+    context_noise: "#context-noise", anchor: "#anchor",
+  };
   for (const [name, selector] of Object.entries(fields)) {
     const value = $(selector).value.trim();
     if (value !== "") data.set(name, value);
@@ -261,6 +264,8 @@ function showMetadata(video, metadata) {
     "model sha256": metadata.model_sha256, "kinema version": metadata.kinema_version, created: metadata.created,
   };
   if (metadata.negative_prompt) rows["negative prompt"] = metadata.negative_prompt;
+  if (metadata.context_noise !== undefined) rows["context noise"] = metadata.context_noise;
+  if (metadata.anchor !== undefined) rows.anchor = metadata.anchor;
   if (video.remixed_from_video_id) rows["remixed from"] = video.remixed_from_video_id;
   if (metadata.note) rows.note = metadata.note;
   for (const [key, value] of Object.entries(rows)) {
