@@ -251,12 +251,7 @@ def test_cli_storyboard_and_long_video(tmp_path, random_model):
     result = run("generate", "Sand, day.", "--shot", "2:wide:a red ball", "--shot", "1:close-up:the red ball bounces",
                  "-o", str(flags), "--model", str(random_model))
     assert result.returncode == 0, result.stderr
-    # Flags and file describe the same storyboard. (Not compared pixel for pixel: x264 with its macroblock tree
-    # does not always encode the same frames to the same bytes.)
-    flag_meta = read_metadata(flags)
-    assert read_video(flags)[0].shape == frames.shape
-    assert {k: flag_meta[k] for k in ("storyboard", "shot_texts", "shot_starts", "seed")} == {
-        k: meta[k] for k in ("storyboard", "shot_texts", "shot_starts", "seed")}
+    assert np.array_equal(read_video(flags)[0], frames), "flags and file describe the same storyboard"
     long = tmp_path / "long.mp4"
     result = run("generate", "a blue box rolls to the left", "--seconds", "12", "-o", str(long), "--model",
                  str(random_model), "--size", "32x32", "--context-noise", "0.25", "--anchor", "0.5")
