@@ -347,7 +347,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 @app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="world, vae, train, dit or pipeline (benchmarks/bench_NAME.py).")],
+    name: Annotated[str, typer.Argument(help="world, vae, train, dit, pipeline or long (benchmarks/bench_NAME.py).")],
 ) -> None:
     """Run a benchmark from the source checkout; it prints JSON lines (extra flags are passed through)."""
     import runpy
