@@ -391,7 +391,7 @@ class WorldPipe:
     weights_sha256 = "0" * 64
 
     class defaults:
-        fps, steps, guidance_scale, sampler = FPS, 2, 1.0, "euler"
+        fps, steps, guidance_scale, storyboard_guidance, sampler = FPS, 2, 1.0, None, "euler"
         window, context, memory, context_noise, anchor = 13, 1, 2, 0.0, 0.0
 
     class vae:

@@ -434,3 +434,48 @@ def test_anchor_keeps_a_long_videos_later_passes_at_the_levels_of_its_first(pipe
     for bad in (-0.1, 1.5, float("nan"), True):
         with pytest.raises(KinemaError, match="anchor"):
             generate_long(pipe, ["a ball"], 41, 32, 32, window=5, context=1, anchor=bad)
+
+
+def test_storyboards_use_the_models_storyboard_guidance(tmp_path, tiny_model_folder, monkeypatch):
+    from types import SimpleNamespace
+
+    from kinema.generate import Request, guidance_for
+    from kinema.media import read_metadata, read_video
+    from kinema.pipeline import SamplingDefaults
+
+    board = {"shots": [{"seconds": 1, "framing": "wide", "prompt": "a red ball"},
+                       {"seconds": 1, "framing": "closeup", "prompt": "the red ball"}]}
+    pipe = SimpleNamespace(defaults=SamplingDefaults(guidance_scale=4.0, storyboard_guidance=7.0))
+    assert guidance_for(pipe, Request(prompt="", storyboard=board)) == 7.0
+    assert guidance_for(pipe, Request(prompt="", storyboard=board, guidance=2.0)) == 2.0, "the request's own wins"
+    assert guidance_for(pipe, Request(prompt="a red ball")) == 4.0
+    plain = SimpleNamespace(defaults=SamplingDefaults(guidance_scale=4.0))
+    assert guidance_for(plain, Request(prompt="", storyboard=board)) == 4.0, "none set: the model's guidance"
+    # End to end: the model's storyboard guidance is what the storyboard runs with.
+    model = tiny_model_folder(tmp_path / "model", steps=1, window=5, storyboard_guidance=2.5)
+    path = tmp_path / "board.yaml"
+    path.write_text(json.dumps(board))
+    made, given = tmp_path / "made.mp4", tmp_path / "given.mp4"
+    assert run("generate", "--storyboard", str(path), "-o", str(made), "--model", str(model)).returncode == 0
+    assert run("generate", "--storyboard", str(path), "-o", str(given), "--model", str(model),
+               "--guidance", "2.5").returncode == 0
+    assert read_metadata(made)["guidance"] == 2.5
+    assert np.array_equal(read_video(made)[0], read_video(given)[0])
+    # (A random tiny model ignores its text, so guidance cannot change its pixels: the sampler's call is checked.)
+    import kinema.longvideo
+    from kinema.generate import load_pipeline
+    from kinema.generate import run as run_request
+
+    seen = []
+    real = kinema.longvideo.generate_long
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["guidance_scale"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kinema.longvideo, "generate_long", recording)
+    loaded = load_pipeline(model)
+    run_request(loaded, Request(prompt="", storyboard=board, output=str(tmp_path / "a.mp4")))
+    run_request(loaded, Request(prompt="", storyboard=board, output=str(tmp_path / "b.mp4"), guidance=4.0))
+    run_request(loaded, Request(prompt="a red ball", seconds=8, size="32x32", output=str(tmp_path / "c.mp4")))
+    assert seen == [2.5, 4.0, 4.0], "storyboard default, the request's own, the model's guidance for the rest"

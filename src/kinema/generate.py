@@ -191,13 +191,24 @@ def run(pipe, request: Request, progress=None, log=None) -> Path:
     return write_video(output, frames_out, fps, metadata=metadata)
 
 
+def guidance_for(pipe, request: Request) -> float:
+    """The guidance scale a request runs with: its own, else the model's for storyboards
+    (``SamplingDefaults.storyboard_guidance``) or for everything else."""
+    if request.guidance is not None:
+        return request.guidance
+    storyboard = pipe.defaults.storyboard_guidance
+    if request.storyboard is not None and storyboard is not None:
+        return storyboard
+    return pipe.defaults.guidance_scale
+
+
 def _metadata(pipe, request: Request, mode: str, width: int, height: int, fps: float, frames: int,
               **extra) -> dict:
     """The provenance written into the output and its sidecar JSON."""
     return {
         "prompt": request.prompt, "negative_prompt": request.negative_prompt, "mode": mode, "seed": request.seed,
         "steps": request.steps or pipe.defaults.steps,
-        "guidance": pipe.defaults.guidance_scale if request.guidance is None else request.guidance,
+        "guidance": guidance_for(pipe, request),
         "sampler": request.sampler or pipe.defaults.sampler, "size": f"{width}x{height}", "fps": fps,
         "frames": frames, "model": pipe.name, "model_sha256": pipe.weights_sha256, **extra,
         "inputs": {k: v for k, v in asdict(request).items() if k in ("image", "extend", "connect", "edit") and v},
@@ -237,7 +248,7 @@ def _run_long(pipe, request: Request, mode: str, frames: int, width: int, height
     generator = torch.Generator().manual_seed(request.seed)
     windows = long_video_settings(pipe, request)
     frames_out = generate_long(pipe, texts, frames, height, width, shot_starts=shot_starts,
-                               num_inference_steps=request.steps, guidance_scale=request.guidance,
+                               num_inference_steps=request.steps, guidance_scale=guidance_for(pipe, request),
                                generator=generator, negative_prompt=request.negative_prompt, image=image, video=video,
                                sampler=request.sampler, callback=progress, **windows)
     metadata = _metadata(pipe, request, mode, width, height, fps, int(frames_out.shape[0]),

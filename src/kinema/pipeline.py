@@ -44,6 +44,7 @@ class KinemaPipelineOutput(BaseOutput):
 class SamplingDefaults:
     steps: int = 20
     guidance_scale: float = 4.0
+    storyboard_guidance: float | None = None  # guidance for storyboards (None: guidance_scale)
     sampler: str = "euler"
     shift: float | None = None  # None: grows with the token count (FlowConfig)
     fps: float = 8.0

@@ -167,7 +167,7 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
 
     from kinema.eval.analyzer import analyze_file
     from kinema.eval.metrics import score_clip, summarize
-    from kinema.generate import Request, long_video_settings, run, validate
+    from kinema.generate import Request, guidance_for, long_video_settings, run, validate
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -194,7 +194,7 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
                                                                      disable=not progress or None):
         wanted = {"prompt": request.prompt, "seed": request.seed, "size": f"{width}x{height}", "fps": fps,
                   "steps": request.steps or pipe.defaults.steps,
-                  "guidance": pipe.defaults.guidance_scale if request.guidance is None else request.guidance,
+                  "guidance": guidance_for(pipe, request),
                   "model_sha256": pipe.weights_sha256, "frames": frames,
                   "expand": request.expand and item.storyboard is None}
         windows = long_video_settings(pipe, request)
