@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -326,13 +327,23 @@ def test_a_batch_that_does_not_split_over_processes_is_a_clear_error():
 # ----------------------------------------------------------------------------- distributed
 
 
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 def test_two_processes_match_one_process_with_ddp_and_fsdp(tmp_path):
     single = tmp_path / "single"
     train(make_config(single, steps=6, micro_batch_size=2), noisy=False)
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(HERE), "distributed", str(tmp_path)],
-        capture_output=True, text=True, timeout=180, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    for _attempt in range(2):
+        for mode in ("ddp", "fsdp"):
+            shutil.rmtree(tmp_path / mode, ignore_errors=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+             str(HERE), "distributed", str(tmp_path)],
+            capture_output=True, text=True, timeout=180, env=os.environ | {"OMP_NUM_THREADS": "1"})
+        # A rank now and then aborts in C++ as the processes wind down ("terminate called without an active
+        # exception": once in 8 runs of the whole suite on 2 cores); that crash, and nothing else, gets a second run.
+        if result.returncode == 0 or TEARDOWN_ABORT not in result.stderr:
+            break
     assert result.returncode == 0, result.stderr[-3000:]
     expected = metrics(single)
     for mode in ("ddp", "fsdp"):
