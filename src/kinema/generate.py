@@ -191,15 +191,18 @@ def run(pipe, request: Request, progress=None, log=None) -> Path:
     return write_video(output, frames_out, fps, metadata=metadata)
 
 
+def default_guidance(defaults, storyboard: bool) -> float:
+    """The model's guidance scale: ``storyboard_guidance`` for a storyboard when it is set, else ``guidance_scale``."""
+    if storyboard and defaults.storyboard_guidance is not None:
+        return defaults.storyboard_guidance
+    return defaults.guidance_scale
+
+
 def guidance_for(pipe, request: Request) -> float:
-    """The guidance scale a request runs with: its own, else the model's for storyboards
-    (``SamplingDefaults.storyboard_guidance``) or for everything else."""
+    """The guidance scale a request runs with: its own, else the model's (``default_guidance``)."""
     if request.guidance is not None:
         return request.guidance
-    storyboard = pipe.defaults.storyboard_guidance
-    if request.storyboard is not None and storyboard is not None:
-        return storyboard
-    return pipe.defaults.guidance_scale
+    return default_guidance(pipe.defaults, request.storyboard is not None)
 
 
 def _metadata(pipe, request: Request, mode: str, width: int, height: int, fps: float, frames: int,

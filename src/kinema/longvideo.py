@@ -302,12 +302,12 @@ def anchor_levels(new: torch.Tensor, latents: torch.Tensor, start: int, shot_of:
     out = new.clone()
     count = new.shape[2]
     for shot in sorted(set(shot_of[start:start + count])):
-        mine = [i for i in range(count) if shot_of[start + i] == shot]
-        made = [f for f in range(start) if shot_of[f] == shot]
-        if not made:
-            continue
         if shot not in references:
+            made = [f for f in range(start) if shot_of[f] == shot]
+            if not made:
+                continue
             references[shot] = latent_levels(latents[:, :, made])
+        mine = [i for i in range(count) if shot_of[start + i] == shot]
         reference_levels, reference_spread = references[shot]
         frames = new[:, :, mine]
         levels, spread = latent_levels(frames)
@@ -417,7 +417,7 @@ def generate_long(
     if given is not None:
         latents[:, :, :given.shape[2]] = given
     total = steps * len(plan)
-    references: dict[int, torch.Tensor] = {}
+    references: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # a shot's levels and spread (anchor_levels)
     for n, win in enumerate(plan):
         known_count = len(win.known)
         noise = torch.randn((1, channels, win.count, plh, plw), generator=generator)

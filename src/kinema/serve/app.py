@@ -50,6 +50,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import kinema
 from kinema.errors import KinemaError
 from kinema.generate import Request as GenerateRequest
+from kinema.generate import default_guidance
 from kinema.media import DEFAULT_MAX_PIXELS
 from kinema.pipeline import MAX_PROMPT_CHARS
 from kinema.serve import characters as character_tools
@@ -307,15 +308,6 @@ class ServerState:
         return self.config.media_folder
 
 
-def _guidance(defaults, params: dict) -> float:
-    """The guidance a job runs with (as ``kinema.generate.guidance_for``)."""
-    if params.get("guidance") is not None:
-        return params["guidance"]
-    if params.get("storyboard") is not None and defaults.storyboard_guidance is not None:
-        return defaults.storyboard_guidance
-    return defaults.guidance_scale
-
-
 def video_object(state: ServerState, job: Job, *, position: bool = False) -> dict:
     """The OpenAI Video object of a job, with kinema's settings under ``kinema``."""
     params = job.params
@@ -328,7 +320,8 @@ def video_object(state: ServerState, job: Job, *, position: bool = False) -> dic
     extension = {
         "mode": server.get("mode"), "seed": params.get("seed"),
         "steps": params.get("steps") or state.pipe.defaults.steps,
-        "guidance": _guidance(state.pipe.defaults, params),
+        "guidance": default_guidance(state.pipe.defaults, params.get("storyboard") is not None)
+        if params.get("guidance") is None else params["guidance"],
         "negative_prompt": params.get("negative_prompt"), "storyboard": params.get("storyboard"),
         "context_noise": state.pipe.defaults.context_noise if params.get("context_noise") is None
         else params["context_noise"],
