@@ -245,11 +245,14 @@ def eval_clips(
 ) -> None:
     """Score every clip of a folder against its manifest (caption, shots, scene) and print a table."""
     from kinema.eval.clips import evaluate_folder, format_attribute_checks, format_table
+    from kinema.eval.metrics import format_clip_targets
 
     report = evaluate_folder(folder)
     typer.echo(format_table(report))
     if checks := format_attribute_checks(report["summary"]):
         typer.echo(checks)
+    if targets := format_clip_targets(report["summary"]):
+        typer.echo(targets)
     if json_out:
         path = Path(folder) / "eval.json"
         path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -276,6 +279,7 @@ def eval_suite(
     cross-shot consistency and adherence per shot; both are printed next to their targets."""
     from kinema.eval.clips import format_attribute_checks, format_table
     from kinema.eval.long import format_targets
+    from kinema.eval.metrics import format_clip_targets
     from kinema.eval.suite import load_suite, run_suite
     from kinema.generate import load_pipeline
 
@@ -287,6 +291,8 @@ def eval_suite(
     typer.echo(format_table(report))
     if checks := format_attribute_checks(report["summary"]):
         typer.echo(checks)
+    if targets := format_clip_targets(report["summary"]):
+        typer.echo(targets)
     if report.get("targets"):
         typer.echo(format_targets(report["targets"]))
     if json_out:

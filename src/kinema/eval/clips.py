@@ -14,7 +14,10 @@ TABLE = [
     ("bounces", "bounce", True),
     ("parabola_residual_px", "parab px", False),
     ("gravity_consistency", "gravity", True),
+    ("parabola_fit", "parab fit", True),
+    ("rebound", "rebound", True),
     ("permanence", "perm", True),
+    ("marks_kept", "marks", True),
     ("color_drift", "drift", False),
     ("cross_shot_consistency", "x-shot", True),
     ("shot_count", "cuts", True),
@@ -53,7 +56,7 @@ def evaluate_folder(folder: str | Path, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     from kinema.eval.analyzer import analyze_file
-    from kinema.eval.metrics import score_clip, summarize
+    from kinema.eval.metrics import clip_targets, score_clip, summarize
     from kinema.world.dataset import load_ground_truth, read_manifest
 
     folder = Path(folder)
@@ -65,7 +68,8 @@ def evaluate_folder(folder: str | Path, progress: bool = True) -> dict:
         truth = load_ground_truth(folder, record) if record.get("ground_truth") else None
         scores = score_clip(analysis, expectation_from_record(record, truth))
         clips.append({"file": record["file"], "caption": record.get("caption", ""), "scores": scores})
-    return {"folder": str(folder), "clips": clips, "summary": summarize([c["scores"] for c in clips])}
+    summary = summarize([c["scores"] for c in clips])
+    return {"folder": str(folder), "clips": clips, "summary": summary, "clip_targets": clip_targets(summary)}
 
 
 def _cell(value) -> str:

@@ -14,9 +14,13 @@ cameras never show, such as one thrown in just before the end): then it may be m
 
 ``score_clip`` returns one number per metric: in [0, 1] with 1 best, except ``parabola_residual_px``
 and ``color_drift`` (lower is better), ``gravity_estimate`` (m/s²) and the event counts; None where a
-metric does not apply. ``attributes_object``, ``_size``, ``_count``, ``_sky`` and ``_ground`` split
-``attributes`` by kind of check, and ``attributes_object_colour`` finds objects by colour alone
-(``attribute_checks``). ``expectation_from_scene`` builds ``expected`` for a simulator clip.
+metric does not apply. The physics targets read ``parabola_fit`` (free-flight segments that fit a
+parabola with the world's gravity), ``bounces``, ``rebound`` (heavy objects rebound lower than bouncy
+ones), ``permanence_clean`` (1 when nothing vanishes or appears) and ``marks_kept`` (paint marks stay);
+``marks_made`` is a diagnostic beside it (``CLIP_TARGETS``). ``attributes_object``, ``_size``,
+``_count``, ``_sky`` and ``_ground`` split ``attributes`` by kind of check, and
+``attributes_object_colour`` finds objects by colour alone (``attribute_checks``).
+``expectation_from_scene`` builds ``expected`` for a simulator clip.
 Static shots are the expected wide and medium ones, or where no framing is given, the shots whose
 background the analyzer found still.
 """
@@ -43,6 +47,11 @@ MIN_FLIGHT_FRAMES = 5
 KINK_PX = 0.5  # a jump in the second difference of row this big splits a flight
 GROUND_CLEARANCE_PX = 0.5  # plus a quarter radius: closer to the ground, small hops hide between frames
 GRAVITY_TOLERANCE = 0.15
+PARABOLA_FIT_PX = 1.0  # a free-flight segment fits a parabola when its RMS residual is this small at 64x64
+REBOUND_SPLIT = float(np.sqrt(MATERIALS["bouncy"] ** 2 * MATERIALS["heavy"] ** 2))  # rebound / drop height
+MIN_DROP_PX = 3.0  # a drop this high (px) or more makes a rebound ratio worth reading
+MARK_KEPT_SHARE = 0.8  # a mark is kept when seen in this share of its shot's frames after it appears
+MIN_MARK_FRAMES = 2  # a mark must be seen in this many consecutive frames to count as made
 MAX_GAP_FRAMES = 1  # a track may miss this many frames in a row without counting as vanishing
 COLOR_DRIFT_LIMIT = 0.05
 COMPARABLE_SIZE = 1.3  # a track's colour is compared between views whose sizes differ less than this
@@ -401,14 +410,15 @@ def gravity_fits(analysis: VideoAnalysis, expected: dict) -> list[dict]:
     return fits
 
 
-def gravity_scores(analysis: VideoAnalysis, expected: dict) -> tuple[float | None, float | None, float | None]:
+def gravity_scores(analysis: VideoAnalysis, expected: dict,
+                   fits: list[dict] | None = None) -> tuple[float | None, float | None, float | None]:
     """(RMS parabola residual in px over all free-flight segments, gravity consistency, median g).
 
     Gravity consistency is the fraction of segments whose g is within 15 % of the expected
     magnitude (9.81 m/s² unless ``expected["gravity"]`` says otherwise) and points down: a world
-    where things fall up scores 0 whatever the prompt claimed.
+    where things fall up scores 0 whatever the prompt claimed. ``fits``: ``gravity_fits``, if already made.
     """
-    fits = gravity_fits(analysis, expected)
+    fits = gravity_fits(analysis, expected) if fits is None else fits
     if not fits:
         return None, None, None
     residual = float(np.sqrt(np.mean([f["residual_px"] ** 2 for f in fits])))
@@ -418,6 +428,159 @@ def gravity_scores(analysis: VideoAnalysis, expected: dict) -> tuple[float | Non
         return residual, None, None
     good = [abs(g - reference) <= GRAVITY_TOLERANCE * reference for g in estimates]
     return residual, float(np.mean(good)), float(np.median(estimates))
+
+
+def parabola_fit_score(analysis: VideoAnalysis, expected: dict, fits: list[dict] | None = None) -> float | None:
+    """The fraction of free-flight segments that fit a parabola with the world's gravity: RMS residual
+    at most PARABOLA_FIT_PX (at 64x64; scaled with the frame's smaller side) and, where the scale is
+    known, g within GRAVITY_TOLERANCE of the expected magnitude, pointing down. None without segments."""
+    fits = gravity_fits(analysis, expected) if fits is None else fits
+    if not fits:
+        return None
+    limit = PARABOLA_FIT_PX * min(analysis.width, analysis.height) / 64.0
+    reference = abs(float(expected.get("gravity") or GRAVITY))
+    good = [f["residual_px"] <= limit
+            and (f["gravity"] is None or abs(f["gravity"] - reference) <= GRAVITY_TOLERANCE * reference)
+            for f in fits]
+    return float(np.mean(good))
+
+
+def _expected_object(expected: dict, track: Track) -> dict | None:
+    """The one expected object with the track's colour and shape (None if none or several)."""
+    found = [o for o in expected.get("objects") or [] if (o.get("color"), o.get("shape")) == track.key]
+    return found[0] if len(found) == 1 else None
+
+
+def rebounds(analysis: VideoAnalysis, track: Track, static: np.ndarray) -> list[dict]:
+    """Ground bounces whose drop and rebound can both be read: ``ratio`` = rebound height / drop
+    height, each from the ground row to the object's bottom at the highest sample of the flight
+    into and out of the bounce (followed from the bounce for as long as the object keeps rising).
+    Both tops must lie inside the static run, with a sample on their far side, so that neither is cut
+    off by what was seen; the top before may also be the first frame of the shot (the object started
+    there). The world makes the ratio restitution squared: 0.64 for bouncy objects, 0.12 for heavy."""
+    rows_of = dict(zip(track.frames, track.row))
+    radius_of = dict(zip(track.frames, track.radius_px))
+    clean_of = dict(zip(track.frames, track.clean))
+    bounces = {b["frame"]: b for b in detect_bounces(analysis, track, static) if b["at_ground"] and not b["at_object"]}
+    out = []
+    for run in _runs(analysis, track.frames, static):
+        rows = [rows_of[f] for f in run]
+        opens_shot = run[0] == 0 or analysis.shot_of(run[0]) != analysis.shot_of(run[0] - 1)
+        for k, f in enumerate(run):
+            if f not in bounces:
+                continue
+            after = k + 1
+            while after + 1 < len(run) and rows[after + 1] < rows[after]:
+                after += 1
+            before = k - 1
+            while before - 1 >= 0 and rows[before - 1] < rows[before]:
+                before -= 1
+            if after + 1 >= len(run) or (before == 0 and not opens_shot):
+                continue  # the top may lie outside what was seen
+            top_before, top_after = run[before], run[after]
+            if not (clean_of[top_before] and clean_of[top_after]):
+                continue
+            ground = bounces[f]["ground_row"]
+            drop = ground - (rows_of[top_before] + radius_of[top_before])
+            rise = ground - (rows_of[top_after] + radius_of[top_after])
+            if drop >= MIN_DROP_PX:
+                out.append({"frame": f, "drop_px": float(drop), "rise_px": float(rise),
+                            "ratio": float(max(rise, 0.0) / drop)})
+    return out
+
+
+def rebound_score(analysis: VideoAnalysis, expected: dict) -> float | None:
+    """Heavy objects bounce lower than bouncy ones: of the readable rebounds (``rebounds``) of objects
+    whose material the expectation names, the fraction on their material's side of REBOUND_SPLIT (the
+    geometric mean of the two materials' restitution squared). None when none can be read."""
+    static = _static_frames(analysis, expected)
+    verdicts = []
+    for track in analysis.tracks:
+        obj = _expected_object(expected, track)
+        material = None if obj is None else obj.get("material")
+        if material not in MATERIALS:
+            continue
+        for r in rebounds(analysis, track, static):
+            verdicts.append((r["ratio"] < REBOUND_SPLIT) == (material == "heavy"))
+    return float(np.mean(verdicts)) if verdicts else None
+
+
+def mark_tracks(analysis: VideoAnalysis, static: np.ndarray) -> list[dict]:
+    """Paint marks followed through each static run of frames within a shot: a mark is a colour at a
+    place on the ground (detections of its colour overlapping its extent, within 2 px). Each entry:
+    ``color``, ``first`` frame seen, ``seen`` (frames seen), ``frames`` (frames from ``first`` to the
+    run's end where it could be seen: not behind the occluder)."""
+    out: list[dict] = []
+    frames = list(range(analysis.num_frames))
+    for run in _runs(analysis, frames, static):
+        marks: list[dict] = []
+        for f in run:
+            for det in analysis.frames[f].marks:
+                match = next((m for m in marks if m["color"] == det.color
+                              and det.x0 < m["x1"] + 2 and m["x0"] - 2 < det.x1), None)
+                if match is None:
+                    marks.append({"color": det.color, "x0": det.x0, "x1": det.x1, "first": f, "seen": {f}})
+                else:
+                    match["seen"].add(f)
+                    match["x0"], match["x1"] = min(match["x0"], det.x0), max(match["x1"], det.x1)
+        for m in marks:
+            later = [f for f in run if f >= m["first"] and not _mark_hidden(analysis, f, m["x0"], m["x1"])]
+            out.append({"color": m["color"], "first": m["first"], "seen": sorted(m["seen"]), "frames": later,
+                        "x0": m["x0"], "x1": m["x1"]})
+    return out
+
+
+def _mark_hidden(analysis: VideoAnalysis, frame: int, x0: float, x1: float) -> bool:
+    """Half or more of the mark's extent lies behind the occluder (widened by a pixel each side)."""
+    box = analysis.frames[frame].occluder_bbox
+    if box is None:
+        return False
+    overlap = min(x1, box[2] + 1) - max(x0, box[0] - 1)
+    return overlap >= 0.5 * (x1 - x0)
+
+
+def _made(mark: dict) -> bool:
+    """Seen in MIN_MARK_FRAMES consecutive frames: a mark, not a flicker of colour."""
+    seen = mark["seen"]
+    return any(all(f + k in seen for k in range(MIN_MARK_FRAMES)) for f in seen)
+
+
+def marks_kept_score(analysis: VideoAnalysis, expected: dict) -> float | None:
+    """A paint-covered object's marks stay: of the marks made (``mark_tracks``, seen in at least
+    MIN_MARK_FRAMES frames in a row, in static shots), the fraction seen in at least MARK_KEPT_SHARE of
+    the frames from their first to the end of their run and in one of its last two frames. None when
+    no mark is made."""
+    static = _static_frames(analysis, expected)
+    verdicts = []
+    for mark in mark_tracks(analysis, static):
+        if not _made(mark) or not mark["frames"]:
+            continue
+        visible = set(mark["frames"])
+        share = len(visible & set(mark["seen"])) / len(visible)
+        at_end = bool(set(mark["frames"][-2:]) & set(mark["seen"]))
+        verdicts.append(share >= MARK_KEPT_SHARE and at_end)
+    return float(np.mean(verdicts)) if verdicts else None
+
+
+def marks_made_score(analysis: VideoAnalysis, expected: dict) -> float | None:
+    """A diagnostic beside ``marks_kept``: of the paint-covered objects that should leave a mark (a
+    ``mark`` event where events are given, else a falling action), the fraction whose colour shows as
+    a mark made. None when no object should mark the ground."""
+    objects = expected.get("objects") or []
+    events = expected.get("events")
+    static = _static_frames(analysis, expected)
+    if events:
+        # A mark appears the frame after its event and must then be seen for MIN_MARK_FRAMES frames.
+        should = {int(e["objects"][0]) for e in events if e.get("kind") == "mark" and e.get("objects")
+                  and int(e["frame"]) + MIN_MARK_FRAMES < analysis.num_frames
+                  and static[int(e["frame"]) + 1:int(e["frame"]) + 1 + MIN_MARK_FRAMES].all()}
+    else:
+        should = {i for i, o in enumerate(objects) if o.get("paint") and o.get("action") in BOUNCING_ACTIONS}
+    should = {i for i in should if 0 <= i < len(objects)}
+    if not should:
+        return None
+    made = {m["color"] for m in mark_tracks(analysis, static) if _made(m)}
+    return float(np.mean([objects[i].get("color") in made for i in sorted(should)]))
 
 
 def _near_edge(analysis: VideoAnalysis, det: ObjectDetection, velocity: tuple[float, float]) -> bool:
@@ -573,7 +736,8 @@ def shot_count_score(analysis: VideoAnalysis, expected: dict) -> float | None:
 
 def score_clip(analysis: VideoAnalysis, expected: dict) -> dict[str, float | None]:
     """Every metric for one clip (see the module docstring for ``expected``)."""
-    residual, consistency, gravity = gravity_scores(analysis, expected)
+    fits = gravity_fits(analysis, expected)
+    residual, consistency, gravity = gravity_scores(analysis, expected, fits)
     permanence, vanish, spawn = permanence_score(analysis, expected)
     drift = color_drift(analysis)
     checks = attribute_checks(analysis, expected)
@@ -583,16 +747,47 @@ def score_clip(analysis: VideoAnalysis, expected: dict) -> dict[str, float | Non
         "motion_direction": motion_direction_score(analysis, expected),
         "bounces": bounce_score(analysis, expected),
         "parabola_residual_px": residual,
+        "parabola_fit": parabola_fit_score(analysis, expected, fits),
+        "rebound": rebound_score(analysis, expected),
         "gravity_consistency": consistency,
         "gravity_estimate": gravity,
         "permanence": permanence,
+        "permanence_clean": None if permanence is None else float(vanish + spawn == 0),
         "vanish_events": float(vanish),
         "spawn_events": float(spawn),
+        "marks_kept": marks_kept_score(analysis, expected),
+        "marks_made": marks_made_score(analysis, expected),
         "color_drift": drift,
         "color_stability": None if drift is None else float(drift < COLOR_DRIFT_LIMIT),
         "cross_shot_consistency": cross_shot_score(analysis, expected),
         "shot_count": shot_count_score(analysis, expected),
     }
+
+
+# The embedded model's targets for single-clip measures: (metric, target, what it is), each a mean over
+# clips of ``score_clip``'s value (``permanence_clean``: the fraction of clips where nothing vanishes).
+CLIP_TARGETS = (
+    ("attributes", 0.95, "object colour, shape, count; sky and ground"),
+    ("motion_direction", 0.95, "motion direction"),
+    ("parabola_fit", 0.90, "free flight fits a parabola with the world's gravity"),
+    ("bounces", 0.90, "bounces only at the ground or against objects"),
+    ("rebound", 0.90, "heavy objects rebound lower than bouncy ones"),
+    ("permanence_clean", 0.95, "clips where no object vanishes or appears"),
+    ("marks_kept", 0.90, "paint marks stay until the end"),
+)
+
+
+def clip_targets(summary: dict) -> dict[str, dict]:
+    """Each of CLIP_TARGETS that the summary has a value for: value, target and whether it is met."""
+    return {name: {"value": summary[name], "target": target, "met": summary[name] >= target, "what": what}
+            for name, target, what in CLIP_TARGETS if summary.get(name) is not None}
+
+
+def format_clip_targets(summary: dict) -> str | None:
+    """One line: each single-clip measure against its target, or None when none applies."""
+    parts = [f"{name} {t['value']:.2f} (>= {t['target']:.2f}{'' if t['met'] else ', not met'})"
+             for name, t in clip_targets(summary).items()]
+    return "targets: " + "; ".join(parts) if parts else None
 
 
 def summarize(scores: list[dict]) -> dict[str, float | None]:

@@ -166,7 +166,7 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
     from tqdm import tqdm
 
     from kinema.eval.analyzer import analyze_file
-    from kinema.eval.metrics import score_clip, summarize
+    from kinema.eval.metrics import clip_targets, score_clip, summarize
     from kinema.generate import Request, guidance_for, long_video_settings, run, validate
 
     out_dir = Path(out_dir)
@@ -218,9 +218,11 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
     report = {
         "suite": suite.name, "model": pipe.name, "model_sha256": pipe.weights_sha256, "clips": clips,
         "summary": summarize([c["scores"] for c in clips]),
+        "clip_targets": None,
         "generate_seconds_median": (sorted(generated_seconds)[len(generated_seconds) // 2]
                                     if generated_seconds else None),
     }
+    report["clip_targets"] = clip_targets(report["summary"])
     if any(c.get("stability") or c.get("cross_shot") for c in clips):
         report["targets"] = suite_targets(clips)
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

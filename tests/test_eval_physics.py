@@ -1,0 +1,83 @@
+"""The measures behind the physics targets: free flight fits a parabola with the world's gravity,
+heavy objects rebound lower than bouncy ones, and paint marks stay. World clips pass them, and
+clips that break the rule they check fail them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kinema.eval import analyze_video, expectation_from_scene, score_clip
+from kinema.eval.metrics import REBOUND_SPLIT, _static_frames, rebounds
+from kinema.media import read_video, write_video
+from kinema.world import SceneOptions, render, sample_scene, simulate
+from kinema.world.scene import LATENT_STRIDE, ObjectSpec, SceneSpec, ShotSpec
+
+
+def through_h264(frames, tmp_path, name="clip.mp4"):
+    return read_video(write_video(tmp_path / name, frames, 8.0, sidecar=False))[0]
+
+
+def dropped(material="bouncy", paint=False, gravity=9.81, seconds=4, y=7.0, ground="sand"):
+    obj = ObjectSpec(0, "red", "ball", "large", material, paint, "dropped", 6.0, y, 0.0, 0.0)
+    frames = 1 + LATENT_STRIDE * int(seconds * 2)
+    return SceneSpec(seed=0, fps=8.0, frames=frames, sky="day", ground=ground, occluder=None, occluder_x=3.0,
+                     objects=[obj], shots=[ShotSpec(0, frames, "wide", 0)], gravity=gravity)
+
+
+def analysed(scene, tmp_path):
+    traj = simulate(scene)
+    frames, _ = render(scene, traj, 64, 64)
+    frames = through_h264(frames, tmp_path)
+    return frames, traj, analyze_video(frames, 8.0), expectation_from_scene(scene, traj)
+
+
+def test_world_clips_pass_the_physics_measures(tmp_path):
+    pooled: dict[str, list[float]] = {"parabola_fit": [], "rebound": [], "marks_kept": [], "marks_made": []}
+    for seed in range(40, 52):
+        scene = sample_scene(seed, SceneOptions(seconds=6, shots=1, occluder_probability=0.5, paint_probability=0.6))
+        traj = simulate(scene)
+        frames, _ = render(scene, traj, 64, 64)
+        scores = score_clip(analyze_video(through_h264(frames, tmp_path), 8.0), expectation_from_scene(scene, traj))
+        for key, values in pooled.items():
+            if scores[key] is not None:
+                values.append(scores[key])
+    for key, values in pooled.items():
+        assert len(values) >= 3, (key, values)  # the measure applies to enough clips to mean something
+        assert np.mean(values) >= 0.9, (key, values)
+
+
+@pytest.mark.parametrize("material", ["bouncy", "heavy"])
+def test_rebound_tells_heavy_from_bouncy(tmp_path, material):
+    _, _, analysis, expected = analysed(dropped(material), tmp_path)
+    track = next(t for t in analysis.tracks if t.key == ("red", "ball"))
+    ratios = [r["ratio"] for r in rebounds(analysis, track, _static_frames(analysis, expected))]
+    assert ratios, "the first rebound is readable"
+    assert (ratios[0] < REBOUND_SPLIT) == (material == "heavy"), ratios
+    assert score_clip(analysis, expected)["rebound"] == 1.0
+    expected["objects"][0]["material"] = "heavy" if material == "bouncy" else "bouncy"
+    assert score_clip(analysis, expected)["rebound"] == 0.0
+
+
+def test_marks_kept_fails_when_the_marks_fade(tmp_path):
+    scene = dropped("bouncy", paint=True, ground="grass")
+    frames, traj, analysis, expected = analysed(scene, tmp_path)
+    assert traj.marks
+    kept = score_clip(analysis, expected)
+    assert kept["marks_kept"] == 1.0 and kept["marks_made"] == 1.0, kept
+    # The ground below the surface as it was before any mark, from three frames after the first one.
+    first = min(m.frame for m in traj.marks)
+    top = int(np.ceil(analysis.frames[0].ground_row + 0.5))
+    faded = frames.copy()
+    faded[first + 3:, top:] = frames[0, top:]
+    scores = score_clip(analyze_video(through_h264(faded, tmp_path, "faded.mp4"), 8.0), expected)
+    assert scores["marks_made"] == 1.0 and scores["marks_kept"] == 0.0, scores
+
+
+def test_parabola_fit_needs_the_worlds_gravity(tmp_path):
+    _, _, analysis, expected = analysed(dropped(gravity=9.81, seconds=2, y=9.0), tmp_path)
+    assert score_clip(analysis, expected)["parabola_fit"] == 1.0
+    # A world with half the gravity: the flight is still a parabola, but the wrong one.
+    _, _, slow, _ = analysed(dropped(gravity=4.9, seconds=2, y=9.0), tmp_path)
+    scores = score_clip(slow, expected)
+    assert scores["parabola_residual_px"] <= 1.0 and scores["parabola_fit"] == 0.0, scores
