@@ -41,6 +41,10 @@ def test_world_make_writes_playable_clips_and_a_manifest(tmp_path):
     assert scored.returncode == 0, scored.stderr
     checks = next(line for line in scored.stdout.splitlines() if line.startswith("attribute checks: "))
     assert "sky 1.00" in checks and "ground 1.00" in checks, checks
+    targets = next(line for line in scored.stdout.splitlines() if line.startswith("targets: "))
+    assert "attributes " in targets and "(3 clips; >= 0.95" in targets, targets
+    report = json.loads((out / "eval.json").read_text())
+    assert report["clip_targets"]["attributes"]["clips"] == 3
     summary = json.loads(scored.stdout.strip().splitlines()[-2])
     assert summary["attributes_sky"] == 1.0 and summary["attributes"] >= 0.9, summary
 

@@ -89,6 +89,9 @@ def test_cache_train_resume_export_generate_and_score(tmp_path, small_vae):
     report = run_suite(suite, pipe, tmp_path / "eval", progress=False)
     assert [c["file"] for c in report["clips"]] == ["0000.mp4", "0001.mp4"]
     assert report["summary"]["clips"] == 2.0 and all(c["generate_seconds"] is not None for c in report["clips"])
+    targets = report["clip_targets"]
+    assert targets["attributes"]["clips"] == 2 and targets["attributes"]["target"] == 0.95
+    assert targets["attributes"]["value"] == report["summary"]["attributes"]
     again = run_suite(suite, pipe, tmp_path / "eval", progress=False)  # reuses the videos, same scores
     assert all(c["generate_seconds"] is None for c in again["clips"])
     assert [c["scores"] for c in again["clips"]] == [c["scores"] for c in report["clips"]]

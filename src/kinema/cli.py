@@ -251,7 +251,7 @@ def eval_clips(
     typer.echo(format_table(report))
     if checks := format_attribute_checks(report["summary"]):
         typer.echo(checks)
-    if targets := format_clip_targets(report["summary"]):
+    if targets := format_clip_targets(report["clip_targets"]):
         typer.echo(targets)
     if json_out:
         path = Path(folder) / "eval.json"
@@ -291,7 +291,7 @@ def eval_suite(
     typer.echo(format_table(report))
     if checks := format_attribute_checks(report["summary"]):
         typer.echo(checks)
-    if targets := format_clip_targets(report["summary"]):
+    if targets := format_clip_targets(report["clip_targets"]):
         typer.echo(targets)
     if report.get("targets"):
         typer.echo(format_targets(report["targets"]))

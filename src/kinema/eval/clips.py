@@ -68,8 +68,8 @@ def evaluate_folder(folder: str | Path, progress: bool = True) -> dict:
         truth = load_ground_truth(folder, record) if record.get("ground_truth") else None
         scores = score_clip(analysis, expectation_from_record(record, truth))
         clips.append({"file": record["file"], "caption": record.get("caption", ""), "scores": scores})
-    summary = summarize([c["scores"] for c in clips])
-    return {"folder": str(folder), "clips": clips, "summary": summary, "clip_targets": clip_targets(summary)}
+    scores = [c["scores"] for c in clips]
+    return {"folder": str(folder), "clips": clips, "summary": summarize(scores), "clip_targets": clip_targets(scores)}
 
 
 def _cell(value) -> str:

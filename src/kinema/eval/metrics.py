@@ -546,14 +546,17 @@ def _made(mark: dict) -> bool:
 
 
 def marks_kept_score(analysis: VideoAnalysis, expected: dict) -> float | None:
-    """A paint-covered object's marks stay: of the marks made (``mark_tracks``, seen in at least
-    MIN_MARK_FRAMES frames in a row, in static shots), the fraction seen in at least MARK_KEPT_SHARE of
-    the frames from their first to the end of their run and in one of its last two frames. None when
-    no mark is made."""
+    """A paint-covered object's marks stay: of the marks made in the colour of an object the
+    expectation calls paint-covered (``mark_tracks``, seen in at least MIN_MARK_FRAMES frames in a row,
+    in static shots), the fraction seen in at least MARK_KEPT_SHARE of the frames from their first to
+    the end of their run and in one of its last two frames. None when no such mark is made."""
+    paint = {o.get("color") for o in expected.get("objects") or [] if o.get("paint")}
+    if not paint:
+        return None
     static = _static_frames(analysis, expected)
     verdicts = []
     for mark in mark_tracks(analysis, static):
-        if not _made(mark) or not mark["frames"]:
+        if mark["color"] not in paint or not _made(mark) or not mark["frames"]:
             continue
         visible = set(mark["frames"])
         share = len(visible & set(mark["seen"])) / len(visible)
@@ -777,17 +780,31 @@ CLIP_TARGETS = (
 )
 
 
-def clip_targets(summary: dict) -> dict[str, dict]:
-    """Each of CLIP_TARGETS that the summary has a value for: value, target and whether it is met."""
-    return {name: {"value": summary[name], "target": target, "met": summary[name] >= target, "what": what}
-            for name, target, what in CLIP_TARGETS if summary.get(name) is not None}
+def clip_targets(scores: list[dict]) -> dict[str, dict]:
+    """Each of CLIP_TARGETS over clips' ``score_clip`` values: ``value`` (the mean over the clips where
+    it applies, None where it applies to none), ``clips`` (how many), ``target`` and ``met``."""
+    out = {}
+    for name, target, what in CLIP_TARGETS:
+        values = [float(s[name]) for s in scores if s.get(name) is not None]
+        value = float(np.mean(values)) if values else None
+        out[name] = {"value": value, "clips": len(values), "target": target,
+                     "met": value is not None and value >= target, "what": what}
+    return out
 
 
-def format_clip_targets(summary: dict) -> str | None:
-    """One line: each single-clip measure against its target, or None when none applies."""
-    parts = [f"{name} {t['value']:.2f} (>= {t['target']:.2f}{'' if t['met'] else ', not met'})"
-             for name, t in clip_targets(summary).items()]
-    return "targets: " + "; ".join(parts) if parts else None
+def format_clip_targets(targets: dict[str, dict]) -> str | None:
+    """One line: each single-clip measure (``clip_targets``) against its target, with the number of
+    clips it could be read in; None when there are no clips."""
+    if not targets:
+        return None
+    parts = []
+    for name, t in targets.items():
+        if t["value"] is None:
+            parts.append(f"{name} - (read in no clip; >= {t['target']:.2f}, not met)")
+        else:
+            parts.append(f"{name} {t['value']:.2f} ({t['clips']} clips; >= {t['target']:.2f}"
+                         f"{'' if t['met'] else ', not met'})")
+    return "targets: " + "; ".join(parts)
 
 
 def summarize(scores: list[dict]) -> dict[str, float | None]:

@@ -222,7 +222,7 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
         "generate_seconds_median": (sorted(generated_seconds)[len(generated_seconds) // 2]
                                     if generated_seconds else None),
     }
-    report["clip_targets"] = clip_targets(report["summary"])
+    report["clip_targets"] = clip_targets([c["scores"] for c in clips if not c.get("cross_shot")])
     if any(c.get("stability") or c.get("cross_shot") for c in clips):
         report["targets"] = suite_targets(clips)
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
