@@ -802,8 +802,8 @@ def format_clip_targets(targets: dict[str, dict]) -> str | None:
         if t["value"] is None:
             parts.append(f"{name} - (read in no clip; >= {t['target']:.2f}, not met)")
         else:
-            parts.append(f"{name} {t['value']:.2f} ({t['clips']} clips; >= {t['target']:.2f}"
-                         f"{'' if t['met'] else ', not met'})")
+            clips = f"{t['clips']} clip{'' if t['clips'] == 1 else 's'}"
+            parts.append(f"{name} {t['value']:.2f} ({clips}; >= {t['target']:.2f}{'' if t['met'] else ', not met'})")
     return "targets: " + "; ".join(parts)
 
 
