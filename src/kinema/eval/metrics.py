@@ -509,7 +509,7 @@ def mark_tracks(analysis: VideoAnalysis, static: np.ndarray) -> list[dict]:
     """Paint marks followed through each static run of frames within a shot: a mark is a colour at a
     place on the ground (detections of its colour overlapping its extent, within 2 px). Each entry:
     ``color``, ``first`` frame seen, ``seen`` (frames seen), ``frames`` (frames from ``first`` to the
-    run's end where it could be seen: not behind the occluder)."""
+    run's end where it could be seen: where it was seen, or not behind the occluder's box)."""
     out: list[dict] = []
     frames = list(range(analysis.num_frames))
     for run in _runs(analysis, frames, static):
@@ -524,7 +524,8 @@ def mark_tracks(analysis: VideoAnalysis, static: np.ndarray) -> list[dict]:
                     match["seen"].add(f)
                     match["x0"], match["x1"] = min(match["x0"], det.x0), max(match["x1"], det.x1)
         for m in marks:
-            later = [f for f in run if f >= m["first"] and not _mark_hidden(analysis, f, m["x0"], m["x1"])]
+            later = [f for f in run if f >= m["first"]
+                     and (f in m["seen"] or not _mark_hidden(analysis, f, m["x0"], m["x1"]))]
             out.append({"color": m["color"], "first": m["first"], "seen": sorted(m["seen"]), "frames": later,
                         "x0": m["x0"], "x1": m["x1"]})
     return out
