@@ -45,6 +45,7 @@ def test_world_make_writes_playable_clips_and_a_manifest(tmp_path):
     assert "attributes " in targets and "(3 clips; >= 0.95" in targets, targets
     report = json.loads((out / "eval.json").read_text())
     assert report["clip_targets"]["attributes"]["clips"] == 3
+    assert report["clip_targets"]["attributes"]["met"] is None and "too few clips to judge" in targets
     summary = json.loads(scored.stdout.strip().splitlines()[-2])
     assert summary["attributes_sky"] == 1.0 and summary["attributes"] >= 0.9, summary
 

@@ -768,6 +768,7 @@ def score_clip(analysis: VideoAnalysis, expected: dict) -> dict[str, float | Non
     }
 
 
+MIN_TARGET_CLIPS = 10  # a target is judged met or not over at least this many clips where its measure applies
 # The embedded model's targets for single-clip measures: (metric, target, what it is), each a mean over
 # clips of ``score_clip``'s value (``permanence_clean``: the fraction of clips where nothing vanishes).
 CLIP_TARGETS = (
@@ -783,13 +784,14 @@ CLIP_TARGETS = (
 
 def clip_targets(scores: list[dict]) -> dict[str, dict]:
     """Each of CLIP_TARGETS over clips' ``score_clip`` values: ``value`` (the mean over the clips where
-    it applies, None where it applies to none), ``clips`` (how many), ``target`` and ``met``."""
+    it applies, None where it applies to none), ``clips`` (how many), ``target`` and ``met``: whether
+    the value reaches the target, None when fewer than MIN_TARGET_CLIPS clips could be read."""
     out = {}
     for name, target, what in CLIP_TARGETS:
         values = [float(s[name]) for s in scores if s.get(name) is not None]
         value = float(np.mean(values)) if values else None
-        out[name] = {"value": value, "clips": len(values), "target": target,
-                     "met": value is not None and value >= target, "what": what}
+        met = None if len(values) < MIN_TARGET_CLIPS else bool(value >= target)
+        out[name] = {"value": value, "clips": len(values), "target": target, "met": met, "what": what}
     return out
 
 
@@ -804,7 +806,8 @@ def format_clip_targets(targets: dict[str, dict]) -> str | None:
             parts.append(f"{name} - (read in no clip; >= {t['target']:.2f}, not met)")
         else:
             clips = f"{t['clips']} clip{'' if t['clips'] == 1 else 's'}"
-            parts.append(f"{name} {t['value']:.2f} ({clips}; >= {t['target']:.2f}{'' if t['met'] else ', not met'})")
+            verdict = {True: "", False: ", not met", None: ", too few clips to judge"}[t["met"]]
+            parts.append(f"{name} {t['value']:.2f} ({clips}; >= {t['target']:.2f}{verdict})")
     return "targets: " + "; ".join(parts)
 
 
