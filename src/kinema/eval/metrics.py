@@ -797,8 +797,9 @@ def clip_targets(scores: list[dict]) -> dict[str, dict]:
 
 def format_clip_targets(targets: dict[str, dict]) -> str | None:
     """One line: each single-clip measure (``clip_targets``) against its target, with the number of
-    clips it could be read in; None when there are no clips."""
-    if not targets:
+    clips it could be read in; None when no measure could be read in any clip (a suite of storyboards,
+    whose shots are scored by ``kinema.eval.long``)."""
+    if not any(t["clips"] for t in targets.values()):
         return None
     parts = []
     for name, t in targets.items():
