@@ -96,6 +96,14 @@ def test_cache_train_resume_export_generate_and_score(tmp_path, small_vae):
     assert all(c["generate_seconds"] is None for c in again["clips"])
     assert [c["scores"] for c in again["clips"]] == [c["scores"] for c in report["clips"]]
     assert json.loads((tmp_path / "eval" / "eval.json").read_text())["suite"] == "mini"
+    # Two videos per prompt: the first at the prompt's seed (the same videos as above), the second at its own.
+    twice = run_suite(suite, pipe, tmp_path / "eval2", progress=False, samples=2)
+    assert [c["file"] for c in twice["clips"]] == ["0000.mp4", "0000-1.mp4", "0001.mp4", "0001-1.mp4"]
+    assert [c["seed"] for c in twice["clips"]] == [0, 100_000, 9, 100_009]
+    assert [twice["clips"][i]["scores"] for i in (0, 2)] == [c["scores"] for c in report["clips"]]
+    assert twice["summary"]["clips"] == 4.0 and twice["samples"] == 2
+    with pytest.raises(KinemaError, match="samples must be an integer"):
+        run_suite(suite, pipe, tmp_path / "eval3", progress=False, samples=0)
 
 
 def test_the_loss_falls_on_a_tiny_set(tmp_path, small_vae):

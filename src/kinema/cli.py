@@ -267,6 +267,8 @@ def eval_suite(
     out: Annotated[Path | None, typer.Option("--out", help="Where videos and eval.json go "
                                                            "(default: runs/eval/SUITE).")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N prompts.")] = None,
+    samples: Annotated[int, typer.Option(min=1, max=64, help="Videos per prompt, each at its own seed "
+                                                              "(pooled in the summary).")] = 1,
     steps: Annotated[int | None, typer.Option(help="Sampling steps for every prompt.")] = None,
     guidance: Annotated[float | None, typer.Option(help="Guidance scale for every prompt.")] = None,
     expand: Annotated[bool | None, typer.Option("--expand/--no-expand",
@@ -287,7 +289,7 @@ def eval_suite(
     overrides = {k: v for k, v in (("steps", steps), ("guidance", guidance), ("expand", expand)) if v is not None}
     pipe = load_pipeline(model)
     folder = out or Path("runs") / "eval" / spec.name
-    report = run_suite(spec, pipe, folder, limit=limit, overrides=overrides)
+    report = run_suite(spec, pipe, folder, limit=limit, overrides=overrides, samples=samples)
     typer.echo(format_table(report))
     if checks := format_attribute_checks(report["summary"]):
         typer.echo(checks)

@@ -47,6 +47,8 @@ from kinema.eval.metrics import expectation_from_prompt
 
 SETTINGS = ("seconds", "size", "fps", "steps", "guidance", "seed", "sampler", "negative_prompt", "expand")
 MAX_PROMPTS = 10_000
+MAX_SAMPLES = 64  # videos per prompt
+SAMPLE_SEED_STRIDE = 100_000  # sample k of a prompt uses its seed + k * this (beyond any prompt's default seed)
 
 
 @dataclass
@@ -161,8 +163,12 @@ def _check_plan(path: Path, frames: int, starts: list[int]) -> None:
 
 
 def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None, overrides: dict | None = None,
-              progress: bool = True) -> dict:
-    """Generate (or reuse) and score every prompt; writes ``OUT/eval.json`` and returns the report."""
+              progress: bool = True, samples: int = 1) -> dict:
+    """Generate (or reuse) and score every prompt; writes ``OUT/eval.json`` and returns the report.
+
+    ``samples``: videos per prompt. The first is ``OUT/NNNN.mp4`` at the prompt's seed; sample k > 0 is
+    ``OUT/NNNN-k.mp4`` at that seed + k * SAMPLE_SEED_STRIDE. The summary pools every sample, which
+    lowers the noise of one seed per prompt."""
     from tqdm import tqdm
 
     from kinema.eval.analyzer import analyze_file
@@ -171,15 +177,20 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= MAX_SAMPLES:
+        raise KinemaError(f"samples must be an integer in [1, {MAX_SAMPLES}], got {samples!r}")
     items = suite.items[:limit] if limit else suite.items
     requests = []  # (item, request, its validated (mode, frames, width, height, fps), shot starts or None)
-    for n, item in enumerate(items):
+    for (n, item), k in ((entry, k) for entry in enumerate(items) for k in range(samples)):
         settings = item.settings | (overrides or {})
         try:
             plan = None
             if item.storyboard is not None:
                 settings = settings | {"storyboard": item.storyboard}
-            request = Request(prompt=item.prompt, output=str(out_dir / f"{n:04d}.mp4"), **settings)
+            if k:
+                settings = settings | {"seed": int(settings.get("seed", n)) + k * SAMPLE_SEED_STRIDE}
+            name = f"{n:04d}.mp4" if k == 0 else f"{n:04d}-{k}.mp4"
+            request = Request(prompt=item.prompt, output=str(out_dir / name), **settings)
             checked = validate(request, pipe.defaults.fps)
             if item.storyboard is not None:
                 from kinema.longvideo import storyboard_from_dict
@@ -216,7 +227,8 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
             clip["scores"] = score_clip(analyze_file(path), expectation_from_prompt(request.prompt, frames, fps))
         clips.append(clip)
     report = {
-        "suite": suite.name, "model": pipe.name, "model_sha256": pipe.weights_sha256, "clips": clips,
+        "suite": suite.name, "model": pipe.name, "model_sha256": pipe.weights_sha256, "samples": samples,
+        "clips": clips,
         "summary": summarize([c["scores"] for c in clips]),
         "clip_targets": None,
         "generate_seconds_median": (sorted(generated_seconds)[len(generated_seconds) // 2]
