@@ -546,17 +546,19 @@ def _made(mark: dict) -> bool:
     return any(all(f + k in seen for k in range(MIN_MARK_FRAMES)) for f in seen)
 
 
-def marks_kept_score(analysis: VideoAnalysis, expected: dict) -> float | None:
+def marks_kept_score(analysis: VideoAnalysis, expected: dict, marks: list[dict] | None = None) -> float | None:
     """A paint-covered object's marks stay: of the marks made in the colour of an object the
     expectation calls paint-covered (``mark_tracks``, seen in at least MIN_MARK_FRAMES frames in a row,
     in static shots), the fraction seen in at least MARK_KEPT_SHARE of the frames from their first to
-    the end of their run and in one of its last two frames. None when no such mark is made."""
+    the end of their run and in one of its last two frames. None when no such mark is made. ``marks``:
+    ``mark_tracks``, if already made."""
     paint = {o.get("color") for o in expected.get("objects") or [] if o.get("paint")}
     if not paint:
         return None
-    static = _static_frames(analysis, expected)
+    if marks is None:
+        marks = mark_tracks(analysis, _static_frames(analysis, expected))
     verdicts = []
-    for mark in mark_tracks(analysis, static):
+    for mark in marks:
         if mark["color"] not in paint or not _made(mark) or not mark["frames"]:
             continue
         visible = set(mark["frames"])
@@ -566,10 +568,10 @@ def marks_kept_score(analysis: VideoAnalysis, expected: dict) -> float | None:
     return float(np.mean(verdicts)) if verdicts else None
 
 
-def marks_made_score(analysis: VideoAnalysis, expected: dict) -> float | None:
+def marks_made_score(analysis: VideoAnalysis, expected: dict, marks: list[dict] | None = None) -> float | None:
     """A diagnostic beside ``marks_kept``: of the paint-covered objects that should leave a mark (a
     ``mark`` event where events are given, else a falling action), the fraction whose colour shows as
-    a mark made. None when no object should mark the ground."""
+    a mark made. None when no object should mark the ground. ``marks``: ``mark_tracks``, if already made."""
     objects = expected.get("objects") or []
     events = expected.get("events")
     static = _static_frames(analysis, expected)
@@ -583,7 +585,7 @@ def marks_made_score(analysis: VideoAnalysis, expected: dict) -> float | None:
     should = {i for i in should if 0 <= i < len(objects)}
     if not should:
         return None
-    made = {m["color"] for m in mark_tracks(analysis, static) if _made(m)}
+    made = {m["color"] for m in (mark_tracks(analysis, static) if marks is None else marks) if _made(m)}
     return float(np.mean([objects[i].get("color") in made for i in sorted(should)]))
 
 
@@ -742,6 +744,7 @@ def score_clip(analysis: VideoAnalysis, expected: dict) -> dict[str, float | Non
     """Every metric for one clip (see the module docstring for ``expected``)."""
     fits = gravity_fits(analysis, expected)
     residual, consistency, gravity = gravity_scores(analysis, expected, fits)
+    marks = mark_tracks(analysis, _static_frames(analysis, expected))
     permanence, vanish, spawn = permanence_score(analysis, expected)
     drift = color_drift(analysis)
     checks = attribute_checks(analysis, expected)
@@ -759,8 +762,8 @@ def score_clip(analysis: VideoAnalysis, expected: dict) -> dict[str, float | Non
         "permanence_clean": None if permanence is None else float(vanish + spawn == 0),
         "vanish_events": float(vanish),
         "spawn_events": float(spawn),
-        "marks_kept": marks_kept_score(analysis, expected),
-        "marks_made": marks_made_score(analysis, expected),
+        "marks_kept": marks_kept_score(analysis, expected, marks),
+        "marks_made": marks_made_score(analysis, expected, marks),
         "color_drift": drift,
         "color_stability": None if drift is None else float(drift < COLOR_DRIFT_LIMIT),
         "cross_shot_consistency": cross_shot_score(analysis, expected),

@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from itertools import product
 from pathlib import Path
 
 from kinema.errors import KinemaError
@@ -181,7 +182,7 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
         raise KinemaError(f"samples must be an integer in [1, {MAX_SAMPLES}], got {samples!r}")
     items = suite.items[:limit] if limit else suite.items
     requests = []  # (item, request, its validated (mode, frames, width, height, fps), shot starts or None)
-    for (n, item), k in ((entry, k) for entry in enumerate(items) for k in range(samples)):
+    for (n, item), k in product(enumerate(items), range(samples)):
         settings = item.settings | (overrides or {})
         try:
             plan = None
@@ -230,11 +231,11 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
         "suite": suite.name, "model": pipe.name, "model_sha256": pipe.weights_sha256, "samples": samples,
         "clips": clips,
         "summary": summarize([c["scores"] for c in clips]),
-        "clip_targets": None,
+        # storyboards' shots are scored by the long-video measures (``targets``), not the single-clip ones
+        "clip_targets": clip_targets([c["scores"] for c in clips if not c.get("cross_shot")]),
         "generate_seconds_median": (sorted(generated_seconds)[len(generated_seconds) // 2]
                                     if generated_seconds else None),
     }
-    report["clip_targets"] = clip_targets([c["scores"] for c in clips if not c.get("cross_shot")])
     if any(c.get("stability") or c.get("cross_shot") for c in clips):
         report["targets"] = suite_targets(clips)
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
