@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -67,3 +71,21 @@ def save_tiny_model(folder: Path, num_layers: int = 1, **defaults) -> Path:
 def tiny_model_folder():
     """``save_tiny_model``, for module-scoped fixtures."""
     return save_tiny_model
+
+
+def run_bounded(command: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run(command, capture_output=True, text=True)`` in a process group of its own. On timeout
+    the whole group is killed, so that no grandchild (a torchrun rank, a data worker) keeps the output pipes
+    open, and the test fails at once instead of hanging."""
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True, **kwargs) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            pytest.fail(f"{' '.join(map(str, command))} ran past {timeout:g} s; its stderr ends:\n{stderr[-3000:]}")
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # anything the command left behind in its group
+                os.killpg(process.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)

@@ -9,12 +9,12 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import run_bounded
 from kinema.media import read_video
 
 
 def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kinema.cli", *args], capture_output=True, text=True,
-                          timeout=300, cwd=cwd)
+    return run_bounded([sys.executable, "-m", "kinema.cli", *args], timeout=300, cwd=cwd)
 
 
 def test_world_make_writes_playable_clips_and_a_manifest(tmp_path):
@@ -95,8 +95,7 @@ def test_bad_input_is_one_clear_line(tmp_path, args, words):
 
 
 def test_the_distributed_trainer_reports_a_bad_flag_in_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "kinema.train.dit", "--no-such-flag"], capture_output=True,
-                            text=True, timeout=300, cwd=tmp_path)
+    result = run_bounded([sys.executable, "-m", "kinema.train.dit", "--no-such-flag"], timeout=300, cwd=tmp_path)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("error: No such option: --no-such-flag"), result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import run_bounded
 from kinema.errors import KinemaError
 from kinema.longvideo import (
     MAX_SPREAD_CHANGE,
@@ -224,8 +226,8 @@ def test_shots_shorter_than_a_latent_frame_are_refused():
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kinema.cli", *args], capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    return run_bounded([sys.executable, "-m", "kinema.cli", *args], timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 @pytest.fixture(scope="module")

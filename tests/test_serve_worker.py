@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import run_bounded
 from kinema.errors import KinemaError
 from kinema.generate import Request
 from kinema.media import write_video
@@ -199,8 +199,7 @@ def test_serve_refuses_a_network_address_without_a_token():
     from kinema.serve.guard import check_host
 
     env = {k: v for k, v in os.environ.items() if k != "KINEMA_TOKEN"}
-    result = subprocess.run([sys.executable, "-m", "kinema.cli", "serve", "--host", "0.0.0.0"], capture_output=True,
-                            text=True, timeout=120, env=env)
+    result = run_bounded([sys.executable, "-m", "kinema.cli", "serve", "--host", "0.0.0.0"], timeout=120, env=env)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --host 0.0.0.0") and "--token" in lines[0]

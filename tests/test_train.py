@@ -23,6 +23,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import run_bounded
 from kinema.config import load_config
 from kinema.errors import ConfigError, KinemaError
 from kinema.train import checkpoint as checkpoint_module
@@ -148,7 +149,7 @@ def test_ema_follows_the_parameters_with_warmup_and_every_k_steps():
 
 
 def _worker(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(HERE), *args], capture_output=True, text=True, timeout=120)
+    return run_bounded([sys.executable, str(HERE), *args], timeout=120)
 
 
 def test_resume_after_kills_mid_save_and_between_saves_is_bit_exact(tmp_path):
@@ -336,10 +337,10 @@ def test_two_processes_match_one_process_with_ddp_and_fsdp(tmp_path):
     for _attempt in range(2):
         for mode in ("ddp", "fsdp"):
             shutil.rmtree(tmp_path / mode, ignore_errors=True)
-        result = subprocess.run(
+        result = run_bounded(
             [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
              str(HERE), "distributed", str(tmp_path)],
-            capture_output=True, text=True, timeout=180, env=os.environ | {"OMP_NUM_THREADS": "1"})
+            timeout=180, env=os.environ | {"OMP_NUM_THREADS": "1"})
         # A rank now and then aborts in C++ as the processes wind down ("terminate called without an active
         # exception": once in 8 runs of the whole suite on 2 cores); that crash, and nothing else, gets a second run.
         if result.returncode == 0 or TEARDOWN_ABORT not in result.stderr:
