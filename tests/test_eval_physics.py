@@ -4,6 +4,8 @@ clips that break the rule they check fail them."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -81,3 +83,69 @@ def test_parabola_fit_needs_the_worlds_gravity(tmp_path):
     _, _, slow, _ = analysed(dropped(gravity=4.9, seconds=2, y=9.0), tmp_path)
     scores = score_clip(slow, expected)
     assert scores["parabola_residual_px"] <= 1.0 and scores["parabola_fit"] == 0.0, scores
+
+
+# ----------------------------------------------------------------------------- permanence, read from tracks
+
+
+def tracked(paths: dict[int, dict[int, tuple[float, float]]], frames: int = 20, size: int = 64, cuts=()):
+    """A VideoAnalysis of red balls 4 px wide on an empty stage: ``paths[track][frame] = (col, row)``."""
+    from kinema.eval.analyzer import FrameAnalysis, ObjectDetection, ShotSummary, Track, VideoAnalysis
+
+    analyses = [FrameAnalysis(f, "day", "sand", 52.0, None, None, 4.0, True) for f in range(frames)]
+    tracks = []
+    for track_id, path in paths.items():
+        track = Track(track_id, "red", "ball", "medium")
+        for f, (col, row) in sorted(path.items()):
+            analyses[f].objects.append(ObjectDetection("red", "ball", "medium", 2.0, col, row,
+                                                       (col - 2, row - 2, col + 2, row + 2), 12.0, 0.78, False, False,
+                                                       False, track=track_id))
+            track.frames.append(f)
+            track.col.append(col)
+            track.row.append(row)
+        tracks.append(track)
+    bounds = [0, *cuts, frames]
+    shots = [ShotSummary(n, a, b, "day", "sand", None, 4.0, True, True)
+             for n, (a, b) in enumerate(itertools.pairwise(bounds))]
+    return VideoAnalysis(8.0, size, size, analyses, list(cuts), shots, tracks)
+
+
+def events(paths, **kwargs) -> tuple[int, int]:
+    from kinema.eval.metrics import permanence_events
+
+    vanish, spawn, _ = permanence_events(tracked(paths, **kwargs), {})
+    return vanish, spawn
+
+
+def test_permanence_counts_gaps_in_the_open_and_forgives_a_blob_shared_with_a_touching_object():
+    still = {f: (20.0, 40.0) for f in range(20)}
+    assert events({0: still}) == (0, 0)
+    gap = {f: p for f, p in still.items() if not 8 <= f < 12}  # four frames missing in the middle of the stage
+    assert events({0: gap}) == (1, 1)
+    beside = {f: (24.5, 40.0) for f in range(20)}  # another object right next to it the whole time
+    assert events({0: gap, 1: beside}) == (0, 0)
+    away = {f: (24.5 if f < 10 else 40.0, 40.0) for f in range(20)}  # beside it when it went, not when it came back
+    assert events({0: gap, 1: away}) == (1, 1)
+    far = {f: (40.0, 40.0) for f in range(20)}
+    assert events({0: gap, 1: far}) == (1, 1)
+    # A track that starts or ends beside another object is still counted: a blob splitting off or melting in.
+    assert events({0: {f: p for f, p in still.items() if f < 12}, 1: beside}) == (1, 0)
+
+
+def test_permanence_allows_one_missed_frame_at_a_shots_ends_as_anywhere_else():
+    still = {f: (20.0, 40.0) for f in range(20)}
+    assert events({0: {f: p for f, p in still.items() if f != 9}}, cuts=(10,)) == (0, 0)
+    assert events({0: {f: p for f, p in still.items() if f not in (8, 9)}}, cuts=(10,)) == (1, 0)
+    assert events({0: {f: p for f, p in still.items() if f != 10}}, cuts=(10,)) == (0, 0)
+    assert events({0: {f: p for f, p in still.items() if f not in (10, 11)}}, cuts=(10,)) == (0, 1)
+
+
+def test_lone_detections_at_the_clips_start_are_noise_unless_unbroken():
+    from kinema.eval.metrics import _real
+
+    analysis = tracked({0: {0: (20.0, 40.0), 3: (30.0, 40.0)}, 1: {0: (40.0, 20.0)},
+                        2: {18: (9.0, 9.0), 19: (9.0, 9.0)}, 3: {5: (9.0, 9.0), 6: (9.0, 9.0)},
+                        4: {5: (9.0, 9.0), 6: (9.0, 9.0), 7: (9.0, 9.0)}})
+    assert [_real(analysis, t) for t in analysis.tracks] == [False, True, True, False, True]
+    assert events({0: {0: (20.0, 40.0), 3: (30.0, 40.0)}}) == (0, 0)
+    assert events({0: {0: (20.0, 40.0), 1: (20.0, 40.0)}}) == (1, 0)  # an object seen twice, then gone

@@ -144,8 +144,11 @@ def _scale_at(analysis: VideoAnalysis, expected_framing: str | None, frame: int)
 
 
 def _real(analysis: VideoAnalysis, track: Track) -> bool:
-    """Seen long enough to be an object, or cut short by the clip's start or end."""
-    return len(track.frames) >= MIN_TRACK_FRAMES or track.frames[0] == 0 or track.frames[-1] == analysis.num_frames - 1
+    """Seen long enough to be an object, or cut short by the clip's start or end and seen without a break from
+    there (two lone detections a few frames apart are noise, not an object)."""
+    frames, last = track.frames, analysis.num_frames - 1
+    unbroken = frames[-1] - frames[0] == len(frames) - 1
+    return len(frames) >= MIN_TRACK_FRAMES or (unbroken and (frames[0] == 0 or frames[-1] == last))
 
 
 def _tracks_of(analysis: VideoAnalysis, color: str | None, shape: str | None) -> list[Track]:
@@ -627,25 +630,41 @@ def _explained(analysis: VideoAnalysis, track: Track, frame: int, other: int) ->
     return det is not None and (_near_edge(analysis, det, step) or _near_occluder(analysis, det, step, frame))
 
 
+def _touching(analysis: VideoAnalysis, track: Track, frame: int, real: set[int]) -> bool:
+    """The track's detection at ``frame`` touches (within a pixel) another real track's: two objects side by
+    side can read as one blob for a few frames."""
+    det = _detection(analysis, track, frame)
+    if det is None:
+        return False
+    x0, y0, x1, y1 = det.bbox
+    return any(o.track != track.id and o.track in real and o.bbox[0] <= x1 + 1 and o.bbox[2] >= x0 - 1
+               and o.bbox[1] <= y1 + 1 and o.bbox[3] >= y0 - 1 for o in analysis.frames[frame].objects)
+
+
 def permanence_events(analysis: VideoAnalysis, expected: dict) -> tuple[int, int, int]:
     """(unexplained vanishings, unexplained appearances, tracks).
 
-    Within a shot, a track that ends early, starts late, or misses more than MAX_GAP_FRAMES frames
-    must do so at the frame edge, at or behind the occluder, or (appearing) at a thrown-in event.
+    Within a shot, a track that ends early, starts late, or misses more than MAX_GAP_FRAMES frames in a row
+    (at the shot's ends too) must do so at the frame edge, at or behind the occluder, or (appearing) at a
+    thrown-in event. A track that misses frames and comes back may also do so where it touches another
+    object (the two read as one blob for a while); a track that starts or ends beside another object is
+    still counted, since that is how a blob that splits off or melts into another looks.
     Tracks seen for fewer than MIN_TRACK_FRAMES frames are detector noise and not counted.
     """
     thrown_in = [int(e["frame"]) for e in expected.get("events") or [] if e.get("kind") == "thrown_in"]
     vanish = spawn = 0
     tracks = [t for t in analysis.tracks if _real(analysis, t)]
+    real = {t.id for t in tracks}
     for track in tracks:
         for shot in analysis.shots:
             frames = [f for f in track.frames if shot.start <= f < shot.end]
             if not frames:
                 continue
-            ends = [frames[-1]] if frames[-1] < shot.end - 1 else []
-            starts = [frames[0]] if frames[0] > shot.start else []
+            ends = [frames[-1]] if frames[-1] < shot.end - 1 - MAX_GAP_FRAMES else []
+            starts = [frames[0]] if frames[0] > shot.start + MAX_GAP_FRAMES else []
             for a, b in pairwise(frames):
-                if b - a > MAX_GAP_FRAMES + 1:
+                if b - a > MAX_GAP_FRAMES + 1 and not (_touching(analysis, track, a, real)
+                                                       and _touching(analysis, track, b, real)):
                     ends.append(a)
                     starts.append(b)
             vanish += sum(not _explained(analysis, track, f, f - 1) for f in ends)
