@@ -230,6 +230,20 @@ def test_blank_sky_and_one_flat_object():
     assert len(analysis.tracks) == 1 and analysis.tracks[0].frames == [0, 1, 2]
 
 
+def test_a_line_one_pixel_thick_is_an_edge_unless_the_frame_edge_cuts_an_object_to_it():
+    frame = np.zeros((48, 64, 3), np.uint8)
+    frame[:] = (125, 185, 232)  # day sky
+    frame[36:] = (214, 190, 142)  # sand
+    frame[4:30, 30] = (220, 30, 30)  # a red line, one pixel wide and 26 tall
+    frame[12, 40:52] = (220, 30, 30)  # and one pixel tall
+    frame[20:24, 0] = (30, 30, 220)  # a blue object cut to one column by the left edge
+    frame[0, 10:14] = (240, 200, 30)  # a yellow one cut to one row by the top edge
+    seen = {(d.color, d.shape) for d in analyze_video(frame[None], fps=8.0).frames[0].objects}
+    assert {color for color, _ in seen} == {"blue", "yellow"}, seen
+    frame[4:30, 31] = (220, 30, 30)  # two pixels wide: an object
+    assert "red" in {d.color for d in analyze_video(frame[None], fps=8.0).frames[0].objects}
+
+
 def flood_fill_count(mask: np.ndarray) -> int:
     """Reference 4-connected component count."""
     seen = np.zeros_like(mask, bool)

@@ -1017,7 +1017,14 @@ def _analyze_frame(image: np.ndarray, index: int) -> FrameAnalysis:
     objects = []
     blobs = _find_blobs(image, pal, maps, above, MIN_OBJECT_AREA, CORE_ALPHA, MIN_DEEP_OBJECT)
     for blob in _merge_split_by_occluder(blobs, occluder_bbox):
-        objects.append(_object_from_blob(blob, width, height, scale, occluder_mask, occluder_bbox))
+        det = _object_from_blob(blob, width, height, scale, occluder_mask, occluder_bbox)
+        x0, y0, x1, y1 = det.bbox
+        # A line one pixel thick is an edge, not an object: at night the blend of a dark sky with a tree
+        # trunk or with an object's rim comes out near black. An object the frame edge cuts to a sliver
+        # (thin across that edge) is kept.
+        if (x1 - x0 <= 1 and x0 > 0 and x1 < width) or (y1 - y0 <= 1 and y0 > 0 and y1 < height):
+            continue
+        objects.append(det)
     marks = [] if ground_row is None else _find_marks(image, pal, ground_row, scale)
     sky_rgb, ground_rgb = _scene_colors(image, pal, maps, ground_row)
     return FrameAnalysis(index, sky, ground if ground_row is not None else None, ground_row, occluder,
