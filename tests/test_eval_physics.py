@@ -149,3 +149,59 @@ def test_lone_detections_at_the_clips_start_are_noise_unless_unbroken():
     assert [_real(analysis, t) for t in analysis.tracks] == [False, True, True, False, True]
     assert events({0: {0: (20.0, 40.0), 3: (30.0, 40.0)}}) == (0, 0)
     assert events({0: {0: (20.0, 40.0), 1: (20.0, 40.0)}}) == (1, 0)  # an object seen twice, then gone
+
+
+# ----------------------------------------------------------------------------- marks, read from detections
+
+
+def marked(marks: dict[int, list[tuple[str, float, float]]], objects: dict[int, list[tuple]] | None = None,
+           frames: int = 20):
+    """A still wide shot on sand, ground at row 40, 4 px a metre: ``marks[frame]`` = [(colour, x0, x1)],
+    ``objects[frame]`` = [(colour, bbox)]."""
+    from kinema.eval.analyzer import MarkDetection, ObjectDetection
+
+    analysis = tracked({}, frames=frames)
+    for f, info in enumerate(analysis.frames):
+        info.ground_row = 40.0
+        info.marks = [MarkDetection(c, x0, x1, 0.5 * (x0 + x1), 42.0, x1 - x0) for c, x0, x1 in marks.get(f, [])]
+        info.objects = [ObjectDetection(c, "box", "medium", 3.0, 0.5 * (b[0] + b[2]), 0.5 * (b[1] + b[3]), b, 36.0,
+                                        1.0, False, False, False) for c, b in (objects or {}).get(f, [])]
+    return analysis
+
+
+def kept(analysis, color="red") -> float | None:
+    from kinema.eval.metrics import marks_kept_score
+
+    return marks_kept_score(analysis, {"objects": [{"color": color, "paint": True}]})
+
+
+def test_a_mark_hidden_by_other_paint_or_by_an_object_on_it_is_not_a_mark_that_faded():
+    red = {f: [("red", 10.0, 16.0)] for f in range(3, 8)}  # made at frame 3, not seen after frame 7
+    assert kept(marked(red)) == 0.0
+    blue_over = {f: [("blue", 8.0, 18.0)] for f in range(8, 20)}  # another colour's paint laid over it
+    assert kept(marked(red | blue_over)) == 1.0
+    blue_beside = {f: [("blue", 20.0, 30.0)] for f in range(8, 20)}
+    assert kept(marked(red | blue_beside)) == 0.0
+    resting = {f: [("red", (9.0, 32.0, 17.0, 40.0))] for f in range(8, 20)}  # an object standing on it
+    assert kept(marked(red, resting)) == 1.0
+    flying = {f: [("red", (9.0, 5.0, 17.0, 13.0))] for f in range(8, 20)}  # one high above it casts no shade
+    assert kept(marked(red, flying)) == 0.0
+
+
+def test_marks_side_by_side_are_each_seen_in_paint_that_spans_them():
+    marks = {f: [("red", 10.0, 14.0), ("red", 20.0, 24.0)] for f in range(2, 6)}
+    marks |= {f: [("red", 10.0, 24.0)] for f in range(6, 20)}  # from frame 6 the two read as one stretch
+    assert kept(marked(marks)) == 1.0
+
+
+def test_marks_are_read_against_bare_ground_when_paint_covers_much_of_the_band():
+    from kinema.eval.analyzer import analyze_frame
+
+    frame = np.zeros((64, 64, 3), np.uint8)
+    frame[:] = (125, 185, 232)  # day sky
+    frame[44:] = (214, 190, 142)  # sand
+    for x0 in range(2, 62, 6):  # a trail of green marks over most of the band
+        frame[45:47, x0:x0 + 5] = (40, 170, 60)
+    marks = analyze_frame(frame).marks
+    assert marks and {m.color for m in marks} == {"green"}, marks
+    assert sum(m.x1 - m.x0 for m in marks) >= 40, marks

@@ -45,6 +45,7 @@ SHADES = (1.0, 0.85, 0.7)  # ground brightness under soft shadows (the palette's
 CORE_ALPHA = 0.5  # a pixel belongs to an object's core when at least half of it is that object
 OBJECT_RESIDUAL = 45.0  # RGB distance a pixel may sit off its blend segment and still count
 CANDIDATE_RESIDUAL = 4.0  # pixels this close to a background blend are not examined further
+BARE_GROUND_DISTANCE = 12.0  # RGB distance within which a column of the mark band is bare ground
 MIN_OBJECT_AREA = 3.0  # coverage-weighted pixels
 MAX_OBJECT_FRACTION = 0.5  # of the frame: the largest close-up object fills about a third
 MIN_MARK_AREA = 1.5
@@ -941,7 +942,14 @@ def _find_marks(image: np.ndarray, pal: Palette, ground_row: float, scale: float
         return []
     band = image[first:last].mean(axis=0)  # (W, 3)
     shades = pal.background[pal.index("ground")]  # (k, 3)
-    base = shades[np.argmin(_squared_distances(np.median(band, axis=0, keepdims=True), shades)[0])]
+    # The bare ground's shade: the one most columns of the band match closely. (The band's median colour
+    # would do while paint covers little of it; a long trail of marks drags the median to a darker shade.)
+    d2 = _squared_distances(band, shades)  # (W, k)
+    close = d2.min(axis=1) < BARE_GROUND_DISTANCE ** 2
+    if close.any():
+        base = shades[np.bincount(d2[close].argmin(axis=1), minlength=len(shades)).argmax()]
+    else:
+        base = shades[np.argmin(_squared_distances(np.median(band, axis=0, keepdims=True), shades)[0])]
     alpha, residual = _segment_fit(band, OBJECT_RGB, np.broadcast_to(base, OBJECT_RGB.shape))  # (W, 9)
     residual = np.where(alpha > 0.05, residual, np.inf)
     color = residual.argmin(axis=1)

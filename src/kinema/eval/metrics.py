@@ -52,6 +52,7 @@ REBOUND_SPLIT = float(np.sqrt(MATERIALS["bouncy"] ** 2 * MATERIALS["heavy"] ** 2
 MIN_DROP_PX = 3.0  # a drop this high (px) or more makes a rebound ratio worth reading
 MARK_KEPT_SHARE = 0.8  # a mark is kept when seen in this share of its shot's frames after it appears
 MIN_MARK_FRAMES = 2  # a mark must be seen in this many consecutive frames to count as made
+MARK_SHADOW_METRES = 1.5  # an object this close above the ground shades the marks beneath it
 MAX_GAP_FRAMES = 1  # a track may miss this many frames in a row without counting as vanishing
 COLOR_DRIFT_LIMIT = 0.05
 COMPARABLE_SIZE = 1.3  # a track's colour is compared between views whose sizes differ less than this
@@ -519,28 +520,40 @@ def mark_tracks(analysis: VideoAnalysis, static: np.ndarray) -> list[dict]:
         marks: list[dict] = []
         for f in run:
             for det in analysis.frames[f].marks:
-                match = next((m for m in marks if m["color"] == det.color
-                              and det.x0 < m["x1"] + 2 and m["x0"] - 2 < det.x1), None)
-                if match is None:
+                # A detection counts for every mark of its colour it overlaps: marks side by side on the ground
+                # read as one stretch of paint, and each of them is seen in it.
+                matches = [m for m in marks if m["color"] == det.color
+                           and det.x0 < m["x1"] + 2 and m["x0"] - 2 < det.x1]
+                if not matches:
                     marks.append({"color": det.color, "x0": det.x0, "x1": det.x1, "first": f, "seen": {f}})
-                else:
+                for match in matches:
                     match["seen"].add(f)
                     match["x0"], match["x1"] = min(match["x0"], det.x0), max(match["x1"], det.x1)
         for m in marks:
             later = [f for f in run if f >= m["first"]
-                     and (f in m["seen"] or not _mark_hidden(analysis, f, m["x0"], m["x1"]))]
+                     and (f in m["seen"] or not _mark_hidden(analysis, f, m["x0"], m["x1"], m["color"]))]
             out.append({"color": m["color"], "first": m["first"], "seen": sorted(m["seen"]), "frames": later,
                         "x0": m["x0"], "x1": m["x1"]})
     return out
 
 
-def _mark_hidden(analysis: VideoAnalysis, frame: int, x0: float, x1: float) -> bool:
-    """Half or more of the mark's extent lies behind the occluder (widened by a pixel each side)."""
-    box = analysis.frames[frame].occluder_bbox
-    if box is None:
+def _mark_hidden(analysis: VideoAnalysis, frame: int, x0: float, x1: float, color: str | None = None) -> bool:
+    """Half or more of the mark's extent is out of sight: behind the occluder (widened by a pixel each side),
+    under paint of another colour laid over it, or under an object on or just above the ground (the object
+    and its shadow cover the band where marks are read)."""
+    info = analysis.frames[frame]
+
+    def covers(a: float, b: float) -> bool:
+        return min(x1, b) - max(x0, a) >= 0.5 * (x1 - x0)
+
+    if info.occluder_bbox is not None and covers(info.occluder_bbox[0] - 1, info.occluder_bbox[2] + 1):
+        return True
+    if any(m.color != color and covers(m.x0, m.x1) for m in info.marks):
+        return True
+    if info.ground_row is None:
         return False
-    overlap = min(x1, box[2] + 1) - max(x0, box[0] - 1)
-    return overlap >= 0.5 * (x1 - x0)
+    reach = MARK_SHADOW_METRES * info.scale  # a shadow fades with the object's height above the ground
+    return any(covers(d.bbox[0], d.bbox[2]) and d.bbox[3] >= info.ground_row - reach for d in info.objects)
 
 
 def _made(mark: dict) -> bool:
