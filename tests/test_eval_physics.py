@@ -176,15 +176,16 @@ def kept(analysis, color="red") -> float | None:
 
 
 def test_a_mark_hidden_by_other_paint_or_by_an_object_on_it_is_not_a_mark_that_faded():
-    red = {f: [("red", 10.0, 16.0)] for f in range(3, 8)}  # made at frame 3, not seen after frame 7
+    # Made at frame 3, out of the reads from frame 8 to 15, seen again from 16 on.
+    red = {f: [("red", 10.0, 16.0)] for f in [*range(3, 8), *range(16, 20)]}
     assert kept(marked(red)) == 0.0
-    blue_over = {f: [("blue", 8.0, 18.0)] for f in range(8, 20)}  # another colour's paint laid over it
+    blue_over = {f: [("blue", 8.0, 18.0)] for f in range(8, 16)}  # another colour's paint over it meanwhile
     assert kept(marked(red | blue_over)) == 1.0
-    blue_beside = {f: [("blue", 20.0, 30.0)] for f in range(8, 20)}
+    blue_beside = {f: [("blue", 20.0, 30.0)] for f in range(8, 16)}
     assert kept(marked(red | blue_beside)) == 0.0
-    resting = {f: [("red", (9.0, 32.0, 17.0, 40.0))] for f in range(8, 20)}  # an object standing on it
+    resting = {f: [("red", (9.0, 32.0, 17.0, 40.0))] for f in range(8, 16)}  # an object standing on it meanwhile
     assert kept(marked(red, resting)) == 1.0
-    flying = {f: [("red", (9.0, 5.0, 17.0, 13.0))] for f in range(8, 20)}  # one high above it casts no shade
+    flying = {f: [("red", (9.0, 5.0, 17.0, 13.0))] for f in range(8, 16)}  # one high above it casts no shade
     assert kept(marked(red, flying)) == 0.0
 
 
@@ -205,3 +206,11 @@ def test_marks_are_read_against_bare_ground_when_paint_covers_much_of_the_band()
     marks = analyze_frame(frame).marks
     assert marks and {m.color for m in marks} == {"green"}, marks
     assert sum(m.x1 - m.x0 for m in marks) >= 40, marks
+
+
+def test_a_mark_out_of_sight_at_the_end_is_not_judged():
+    red = {f: [("red", 10.0, 16.0)] for f in range(3, 12)}
+    resting = {f: [("red", (9.0, 32.0, 17.0, 40.0))] for f in range(12, 20)}  # covered to the end
+    assert kept(marked(red, resting)) is None
+    resting[18] = resting[19] = []  # in sight again in the last two frames, and gone
+    assert kept(marked(red, resting)) == 0.0

@@ -533,7 +533,7 @@ def mark_tracks(analysis: VideoAnalysis, static: np.ndarray) -> list[dict]:
             later = [f for f in run if f >= m["first"]
                      and (f in m["seen"] or not _mark_hidden(analysis, f, m["x0"], m["x1"], m["color"]))]
             out.append({"color": m["color"], "first": m["first"], "seen": sorted(m["seen"]), "frames": later,
-                        "x0": m["x0"], "x1": m["x1"]})
+                        "x0": m["x0"], "x1": m["x1"], "end": run[-1]})
     return out
 
 
@@ -566,8 +566,9 @@ def marks_kept_score(analysis: VideoAnalysis, expected: dict, marks: list[dict] 
     """A paint-covered object's marks stay: of the marks made in the colour of an object the
     expectation calls paint-covered (``mark_tracks``, seen in at least MIN_MARK_FRAMES frames in a row,
     in static shots), the fraction seen in at least MARK_KEPT_SHARE of the frames from their first to
-    the end of their run and in one of its last two frames. None when no such mark is made. ``marks``:
-    ``mark_tracks``, if already made."""
+    the end of their run where they are in sight, and in one of its last two frames. A mark out of sight
+    in both of those frames is not judged. None when no mark can be judged. ``marks``: ``mark_tracks``,
+    if already made."""
     paint = {o.get("color") for o in expected.get("objects") or [] if o.get("paint")}
     if not paint:
         return None
@@ -577,6 +578,8 @@ def marks_kept_score(analysis: VideoAnalysis, expected: dict, marks: list[dict] 
     for mark in marks:
         if mark["color"] not in paint or not _made(mark) or not mark["frames"]:
             continue
+        if mark["frames"][-1] < mark["end"] - 1:
+            continue  # out of sight in the run's last two frames: whether it stayed cannot be seen
         visible = set(mark["frames"])
         share = len(visible & set(mark["seen"])) / len(visible)
         at_end = bool(set(mark["frames"][-2:]) & set(mark["seen"]))
