@@ -214,3 +214,44 @@ def test_a_mark_out_of_sight_at_the_end_is_not_judged():
     assert kept(marked(red, resting)) is None
     resting[18] = resting[19] = []  # in sight again in the last two frames, and gone
     assert kept(marked(red, resting)) == 0.0
+
+
+# ----------------------------------------------------------------------------- bounces the ground truth shows
+
+
+def test_a_bounce_is_expected_only_where_the_true_rows_show_one_the_analyzer_can_see():
+    from kinema.eval.clips import expectation_from_record
+    from kinema.eval.metrics import bounce_in_rows
+
+    falls_and_rises = np.array([30.0, 36.0, 42.0, 45.0, 42.5, 40.5, 39.5])  # lowest at frame 3
+    swallowed = np.array([30.0, 36.0, 42.0, 45.0, 45.1, 45.0, 44.9])  # lands and stays: something on top
+    plateau = np.array([30.0, 36.0, 42.0, 45.0, 44.9, 43.0, 41.0])  # two samples at the bottom
+    assert bounce_in_rows(falls_and_rises, 3) and bounce_in_rows(falls_and_rises, 2)
+    assert not bounce_in_rows(swallowed, 3) and not bounce_in_rows(plateau, 3)
+    assert not bounce_in_rows(np.full(7, np.nan), 3)
+
+    objects = [{"color": "red", "shape": "ball", "material": "bouncy"},
+               {"color": "blue", "shape": "box", "material": "heavy"}]
+    record = {"file": "c.mp4", "scene": {"sky": "day", "ground": "sand", "objects": objects},
+        "events": [{"kind": "bounce", "frame": 3, "objects": [0], "speed": 8.0},
+                   {"kind": "bounce", "frame": 3, "objects": [1], "speed": 8.0},
+                   {"kind": "collision", "frame": 3, "objects": [0, 1], "speed": 8.0}]}
+    truth = {"row": np.stack([falls_and_rises, swallowed], axis=1), "present": np.ones((7, 2), bool),
+             "in_frame": np.ones((7, 2))}
+    events = expectation_from_record(record, truth)["events"]
+    assert [e.get("visible") for e in events] == [True, False, None]
+    assert "visible" not in record["events"][0]  # the manifest's own events are left as they were
+    assert all("visible" not in e for e in expectation_from_record(record)["events"])
+
+    # Both objects in clear view throughout: without the truth both must be seen bouncing, with it only the ball.
+    from kinema.eval.metrics import _expected_bouncers
+
+    analysis = tracked({0: {f: (20.0, r) for f, r in enumerate(falls_and_rises)},
+                        1: {f: (40.0, r) for f, r in enumerate(swallowed)}}, frames=7)
+    box = analysis.tracks[1]
+    box.color, box.shape = "blue", "box"
+    for track in analysis.tracks:
+        track.clean = [True] * len(track.frames)
+    still = np.ones(7, bool)
+    assert _expected_bouncers(analysis, expectation_from_record(record), still) == {0, 1}
+    assert _expected_bouncers(analysis, expectation_from_record(record, truth), still) == {0}

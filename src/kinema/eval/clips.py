@@ -48,6 +48,19 @@ def expectation_from_record(record: dict, ground_truth: dict | None = None) -> d
         shown = (ground_truth["in_frame"] >= 0.5) & ground_truth["present"]  # (F, N)
         for n, obj in enumerate(expected["objects"]):
             obj["in_view"] = bool(shown[:, n].sum() >= 2)
+    if ground_truth is not None and "row" in ground_truth and "present" in ground_truth:
+        import numpy as np
+
+        from kinema.eval.metrics import bounce_in_rows
+
+        rows = np.where(ground_truth["present"], ground_truth["row"], np.nan)  # (F, N)
+        events = []
+        for event in expected["events"]:
+            ids = event.get("objects") or []
+            if event.get("kind") == "bounce" and len(ids) == 1 and 0 <= ids[0] < rows.shape[1]:
+                event = {**event, "visible": bounce_in_rows(rows[:, ids[0]], int(event["frame"]))}
+            events.append(event)
+        expected["events"] = events
     return expected
 
 
