@@ -10,7 +10,26 @@ import numpy as np
 import pytest
 
 from kinema.eval import analyze_video, expectation_from_scene, score_clip
-from kinema.eval.metrics import REBOUND_SPLIT, _static_frames, rebounds
+from kinema.eval.analyzer import (
+    FrameAnalysis,
+    MarkDetection,
+    ObjectDetection,
+    ShotSummary,
+    Track,
+    VideoAnalysis,
+    analyze_frame,
+)
+from kinema.eval.clips import expectation_from_record
+from kinema.eval.metrics import (
+    REBOUND_SPLIT,
+    _expected_bouncers,
+    _real,
+    _static_frames,
+    bounce_in_rows,
+    marks_kept_score,
+    permanence_events,
+    rebounds,
+)
 from kinema.media import read_video, write_video
 from kinema.world import SceneOptions, render, sample_scene, simulate
 from kinema.world.scene import LATENT_STRIDE, ObjectSpec, SceneSpec, ShotSpec
@@ -90,8 +109,6 @@ def test_parabola_fit_needs_the_worlds_gravity(tmp_path):
 
 def tracked(paths: dict[int, dict[int, tuple[float, float]]], frames: int = 20, size: int = 64, cuts=()):
     """A VideoAnalysis of red balls 4 px wide on an empty stage: ``paths[track][frame] = (col, row)``."""
-    from kinema.eval.analyzer import FrameAnalysis, ObjectDetection, ShotSummary, Track, VideoAnalysis
-
     analyses = [FrameAnalysis(f, "day", "sand", 52.0, None, None, 4.0, True) for f in range(frames)]
     tracks = []
     for track_id, path in paths.items():
@@ -111,8 +128,6 @@ def tracked(paths: dict[int, dict[int, tuple[float, float]]], frames: int = 20, 
 
 
 def events(paths, **kwargs) -> tuple[int, int]:
-    from kinema.eval.metrics import permanence_events
-
     vanish, spawn, _ = permanence_events(tracked(paths, **kwargs), {})
     return vanish, spawn
 
@@ -141,8 +156,6 @@ def test_permanence_allows_one_missed_frame_at_a_shots_ends_as_anywhere_else():
 
 
 def test_lone_detections_at_the_clips_start_are_noise_unless_unbroken():
-    from kinema.eval.metrics import _real
-
     analysis = tracked({0: {0: (20.0, 40.0), 3: (30.0, 40.0)}, 1: {0: (40.0, 20.0)},
                         2: {18: (9.0, 9.0), 19: (9.0, 9.0)}, 3: {5: (9.0, 9.0), 6: (9.0, 9.0)},
                         4: {5: (9.0, 9.0), 6: (9.0, 9.0), 7: (9.0, 9.0)}})
@@ -158,8 +171,6 @@ def marked(marks: dict[int, list[tuple[str, float, float]]], objects: dict[int, 
            frames: int = 20):
     """A still wide shot on sand, ground at row 40, 4 px a metre: ``marks[frame]`` = [(colour, x0, x1)],
     ``objects[frame]`` = [(colour, bbox)]."""
-    from kinema.eval.analyzer import MarkDetection, ObjectDetection
-
     analysis = tracked({}, frames=frames)
     for f, info in enumerate(analysis.frames):
         info.ground_row = 40.0
@@ -170,8 +181,6 @@ def marked(marks: dict[int, list[tuple[str, float, float]]], objects: dict[int, 
 
 
 def kept(analysis, color="red") -> float | None:
-    from kinema.eval.metrics import marks_kept_score
-
     return marks_kept_score(analysis, {"objects": [{"color": color, "paint": True}]})
 
 
@@ -196,8 +205,6 @@ def test_marks_side_by_side_are_each_seen_in_paint_that_spans_them():
 
 
 def test_marks_are_read_against_bare_ground_when_paint_covers_much_of_the_band():
-    from kinema.eval.analyzer import analyze_frame
-
     frame = np.zeros((64, 64, 3), np.uint8)
     frame[:] = (125, 185, 232)  # day sky
     frame[44:] = (214, 190, 142)  # sand
@@ -220,9 +227,6 @@ def test_a_mark_out_of_sight_at_the_end_is_not_judged():
 
 
 def test_a_bounce_is_expected_only_where_the_true_rows_show_one_the_analyzer_can_see():
-    from kinema.eval.clips import expectation_from_record
-    from kinema.eval.metrics import bounce_in_rows
-
     falls_and_rises = np.array([30.0, 36.0, 42.0, 45.0, 42.5, 40.5, 39.5])  # lowest at frame 3
     swallowed = np.array([30.0, 36.0, 42.0, 45.0, 45.1, 45.0, 44.9])  # lands and stays: something on top
     plateau = np.array([30.0, 36.0, 42.0, 45.0, 44.9, 43.0, 41.0])  # two samples at the bottom
@@ -238,14 +242,12 @@ def test_a_bounce_is_expected_only_where_the_true_rows_show_one_the_analyzer_can
                    {"kind": "collision", "frame": 3, "objects": [0, 1], "speed": 8.0}]}
     truth = {"row": np.stack([falls_and_rises, swallowed], axis=1), "present": np.ones((7, 2), bool),
              "in_frame": np.ones((7, 2))}
-    events = expectation_from_record(record, truth)["events"]
-    assert [e.get("visible") for e in events] == [True, False, None]
+    marked_events = expectation_from_record(record, truth)["events"]
+    assert [e.get("visible") for e in marked_events] == [True, False, None]
     assert "visible" not in record["events"][0]  # the manifest's own events are left as they were
     assert all("visible" not in e for e in expectation_from_record(record)["events"])
 
     # Both objects in clear view throughout: without the truth both must be seen bouncing, with it only the ball.
-    from kinema.eval.metrics import _expected_bouncers
-
     analysis = tracked({0: {f: (20.0, r) for f, r in enumerate(falls_and_rises)},
                         1: {f: (40.0, r) for f, r in enumerate(swallowed)}}, frames=7)
     box = analysis.tracks[1]

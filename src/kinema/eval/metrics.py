@@ -551,7 +551,7 @@ def mark_tracks(analysis: VideoAnalysis, static: np.ndarray) -> list[dict]:
     return out
 
 
-def _mark_hidden(analysis: VideoAnalysis, frame: int, x0: float, x1: float, color: str | None = None) -> bool:
+def _mark_hidden(analysis: VideoAnalysis, frame: int, x0: float, x1: float, color: str) -> bool:
     """Half or more of the mark's extent is out of sight: behind the occluder (widened by a pixel each side),
     under paint of another colour laid over it, or under an object on or just above the ground (the object
     and its shadow cover the band where marks are read)."""
