@@ -3,7 +3,7 @@
     python benchmarks/bench_long.py [--model DIR] [--size 64x64] [--seconds 6 60] [--steps N] [--threads N]
 
 Each length runs in a fresh process (peak RSS only grows within a process), loads the pipeline, warms up
-with a one-window clip, then times ``kinema.generate.run`` on the prompt: windows, one VAE decode and the
+with a one-window clip, then times ``kinema.inference.generate.run`` on the prompt: windows, one VAE decode and the
 MP4 write. One line per length with ``seconds_wall`` and ``peak_rss_mb``, then a summary line with
 ``time_ratio_60_6`` (goal <= 11), ``rss_ratio_60_6`` (goal <= 1.3) and ``realtime_factor`` (video seconds per
 wall second for the longest clip). A run of 6 s fits in one window (13 latent frames); 60 s takes 13 windows.
@@ -30,7 +30,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from kinema.generate import Request, load_pipeline, run
+    from kinema.inference.generate import Request, load_pipeline, run
 
     pipe = load_pipeline(args.model)
     with tempfile.TemporaryDirectory() as folder:

@@ -38,8 +38,8 @@ import numpy as np
 import torch
 
 from kinema.diffusion.flow import shift_for_tokens
+from kinema.inference.pipeline import KinemaPipeline
 from kinema.models.text import TextEncoder
-from kinema.pipeline import KinemaPipeline
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # `kinema bench` runs this file via runpy
 import bench_dit

@@ -8,7 +8,7 @@ import torch
 
 
 def main(source: str, target: str) -> None:
-    from kinema.pipeline import KinemaPipeline
+    from kinema.inference.pipeline import KinemaPipeline
 
     pipe = KinemaPipeline.from_pretrained(source)
     pipe.transformer.to(torch.float16)

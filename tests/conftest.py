@@ -53,9 +53,9 @@ def word_encoder():
 
 def save_tiny_model(folder: Path, num_layers: int = 1, **defaults) -> Path:
     """A tiny randomly initialised pipeline folder (fast to load, fast to run) with these sampling defaults."""
+    from kinema.inference.pipeline import KinemaPipeline
     from kinema.models.dit import VideoDiT
     from kinema.models.vae import VideoVAE
-    from kinema.pipeline import KinemaPipeline
 
     torch.manual_seed(0)
     dit = VideoDiT(num_layers=num_layers, num_attention_heads=2, attention_head_dim=24, ffn_dim=64, in_channels=4,

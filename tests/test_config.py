@@ -404,7 +404,7 @@ def test_parse_size_rejects_bad_sizes(text: str, message: str) -> None:
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*/*.yaml")),
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_shipped_config_loads(path):
-    from kinema.eval.suite import load_suite
+    from kinema.inference.suite import load_suite
     from kinema.train.dit import load_dit_config
     from kinema.train.vae import load_vae_config
 

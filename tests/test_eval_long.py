@@ -104,7 +104,7 @@ def test_a_minute_of_the_world_has_no_seams_and_a_jump_at_each_join_is_one(minut
     with the picture shifted a little at each join, as a pass that does not quite continue its context
     would, shows them, and so does a blur that comes and goes with the passes. Jumps elsewhere do not
     count as seams."""
-    from kinema.longvideo import window_start_frames
+    from kinema.inference.longvideo import window_start_frames
 
     joins = window_start_frames(481, 13, 1, 2)
     assert joins[0] == 49 and len(joins) == 10 and all((j - 1) % 4 == 0 for j in joins)
@@ -299,7 +299,7 @@ def assert_covers_the_vocabulary(seen: dict[str, set]) -> None:
 
 
 def test_the_long_suite_covers_the_vocabulary_in_60_second_prompts():
-    from kinema.eval.suite import load_suite
+    from kinema.inference.suite import load_suite
 
     suite = load_suite(ROOT / "configs" / "eval" / "long.yaml")
     assert len(suite.items) >= 50
@@ -316,8 +316,8 @@ def test_the_long_suite_covers_the_vocabulary_in_60_second_prompts():
 
 def test_the_storyboard_suite_covers_the_vocabulary_in_wide_and_close_shots():
     from kinema.eval.long import shot_text
-    from kinema.eval.suite import load_suite
-    from kinema.longvideo import storyboard_from_dict
+    from kinema.inference.longvideo import storyboard_from_dict
+    from kinema.inference.suite import load_suite
 
     suite = load_suite(ROOT / "configs" / "eval" / "storyboard.yaml")
     assert len(suite.items) >= 50
@@ -339,8 +339,8 @@ def test_the_storyboard_suite_covers_the_vocabulary_in_wide_and_close_shots():
 
 def test_framing_words_match_the_storyboard_captions():
     from kinema.eval.long import FRAMING_TEXT
-    from kinema.longvideo import FRAMING_TEXT as STORYBOARD_FRAMING_TEXT
-    from kinema.longvideo import storyboard_from_dict
+    from kinema.inference.longvideo import FRAMING_TEXT as STORYBOARD_FRAMING_TEXT
+    from kinema.inference.longvideo import storyboard_from_dict
 
     assert FRAMING_TEXT == STORYBOARD_FRAMING_TEXT
     board = storyboard_from_dict({"scene": SCENE, "shots": [{"seconds": 2, "framing": "close-up", "prompt": SHOTS[0]}]})
@@ -358,7 +358,7 @@ def test_framing_words_match_the_storyboard_captions():
     ("{storyboard: [a ball]}", "must be a mapping"),
 ])
 def test_bad_storyboard_entries_are_one_line_errors(tmp_path, entry, words):
-    from kinema.eval.suite import load_suite
+    from kinema.inference.suite import load_suite
 
     path = tmp_path / "suite.yaml"
     path.write_text(f"prompts:\n  - {entry}\n")
@@ -399,9 +399,9 @@ class WorldPipe:
 
 
 def world_run(pipe, request, progress=None):
-    """Writes the clip a perfect model would make, with the metadata ``kinema.generate.run`` writes."""
-    from kinema.generate import long_video_settings, validate
-    from kinema.longvideo import storyboard_from_dict
+    """Writes the clip a perfect model would make, with the metadata ``kinema.inference.generate.run`` writes."""
+    from kinema.inference.generate import long_video_settings, validate
+    from kinema.inference.longvideo import storyboard_from_dict
     from kinema.media import write_video
 
     _, frames, width, height, fps = validate(request, pipe.defaults.fps)
@@ -427,10 +427,10 @@ def world_run(pipe, request, progress=None):
 
 
 def test_a_suite_of_a_long_prompt_and_a_storyboard_end_to_end(tmp_path, monkeypatch):
-    import kinema.generate
-    from kinema.eval.suite import load_suite, run_suite
+    import kinema.inference.generate
+    from kinema.inference.suite import load_suite, run_suite
 
-    monkeypatch.setattr(kinema.generate, "run", world_run)
+    monkeypatch.setattr(kinema.inference.generate, "run", world_run)
     path = tmp_path / "mixed.yaml"
     path.write_text(SUITE)
     suite = load_suite(path)
@@ -472,10 +472,10 @@ def test_a_storyboard_suite_runs_on_a_tiny_random_model(tmp_path, word_encoder):
     """The real generation path: the video's recorded shot starts agree with the storyboard's plan."""
     import torch
 
-    from kinema.eval.suite import load_suite, run_suite
+    from kinema.inference.pipeline import KinemaPipeline
+    from kinema.inference.suite import load_suite, run_suite
     from kinema.models.dit import VideoDiT
     from kinema.models.vae import VideoVAE
-    from kinema.pipeline import KinemaPipeline
 
     torch.manual_seed(0)
     vae = VideoVAE.from_name("tiny", base_dim=8, z_dim=4)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kinema.expand import expand_prompt
+from kinema.inference.expand import expand_prompt
 from kinema.world.caption import parse_prompt
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import torch
 
 from conftest import run_bounded
 from kinema.errors import KinemaError
-from kinema.longvideo import (
+from kinema.inference.longvideo import (
     MAX_SPREAD_CHANGE,
     Shot,
     Storyboard,
@@ -27,9 +27,9 @@ from kinema.longvideo import (
     storyboard_from_dict,
     storyboard_from_flags,
 )
+from kinema.inference.pipeline import KinemaPipeline, frames_to_tensor
 from kinema.models.dit import VideoDiT
 from kinema.models.vae import VideoVAE
-from kinema.pipeline import KinemaPipeline, frames_to_tensor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -441,9 +441,9 @@ def test_anchor_keeps_a_long_videos_later_passes_at_the_levels_of_its_first(pipe
 def test_storyboards_use_the_models_storyboard_guidance(tmp_path, tiny_model_folder, monkeypatch):
     from types import SimpleNamespace
 
-    from kinema.generate import Request, guidance_for
+    from kinema.inference.generate import Request, guidance_for
+    from kinema.inference.pipeline import SamplingDefaults
     from kinema.media import read_metadata, read_video
-    from kinema.pipeline import SamplingDefaults
 
     board = {"shots": [{"seconds": 1, "framing": "wide", "prompt": "a red ball"},
                        {"seconds": 1, "framing": "closeup", "prompt": "the red ball"}]}
@@ -464,18 +464,18 @@ def test_storyboards_use_the_models_storyboard_guidance(tmp_path, tiny_model_fol
     assert read_metadata(made)["guidance"] == 2.5
     assert np.array_equal(read_video(made)[0], read_video(given)[0])
     # (A random tiny model ignores its text, so guidance cannot change its pixels: the sampler's call is checked.)
-    import kinema.longvideo
-    from kinema.generate import load_pipeline
-    from kinema.generate import run as run_request
+    import kinema.inference.longvideo
+    from kinema.inference.generate import load_pipeline
+    from kinema.inference.generate import run as run_request
 
     seen = []
-    real = kinema.longvideo.generate_long
+    real = kinema.inference.longvideo.generate_long
 
     def recording(*args, **kwargs):
         seen.append(kwargs["guidance_scale"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(kinema.longvideo, "generate_long", recording)
+    monkeypatch.setattr(kinema.inference.longvideo, "generate_long", recording)
     loaded = load_pipeline(model)
     run_request(loaded, Request(prompt="", storyboard=board, output=str(tmp_path / "a.mp4")))
     run_request(loaded, Request(prompt="", storyboard=board, output=str(tmp_path / "b.mp4"), guidance=4.0))

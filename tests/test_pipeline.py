@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from kinema.errors import KinemaError
+from kinema.inference.pipeline import KinemaPipeline
 from kinema.models.dit import VideoDiT
 from kinema.models.vae import VideoVAE
-from kinema.pipeline import KinemaPipeline
 
 
 @pytest.fixture(scope="module")

@@ -174,7 +174,7 @@ def test_create_poll_download_every_variant(server, tmp_path):
     assert metadata["prompt"] == video.prompt and metadata["seed"] == 5 and metadata["frames"] == 9
     assert metadata["kinema_version"] and len(metadata["model_sha256"]) == 64
 
-    assert "sand" in metadata["expanded_prompt"] and metadata["expand"] is True  # kinema.expand by default
+    assert "sand" in metadata["expanded_prompt"] and metadata["expand"] is True  # kinema.inference.expand by default
     plain = client.videos.create_and_poll(prompt="a red ball bounces on the sand", seconds="1", size="64x64",
                                           extra_body={"seed": 5, "expand": False})
     plain_metadata = json.loads(client.videos.download_content(plain.id, variant="metadata").content)

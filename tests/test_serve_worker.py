@@ -16,9 +16,9 @@ import torch
 
 from conftest import run_bounded
 from kinema.errors import KinemaError
-from kinema.generate import Request
+from kinema.inference.generate import Request
+from kinema.inference.pipeline import SamplingDefaults
 from kinema.media import write_video
-from kinema.pipeline import SamplingDefaults
 from kinema.serve.characters import expand
 from kinema.serve.jobs import request_for, stored_params
 from kinema.serve.store import MAX_ATTEMPTS, Character, JobStore, QueueFull
@@ -87,7 +87,7 @@ def test_stored_params_round_trip_inside_the_job_folder(tmp_path):
 
 
 class FakePipe:
-    """Enough of KinemaPipeline for kinema.generate.run: fails on 'hog' and 'kaput', sleeps on 'slow'."""
+    """Enough of KinemaPipeline for kinema.inference.generate.run: fails on 'hog' and 'kaput', sleeps on 'slow'."""
 
     name = "fake"
     weights_sha256 = "0" * 64

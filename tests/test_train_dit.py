@@ -47,8 +47,8 @@ def losses(out_dir: Path) -> list[float]:
 
 def test_cache_train_resume_export_generate_and_score(tmp_path, small_vae):
     from kinema.data.latents import LatentSource
-    from kinema.eval.suite import load_suite, run_suite
-    from kinema.pipeline import KinemaPipeline
+    from kinema.inference.pipeline import KinemaPipeline
+    from kinema.inference.suite import load_suite, run_suite
     from kinema.train.dit import cache_world_latents, export_pipeline, train_dit
 
     base = dit_config(tmp_path, small_vae)
@@ -120,7 +120,7 @@ def test_the_loss_falls_on_a_tiny_set(tmp_path, small_vae):
 
 
 def test_expectations_come_from_the_prompt_words():
-    from kinema.eval.suite import expectation_from_prompt
+    from kinema.inference.suite import expectation_from_prompt
 
     expected = expectation_from_prompt("A close-up at dusk on sand: a big heavy red cube is thrown to the left.",
                                        frames=33, fps=8.0)
@@ -139,7 +139,7 @@ def test_expectations_come_from_the_prompt_words():
     ("prompts: [a ball\n", "not valid YAML"),
 ])
 def test_bad_suites_are_one_line_errors(tmp_path, text, words):
-    from kinema.eval.suite import load_suite
+    from kinema.inference.suite import load_suite
 
     path = tmp_path / "suite.yaml"
     path.write_text(text)
@@ -149,7 +149,7 @@ def test_bad_suites_are_one_line_errors(tmp_path, text, words):
 
 
 def test_shipped_suites_parse_and_cover_the_vocabulary():
-    from kinema.eval.suite import expectation_from_prompt, load_suite
+    from kinema.inference.suite import expectation_from_prompt, load_suite
     from kinema.world.caption import VOCAB
 
     suite = load_suite(ROOT / "configs" / "eval" / "basic.yaml")

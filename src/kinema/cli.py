@@ -113,7 +113,7 @@ def generate(
     """Generate a video (or an image) from a prompt, in any mode; writes provenance metadata and a sidecar JSON."""
     from tqdm import tqdm
 
-    from kinema.generate import Request, load_pipeline, read_prompts_file, run, validate
+    from kinema.inference.generate import Request, load_pipeline, read_prompts_file, run, validate
 
     common = dict(seconds=seconds, frames=frames, size=size, fps=fps, steps=steps, guidance=guidance, seed=seed,
                   negative_prompt=negative_prompt, image=str(image) if image else None,
@@ -122,7 +122,7 @@ def generate(
                   strength=strength, sampler=sampler, window=window, context=context,
                   context_noise=context_noise, anchor=anchor, expand=expand)
     if storyboard is not None or shot:
-        from kinema.longvideo import load_storyboard, storyboard_from_flags
+        from kinema.inference.longvideo import load_storyboard, storyboard_from_flags
 
         if storyboard is not None and shot:
             raise KinemaError("give either --storyboard FILE or --shot flags, not both")
@@ -282,8 +282,8 @@ def eval_suite(
     from kinema.eval.clips import format_attribute_checks, format_table
     from kinema.eval.long import format_targets
     from kinema.eval.metrics import format_clip_targets
-    from kinema.eval.suite import load_suite, run_suite
-    from kinema.generate import load_pipeline
+    from kinema.inference.generate import load_pipeline
+    from kinema.inference.suite import load_suite, run_suite
 
     spec = load_suite(suite)
     overrides = {k: v for k, v in (("steps", steps), ("guidance", guidance), ("expand", expand)) if v is not None}
@@ -339,7 +339,7 @@ def serve(
     if token is not None and not token.strip():
         raise KinemaError("token is empty")
     check_host(host, token)  # before anything heavy loads, so a refusal is immediate
-    from kinema.generate import load_pipeline
+    from kinema.inference.generate import load_pipeline
     from kinema.serve import ServerConfig, run_server
 
     config = ServerConfig(db=db, token=token, max_queue=max_queue, max_upload_bytes=int(max_upload_mb * (1 << 20)),

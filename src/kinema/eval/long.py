@@ -27,7 +27,7 @@ at most half the clip each) of a clip filmed in one framing:
   of the analyzer's tracks (1 when nothing vanishes or appears mid-shot without the frame edge,
   the occluder or a thrown-in event to explain it).
 
-**Window seams** (``window_seams``): a long video is made in passes (``kinema.longvideo``), and where
+**Window seams** (``window_seams``): a long video is made in passes (``kinema.inference.longvideo``), and where
 one pass's frames meet the next's the picture may jump. The change between neighbouring frames at each
 join is set against the change over the frames around it; ``seam_ratio`` 1 is an invisible join. The
 joins follow from the window settings in the clip's metadata. No target; it shows what a setting that
@@ -79,7 +79,7 @@ SEAM_NEIGHBOURS = 4  # frame pairs on each side of a join that it is compared wi
 MIN_SHOT_TRACK_FRAMES = 2  # an object is in view in a shot when a track holds it this many frames
 LUMA = np.array([0.299, 0.587, 0.114])
 CHANNELS = ("r", "g", "b")
-# How a shot caption opens (the words of kinema.longvideo.FRAMING_TEXT, which parse_prompt reads).
+# How a shot caption opens (the words of kinema.inference.longvideo.FRAMING_TEXT, which parse_prompt reads).
 FRAMING_TEXT = {"wide": "A wide shot.", "medium": "A medium shot.", "closeup": "A close-up.",
                 "pan": "A tracking pan."}
 

@@ -49,10 +49,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import kinema
 from kinema.errors import KinemaError
-from kinema.generate import Request as GenerateRequest
-from kinema.generate import default_guidance
+from kinema.inference.generate import Request as GenerateRequest
+from kinema.inference.generate import default_guidance
+from kinema.inference.pipeline import MAX_PROMPT_CHARS
 from kinema.media import DEFAULT_MAX_PIXELS
-from kinema.pipeline import MAX_PROMPT_CHARS
 from kinema.serve import characters as character_tools
 from kinema.serve.guard import PUBLIC_PATHS, GuardMiddleware, check_host, error_body
 from kinema.serve.jobs import (
@@ -436,7 +436,8 @@ def _source_size(frames: np.ndarray) -> str:
 
 
 def _storyboard(value: Any) -> dict | None:
-    """A storyboard from JSON (an object) or multipart (a JSON string); kinema.generate.validate checks the rest."""
+    """A storyboard from JSON (an object) or multipart (a JSON string); kinema.inference.generate.validate checks
+    the rest."""
     if value is None:
         return None
     if isinstance(value, str):

@@ -1,9 +1,9 @@
-"""A server job: the stored parameters of one generation and the ``kinema.generate.Request`` they make.
+"""A server job: the stored parameters of one generation and the ``kinema.inference.generate.Request`` they make.
 
 Parameters are stored as plain JSON: the Request's fields, with input files named relative to the
 job's folder (``MEDIA/<job id>/``), where the output ``video.mp4``, its sidecar ``video.json``, the
 thumbnail and the spritesheet are written too. The limits a request must meet are the CLI's
-(``kinema.generate.validate``), the pipeline's prompt length, and the server's budget of pixels and
+(``kinema.inference.generate.validate``), the pipeline's prompt length, and the server's budget of pixels and
 transformer tokens per video, all checked before a job is accepted.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from kinema.errors import KinemaError
-from kinema.generate import Request, validate
-from kinema.pipeline import MAX_PROMPT_CHARS, MAX_TOKENS_PER_PASS
+from kinema.inference.generate import Request, validate
+from kinema.inference.pipeline import MAX_PROMPT_CHARS, MAX_TOKENS_PER_PASS
 
 OUTPUT_NAME = "video.mp4"
 THUMBNAIL_NAME = "thumbnail.png"
@@ -62,7 +62,7 @@ def check_request(request: Request, pipe, *, input_frames: tuple[int, ...] = (),
         raise KinemaError(f"negative_prompt has {len(request.negative_prompt)} characters; "
                           f"the limit is {MAX_PROMPT_CHARS}")
     mode, frames, width, height, fps = validate(request, pipe.defaults.fps)
-    # The frame count of the modes that keep input video, as kinema.generate.run computes it.
+    # The frame count of the modes that keep input video, as kinema.inference.generate.run computes it.
     kept = [1 + 4 * ((n - 1) // 4) for n in input_frames]
     added = 4 * max(1, round(request.seconds * fps / 4))
     if mode.startswith("extend"):

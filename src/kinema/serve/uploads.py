@@ -28,7 +28,7 @@ VIDEO_TYPES = {"video/mp4": ".mp4", "video/quicktime": ".mov", "video/webm": ".w
                "image/gif": ".gif", "image/webp": ".webp", "image/png": ".png"}
 GENERIC_TYPES = ("application/octet-stream", "")
 IMAGE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp"}
-MAX_VIDEO_FRAMES = 4097  # what kinema.generate.run reads at most
+MAX_VIDEO_FRAMES = 4097  # what kinema.inference.generate.run reads at most
 DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?:;[\w=.+-]+)*;base64,(?P<data>.*)", re.DOTALL)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from kinema.errors import KinemaError
-from kinema.generate import run
+from kinema.inference.generate import run
 from kinema.media import read_video, write_image
 from kinema.serve.jobs import SPRITESHEET_NAME, THUMBNAIL_NAME, request_for
 from kinema.serve.store import Job, JobStore

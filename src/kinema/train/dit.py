@@ -96,7 +96,7 @@ class DiTTrainConfig:
     caption_dropout: float = 0.1
     shot_captions: float = 0.5  # share of multi-shot clips trained with per-shot captions
     # share of batches (of clips with at least 6 latent frames) cut into long-video windows: memory frames,
-    # a gap, then context and new frames, as kinema.longvideo conditions each window after the first
+    # a gap, then context and new frames, as kinema.inference.longvideo conditions each window after the first
     memory_windows: float = 0.0
     data: DiTDataConfig = field(default_factory=DiTDataConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
@@ -333,8 +333,8 @@ def export_pipeline(config: DiTTrainConfig, out: str | Path, checkpoint: str | P
                     defaults: dict | None = None) -> tuple[Path, int]:
     """Write a complete pipeline folder (model_index.json, transformer/ with the EMA weights of a checkpoint,
     vae/ from ``config.vae``) that ``kinema generate --model OUT`` loads. Default: the newest checkpoint."""
+    from kinema.inference.pipeline import KinemaPipeline, SamplingDefaults
     from kinema.models.vae import VideoVAE
-    from kinema.pipeline import KinemaPipeline, SamplingDefaults
     from kinema.train.checkpoint import checkpoint_to_export
 
     found = checkpoint_to_export(config.train.out_dir, checkpoint, logger.warning)

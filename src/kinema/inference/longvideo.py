@@ -367,7 +367,7 @@ def generate_long(
     result); longer ones continue window by window from the frames already made.
     """
     from kinema.diffusion.flow import shift_for_tokens
-    from kinema.pipeline import check_request, frames_to_tensor
+    from kinema.inference.pipeline import check_request, frames_to_tensor
 
     defaults = pipe.defaults
     steps = defaults.steps if num_inference_steps is None else num_inference_steps
@@ -401,7 +401,7 @@ def generate_long(
         raise KinemaError("give an image or a video to start from, not both")
     given = None
     if video is not None:
-        from kinema.pipeline import trim_to_latent_length
+        from kinema.inference.pipeline import trim_to_latent_length
 
         source = trim_to_latent_length(np.asarray(video))
         given = pipe.encode_video(frames_to_tensor(source, height, width))  # (1, C, k, H', W')

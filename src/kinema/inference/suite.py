@@ -113,7 +113,7 @@ def load_suite(path: str | Path) -> Suite:
 
 def _storyboard_item(path: Path, n: int, entry: dict, defaults: dict) -> SuiteItem:
     """A suite entry ``{storyboard: {scene, shots}, SETTING: ...}``: its length comes from its shots."""
-    from kinema.longvideo import storyboard_from_dict
+    from kinema.inference.longvideo import storyboard_from_dict
 
     where = f"suite file '{path}': prompt {n}"
     bad = set(entry) - set(SETTINGS) - {"storyboard"}
@@ -143,7 +143,7 @@ def _same_run(path: Path, wanted: dict, storyboard: dict | None = None) -> bool:
         return False
     if storyboard is None:
         return "storyboard" not in metadata or metadata["storyboard"] is None
-    from kinema.longvideo import storyboard_from_dict
+    from kinema.inference.longvideo import storyboard_from_dict
 
     try:
         return storyboard_from_dict(metadata.get("storyboard")).to_dict() == storyboard
@@ -174,7 +174,7 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
 
     from kinema.eval.analyzer import analyze_file
     from kinema.eval.metrics import clip_targets, score_clip, summarize
-    from kinema.generate import Request, guidance_for, long_video_settings, run, validate
+    from kinema.inference.generate import Request, guidance_for, long_video_settings, run, validate
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -194,7 +194,7 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
             request = Request(prompt=item.prompt, output=str(out_dir / name), **settings)
             checked = validate(request, pipe.defaults.fps)
             if item.storyboard is not None:
-                from kinema.longvideo import storyboard_from_dict
+                from kinema.inference.longvideo import storyboard_from_dict
 
                 plan = storyboard_from_dict(item.storyboard).frame_plan(checked[4])[1]
             requests.append((item, request, checked, plan))
@@ -245,9 +245,9 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
 def _score_long(path: Path, fps: float, prompt: str, storyboard: dict | None, plan: list[int] | None,
                 windows: dict | None = None) -> dict:
     """A long clip's or a storyboard clip's fields of the report (``kinema.eval.long``). ``windows``: the
-    window settings it was made with (``kinema.generate.long_video_settings``), when made window by window."""
+    window settings it was made with (``kinema.inference.generate.long_video_settings``), when made window by window."""
     from kinema.eval.long import score_long_clip, score_storyboard_clip
-    from kinema.longvideo import window_start_frames
+    from kinema.inference.longvideo import window_start_frames
     from kinema.media import read_video
 
     video, _ = read_video(path)

@@ -48,7 +48,7 @@ class SamplingDefaults:
     sampler: str = "euler"
     shift: float | None = None  # None: grows with the token count (FlowConfig)
     fps: float = 8.0
-    # Long videos (kinema.longvideo): latent frames per transformer pass, of which up to `context` are the
+    # Long videos (kinema.inference.longvideo): latent frames per transformer pass, of which up to `context` are the
     # last frames already made and up to `memory` are memory frames (first of the video, first of the shot).
     window: int = 13
     context: int = 1  # 1 drifts less over 60 s than 2 or 4 (benchmarks/RESULTS.md, "Long videos: context")
@@ -59,7 +59,8 @@ class SamplingDefaults:
     # "Long videos: context noise").
     context_noise: float = 0.3
     # How strongly each pass after the first pulls the levels (per latent channel and row) and the spread of its
-    # new frames back to those of its shot's opening (kinema.longvideo.anchor_levels; 0: not at all, 1: fully).
+    # new frames back to those of its shot's opening (kinema.inference.longvideo.anchor_levels; 0: not at all,
+    # 1: fully).
     anchor: float = 0.0
 
 

@@ -36,12 +36,12 @@ class Request:
     edit: str | None = None
     strength: float = 0.7
     sampler: str | None = None
-    storyboard: dict | None = None  # {scene, shots: [{seconds, framing, prompt}]} (kinema.longvideo)
+    storyboard: dict | None = None  # {scene, shots: [{seconds, framing, prompt}]} (kinema.inference.longvideo)
     window: int | None = None  # long videos: latent frames per pass (default: the model's)
     context: int | None = None  # long videos: latent frames of context per pass (default: the model's)
     context_noise: float | None = None  # long videos: flow time of later passes' context frames (the model's)
     anchor: float | None = None  # long videos: pull of each later pass back to its shot's latent levels (the model's)
-    expand: bool = True  # expand the prompt into a training-style caption (kinema.expand); not storyboards
+    expand: bool = True  # expand the prompt into a training-style caption (kinema.inference.expand); not storyboards
 
     def mode(self) -> str:
         chosen = [name for name, on in (("image", self.image), ("extend", self.extend), ("loop", self.loop),
@@ -97,7 +97,7 @@ def validate(request: Request, fps_default: float = 8.0) -> tuple[str, int, int,
         raise KinemaError(f"anchor must be a number in [0, 1] (got {anchor!r})")
     mode = request.mode()
     if request.storyboard is not None:
-        from kinema.longvideo import storyboard_from_dict
+        from kinema.inference.longvideo import storyboard_from_dict
 
         if mode not in ("t2v", "i2v"):
             raise KinemaError(f"a storyboard makes a video from text (or from --image), not with mode '{mode}'")
@@ -121,7 +121,7 @@ def validate(request: Request, fps_default: float = 8.0) -> tuple[str, int, int,
 
 
 def load_pipeline(model: str | Path | None):
-    from kinema.pipeline import KinemaPipeline
+    from kinema.inference.pipeline import KinemaPipeline
 
     folder = Path(model) if model else DEFAULT_MODEL
     if model is None and not (folder / "model_index.json").is_file():
@@ -131,10 +131,10 @@ def load_pipeline(model: str | Path | None):
 
 
 def expanded_prompt(request: Request, frames: int, fps: float, log=None) -> tuple[str, str | None]:
-    """(the prompt the model sees, the expansion or None). See kinema.expand."""
+    """(the prompt the model sees, the expansion or None). See kinema.inference.expand."""
     if not request.expand or request.storyboard is not None:
         return request.prompt, None
-    from kinema.expand import expand_prompt
+    from kinema.inference.expand import expand_prompt
 
     expanded = expand_prompt(request.prompt, seed=request.seed, seconds=max(frames - 1, 0) / fps, fps=fps)
     if expanded is not None and log is not None:
@@ -230,10 +230,10 @@ def long_video_settings(pipe, request: Request) -> dict:
 
 def _run_long(pipe, request: Request, mode: str, frames: int, width: int, height: int, fps: float,
               progress, log=None, video: np.ndarray | None = None) -> Path:
-    """A storyboard, or a video longer than one window: kinema.longvideo, window by window."""
+    """A storyboard, or a video longer than one window: kinema.inference.longvideo, window by window."""
     import torch
 
-    from kinema.longvideo import Storyboard, generate_long, storyboard_from_dict
+    from kinema.inference.longvideo import Storyboard, generate_long, storyboard_from_dict
     from kinema.media import read_image, write_video
 
     board: Storyboard | None = None
