@@ -338,8 +338,8 @@ def test_the_storyboard_suite_covers_the_vocabulary_in_wide_and_close_shots():
 
 
 def test_framing_words_match_the_storyboard_captions():
-    from kinema.eval.long import FRAMING_TEXT
-    from kinema.inference.longvideo import FRAMING_TEXT as STORYBOARD_FRAMING_TEXT
+    from kinema.frames import FRAMING_TEXT
+    from kinema.frames import FRAMING_TEXT as STORYBOARD_FRAMING_TEXT
     from kinema.inference.longvideo import storyboard_from_dict
 
     assert FRAMING_TEXT == STORYBOARD_FRAMING_TEXT

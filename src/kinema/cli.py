@@ -39,13 +39,13 @@ def _range(text: str, name: str, lo: int, hi: int) -> tuple[int, int]:
 
 def _scene_options(seconds: float, fps: float, shots: str, framings: str, objects: str,
                    occluder_probability: float, paint_probability: float):
-    from kinema.world.dataset import MAX_SECONDS
+    from kinema.frames import MAX_FPS, MAX_SECONDS
     from kinema.world.scene import FRAMINGS, SceneOptions
 
     if not (0 < seconds <= MAX_SECONDS):
         raise KinemaError(f"seconds must be > 0 and <= {MAX_SECONDS:g} (got {seconds:g})")
-    if not (0 < fps <= 60):
-        raise KinemaError(f"fps must be > 0 and <= 60 (got {fps:g})")
+    if not (0 < fps <= MAX_FPS):
+        raise KinemaError(f"fps must be > 0 and <= {MAX_FPS:g} (got {fps:g})")
     for name, p in (("occluder-probability", occluder_probability), ("paint-probability", paint_probability)):
         if not (0.0 <= p <= 1.0):
             raise KinemaError(f"{name} must be between 0 and 1 (got {p:g})")
@@ -180,11 +180,12 @@ def world_make(
     from tqdm import tqdm
 
     from kinema.config import parse_size
+    from kinema.frames import MAX_SIDE
     from kinema.world.dataset import make_dataset
 
     if clips < 1 or clips > 1_000_000:
         raise KinemaError(f"clips must be between 1 and 1000000 (got {clips})")
-    width, height = parse_size(size, max_side=1024)
+    width, height = parse_size(size, max_side=MAX_SIDE)
     options = _scene_options(seconds, fps, shots, framings, objects, occluder_probability, paint_probability)
     with tqdm(total=clips, unit="clip", desc="world make", disable=None) as bar:
         manifest = make_dataset(out, clips, options, (width, height), seed, progress=lambda n: bar.update(1))
@@ -218,6 +219,7 @@ def world_show(
 ) -> None:
     """Render a contact sheet PNG of a simulated clip (printing its captions), or of any video."""
     from kinema.config import parse_size
+    from kinema.frames import MAX_SIDE
     from kinema.media import read_video, write_image
     from kinema.world.dataset import contact_sheet, make_clip
     from kinema.world.scene import sample_scene
@@ -227,7 +229,7 @@ def world_show(
     if video is not None:
         frames, _ = read_video(video)
     else:
-        width, height = parse_size(size, max_side=1024)
+        width, height = parse_size(size, max_side=MAX_SIDE)
         options = _scene_options(seconds, fps, shots, framings, objects, occluder_probability, paint_probability)
         clip = make_clip(sample_scene(seed, options), width, height)
         frames = clip.frames

@@ -67,6 +67,7 @@ import numpy as np
 from kinema.errors import KinemaError
 from kinema.eval.analyzer import VideoAnalysis, analyze_video
 from kinema.eval.metrics import expectation_from_prompt, permanence_score, score_clip, summarize
+from kinema.frames import shot_text
 
 STABILITY_WINDOW_SECONDS = 10.0
 LONG_SECONDS = 2 * STABILITY_WINDOW_SECONDS  # clips at least this long get stability scores
@@ -79,9 +80,6 @@ SEAM_NEIGHBOURS = 4  # frame pairs on each side of a join that it is compared wi
 MIN_SHOT_TRACK_FRAMES = 2  # an object is in view in a shot when a track holds it this many frames
 LUMA = np.array([0.299, 0.587, 0.114])
 CHANNELS = ("r", "g", "b")
-# How a shot caption opens (the words of kinema.inference.longvideo.FRAMING_TEXT, which parse_prompt reads).
-FRAMING_TEXT = {"wide": "A wide shot.", "medium": "A medium shot.", "closeup": "A close-up.",
-                "pan": "A tracking pan."}
 
 Look = tuple[str, str]  # (colour, shape)
 
@@ -347,12 +345,6 @@ def shot_subjects(shot_prompts: Sequence[str], scene_prompt: str = "") -> list[L
         objects = _parse(prompt)["objects"] or scene_objects
         out.append((objects[0]["color"], objects[0]["shape"]) if objects else None)
     return out
-
-
-def shot_text(scene_prompt: str, framing: str | None, shot_prompt: str) -> str:
-    """What a shot asks for: "scene prompt + framing + shot prompt" (as ``Storyboard.shot_texts``)."""
-    parts = [scene_prompt.strip(), FRAMING_TEXT.get(framing or "", ""), shot_prompt.strip()]
-    return " ".join(p for p in parts if p)
 
 
 def shot_expectation(scene_prompt: str, framing: str | None, shot_prompt: str, frames: int, fps: float) -> dict:

@@ -9,9 +9,21 @@ from pathlib import Path
 import numpy as np
 
 from kinema.errors import KinemaError
+from kinema.frames import (
+    DEFAULT_SECONDS,
+    DEFAULT_SIZE,
+    MAX_FPS,
+    MAX_FRAMES,
+    MAX_SECONDS,
+    MAX_SIDE,
+    is_latent_length,
+    is_windowed,
+    latent_count,
+    latent_length,
+    output_frames,
+)
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "weights" / "kinema-tiny"
-MAX_SECONDS = 600.0
+DEFAULT_MODEL = Path(__file__).resolve().parents[3] / "weights" / "kinema-tiny"
 
 
 @dataclass
@@ -20,9 +32,9 @@ class Request:
 
     prompt: str
     output: str = "out.mp4"
-    seconds: float = 4.0
+    seconds: float = DEFAULT_SECONDS
     frames: int | None = None
-    size: str = "64x64"
+    size: str = DEFAULT_SIZE
     fps: float | None = None
     steps: int | None = None
     guidance: float | None = None
@@ -61,7 +73,6 @@ class Request:
 def validate(request: Request, fps_default: float = 8.0) -> tuple[str, int, int, int, float]:
     """(mode, frames, width, height, fps) for a request; one-line errors before anything is loaded."""
     from kinema.config import parse_size
-    from kinema.world.scene import frames_for_seconds
 
     if not isinstance(request.prompt, str) or (not request.prompt.strip() and request.storyboard is None):
         raise KinemaError("prompt is empty")
@@ -69,10 +80,10 @@ def validate(request: Request, fps_default: float = 8.0) -> tuple[str, int, int,
         raise KinemaError(f"direction '{request.direction}': choose forward or backward")
     if request.connect and len(request.connect) != 2:
         raise KinemaError("--connect takes two videos")
-    width, height = parse_size(request.size, max_side=1024)
+    width, height = parse_size(request.size, max_side=MAX_SIDE)
     fps = request.fps or fps_default
-    if not (0 < fps <= 60):
-        raise KinemaError(f"fps must be > 0 and <= 60 (got {fps:g})")
+    if not (0 < fps <= MAX_FPS):
+        raise KinemaError(f"fps must be > 0 and <= {MAX_FPS:g} (got {fps:g})")
     if not (0 < request.seconds <= MAX_SECONDS):
         raise KinemaError(f"seconds must be > 0 and <= {MAX_SECONDS:g} (got {request.seconds:g})")
     if request.steps is not None and not (1 <= request.steps <= 1000):
@@ -106,14 +117,10 @@ def validate(request: Request, fps_default: float = 8.0) -> tuple[str, int, int,
         frames, _ = storyboard_from_dict(request.storyboard, max_seconds=MAX_SECONDS).frame_plan(fps)
     elif request.frames is not None:
         frames = request.frames
-        if frames < 1 or (mode != "loop" and (frames - 1) % 4) or frames > 4097:
-            raise KinemaError(f"frames {frames}: must be 1 + 4k (1, 5, 9, ...), at most 4097")
-    elif mode == "image":
-        frames = 1
-    elif mode == "loop":
-        frames = max(8, 4 * round(request.seconds * fps / 4))
-    else:
-        frames = frames_for_seconds(request.seconds, fps)
+        if frames < 1 or (mode != "loop" and not is_latent_length(frames)) or frames > MAX_FRAMES:
+            raise KinemaError(f"frames {frames}: must be 1 + 4k (1, 5, 9, ...), at most {MAX_FRAMES}")
+    else:  # the modes that keep input video count their length once the input is read (``run``)
+        frames = output_frames(mode if mode in ("image", "loop") else "t2v", request.seconds, fps)
     for path in [request.image, request.extend, request.edit, *request.connect]:
         if path is not None and not Path(path).is_file():
             raise KinemaError(f"input file '{path}' does not exist")
@@ -150,32 +157,27 @@ def run(pipe, request: Request, progress=None, log=None) -> Path:
     from kinema.media import read_image, read_video, write_image, write_video
 
     mode, frames, width, height, fps = validate(request, pipe.defaults.fps)
-    latent_frames = 1 + (frames - 1) // pipe.vae.temporal_compression
     window = request.window or pipe.defaults.window
-    if request.storyboard is not None or (mode in ("t2v", "i2v") and latent_frames > window):
-        return _run_long(pipe, request, mode, frames, width, height, fps, progress, log)
+    videos: list[np.ndarray] = []  # input videos, cut to 1 + 4k frames
+    if mode in ("extend_forward", "extend_backward", "connect", "edit"):
+        paths = request.connect if mode == "connect" else [request.extend if mode != "edit" else request.edit]
+        for path in paths:
+            video, _ = read_video(path, max_frames=MAX_FRAMES)
+            videos.append(video[:latent_length(len(video))])
+        frames = output_frames(mode, request.seconds, fps, [len(v) for v in videos])
+    latent_frames = latent_count(frames, mode, pipe.vae.temporal_compression)
+    if is_windowed(mode, latent_frames, window, request.storyboard is not None):
+        return _run_long(pipe, request, mode, frames, width, height, fps, progress, log,
+                         video=videos[0] if videos else None)
     kwargs: dict = {}
     if mode == "i2v":
         kwargs["image"] = read_image(request.image)
-    elif mode.startswith("extend"):
-        video, _ = read_video(request.extend, max_frames=4097)
-        video = video[: 1 + 4 * ((len(video) - 1) // 4)]
-        frames = len(video) + 4 * max(1, round(request.seconds * fps / 4))
-        kwargs["video"] = video
-        if mode == "extend_forward" and 1 + (frames - 1) // pipe.vae.temporal_compression > window:
-            return _run_long(pipe, request, mode, frames, width, height, fps, progress, log, video=video)
-    elif mode == "connect":
-        first, _ = read_video(request.connect[0], max_frames=4097)
-        last, _ = read_video(request.connect[1], max_frames=4097)
-        first, last = first[: 1 + 4 * ((len(first) - 1) // 4)], last[: 1 + 4 * ((len(last) - 1) // 4)]
-        middle = 4 * max(1, round(request.seconds * fps / 4))
-        frames = len(first) + middle + 4 * ((len(last) - 1) // 4)
-        kwargs.update(video=first, video_end=last)
-    elif mode == "edit":
-        video, _ = read_video(request.edit, max_frames=4097)
-        video = video[: 1 + 4 * ((len(video) - 1) // 4)]
-        frames = len(video)
-        kwargs.update(video=video, strength=request.strength)
+    if videos:
+        kwargs["video"] = videos[0]
+    if mode == "connect":
+        kwargs["video_end"] = videos[1]
+    if mode == "edit":
+        kwargs["strength"] = request.strength
     generator = torch.Generator().manual_seed(request.seed)
     prompt, expanded = expanded_prompt(request, frames, fps, log)
     result = pipe(prompt, num_frames=frames, height=height, width=width,

@@ -34,19 +34,23 @@ import numpy as np
 import torch
 
 from kinema.errors import KinemaError
+from kinema.frames import (
+    LATENT_STRIDE,
+    MAX_PROMPT_CHARS,
+    MAX_SECONDS,
+    MAX_SHOTS,
+    is_latent_length,
+    latent_count,
+    latent_shot_starts,
+    shot_of_latent_frames,
+    shot_text,
+)
 
-MAX_SHOTS = 64
-MAX_SECONDS = 600.0
-MAX_PROMPT_CHARS = 2000
-LATENT_STRIDE = 4  # video frames per latent frame after the first
 MAX_SPREAD_CHANGE = 2.0  # the anchor rescales a pass's spread by at most this factor either way
 
 # User spellings of the world's framings -> the world's names.
 FRAMING_NAMES = {"wide": "wide", "medium": "medium", "mid": "medium", "close-up": "closeup", "closeup": "closeup",
                  "close up": "closeup", "pan": "pan"}
-# How a shot caption opens, in the words of the world's captions (kinema.world.caption).
-FRAMING_TEXT = {"wide": "A wide shot.", "medium": "A medium shot.", "closeup": "A close-up.",
-                "pan": "A tracking pan."}
 
 
 @dataclass(frozen=True)
@@ -73,11 +77,7 @@ class Storyboard:
 
     def shot_texts(self) -> list[str]:
         """The caption each shot's latent frames attend to: scene + framing + shot prompt."""
-        texts = []
-        for shot in self.shots:
-            parts = [self.scene.strip(), FRAMING_TEXT[shot.framing], shot.prompt.strip()]
-            texts.append(" ".join(p for p in parts if p))
-        return texts
+        return [shot_text(self.scene, shot.framing, shot.prompt) for shot in self.shots]
 
     def frame_plan(self, fps: float) -> tuple[int, list[int]]:
         """(total video frames, first frame of each shot). Frame 0 opens shot 1; every later cut falls on a
@@ -94,15 +94,6 @@ class Storyboard:
         starts = [0] + [1 + LATENT_STRIDE * b for b in boundaries[1:-1]]
         frames = 1 + LATENT_STRIDE * boundaries[-1]
         return frames, starts
-
-
-def shot_of_latent_frames(shot_starts: list[int], latent_frames: int) -> list[int]:
-    """Which shot each latent frame belongs to: latent 0 is frame 0; latent j >= 1 covers frames 4j-3 .. 4j."""
-    index = []
-    for j in range(latent_frames):
-        first_frame = 0 if j == 0 else 1 + LATENT_STRIDE * (j - 1)
-        index.append(max(k for k, start in enumerate(shot_starts) if start <= first_frame))
-    return index
 
 
 def _framing(value: Any, where: str) -> str:
@@ -264,17 +255,12 @@ def plan_windows(latent_frames: int, window: int, context: int, memory: int,
     return [w for w in plan if w.count > 0]
 
 
-def latent_shot_starts(shot_starts: list[int], stride: int = LATENT_STRIDE) -> list[int]:
-    """The latent frame that opens each shot (cuts on video frames 1 + stride k)."""
-    return [0 if s == 0 else 1 + (s - 1) // stride for s in shot_starts]
-
-
 def window_start_frames(num_frames: int, window: int, context: int, memory: int,
                         shot_starts: list[int] | None = None, first_known: bool = False) -> list[int]:
     """The video frames at which a pass after the first begins its new frames, for a video of ``num_frames``
     made from text (or from an image, with ``first_known``) as ``generate_long`` plans it: where one pass's
     frames meet the next's. Latent frame j >= 1 opens at video frame 1 + 4 (j - 1)."""
-    latent_frames = 1 + (num_frames - 1) // LATENT_STRIDE
+    latent_frames = latent_count(num_frames)
     plan = plan_windows(latent_frames, window, context, memory, latent_shot_starts(shot_starts or [0]),
                         first_known=first_known)
     return [1 + LATENT_STRIDE * (w.start - 1) for w in plan[1:]]
@@ -387,12 +373,12 @@ def generate_long(
     mode = "i2v" if image is not None else "extend_forward" if video is not None else "t2v"
     check_request(texts, num_frames, height, width, steps, guidance, mode, 1.0)
     shot_starts = shot_starts or [0]
-    if len(shot_starts) != len(texts) or shot_starts[0] != 0 or any(
-            (s - 1) % LATENT_STRIDE for s in shot_starts[1:]) or sorted(set(shot_starts)) != shot_starts:
+    if len(shot_starts) != len(texts) or shot_starts[0] != 0 or not all(
+            is_latent_length(s) for s in shot_starts[1:]) or sorted(set(shot_starts)) != shot_starts:
         raise KinemaError(f"shot starts {shot_starts}: need one per caption, from 0, increasing, cuts on 1 + 4k")
 
     vae_time = pipe.vae.temporal_compression
-    latent_frames = 1 + (num_frames - 1) // vae_time
+    latent_frames = latent_count(num_frames, stride=vae_time)
     lh, lw, plh, plw = pipe.latent_grid(height, width)
     channels = pipe.vae.config.z_dim
     shot_latent_starts = latent_shot_starts(shot_starts, vae_time)

@@ -22,16 +22,13 @@ from diffusers.utils import logging as diffusers_logging
 from kinema.diffusion.flow import FlowConfig, shift_for_tokens
 from kinema.diffusion.sampling import SAMPLERS, flow_schedule, guided
 from kinema.errors import KinemaError
+from kinema.frames import MAX_FRAMES, MAX_PROMPT_CHARS, MAX_SIDE, MODES, is_latent_length, latent_count, latent_length
 from kinema.models.dit import VideoDiT
 from kinema.models.text import TextEncoder, pad_token_batches
 from kinema.models.vae import VideoVAE
 
 diffusers_logging.set_verbosity_error()  # no hints about optional packages in the CLI's output
 
-MODES = ("t2v", "image", "i2v", "extend_forward", "extend_backward", "loop", "connect", "edit")
-MAX_SIDE = 1024
-MAX_PROMPT_CHARS = 2000
-MAX_FRAMES = 4097
 MAX_TOKENS_PER_PASS = 1 << 16  # patch tokens the transformer may see at once
 
 
@@ -82,7 +79,7 @@ def check_request(prompt: Any, num_frames: int, height: int, width: int, steps: 
             raise KinemaError(f"{name} {value}: must be a positive multiple of 8, at most {MAX_SIDE}")
     if not isinstance(num_frames, int) or num_frames < 1 or num_frames > MAX_FRAMES:
         raise KinemaError(f"num_frames {num_frames}: must be between 1 and {MAX_FRAMES}")
-    if mode != "loop" and (num_frames - 1) % 4:
+    if mode != "loop" and not is_latent_length(num_frames):
         raise KinemaError(f"num_frames {num_frames}: must be 1 + 4k (1, 5, 9, 13, ...)")
     if mode == "loop" and (num_frames % 4 or num_frames < 8):
         raise KinemaError(f"num_frames {num_frames}: a loop needs a multiple of 4 frames, at least 8")
@@ -111,8 +108,7 @@ def frames_to_tensor(frames: np.ndarray, height: int, width: int) -> torch.Tenso
 
 def trim_to_latent_length(frames: np.ndarray) -> np.ndarray:
     """Keep the first 1 + 4k frames."""
-    keep = 1 + 4 * ((len(frames) - 1) // 4)
-    return frames[:keep]
+    return frames[:latent_length(len(frames))]
 
 
 class KinemaPipeline(DiffusionPipeline):
@@ -326,7 +322,7 @@ class KinemaPipeline(DiffusionPipeline):
             raise KinemaError("mode 'connect' needs two videos")
 
         vae_time = self.vae.temporal_compression
-        latent_frames = 1 + (num_frames - 1) // vae_time if mode != "loop" else num_frames // vae_time + 2
+        latent_frames = latent_count(num_frames, mode, vae_time)
         lh, lw, plh, plw = self.latent_grid(height, width)
         tokens = latent_frames * self.tokens_per_frame(height, width)
         if tokens > MAX_TOKENS_PER_PASS:
@@ -387,8 +383,8 @@ class KinemaPipeline(DiffusionPipeline):
             known_latents[:, :, -1] = head[:, :, 1]
         elif mode == "edit":
             source = trim_to_latent_length(np.asarray(video))
-            if 1 + 4 * (latent_frames - 1) != len(source):
-                latent_frames = 1 + (len(source) - 1) // vae_time
+            if latent_length(num_frames) != len(source):
+                latent_frames = latent_count(len(source), stride=vae_time)
                 noise = noise[:, :, :latent_frames]
                 if noise.shape[2] < latent_frames:
                     raise KinemaError(f"num_frames {num_frames}: an edit keeps the video's length ({len(source)})")

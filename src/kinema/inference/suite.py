@@ -45,6 +45,7 @@ from pathlib import Path
 from kinema.errors import KinemaError
 from kinema.eval.long import LONG_SECONDS, suite_targets
 from kinema.eval.metrics import expectation_from_prompt
+from kinema.frames import is_windowed, latent_count
 
 SETTINGS = ("seconds", "size", "fps", "steps", "guidance", "seed", "sampler", "negative_prompt", "expand")
 MAX_PROMPTS = 10_000
@@ -210,7 +211,8 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
                   "model_sha256": pipe.weights_sha256, "frames": frames,
                   "expand": request.expand and item.storyboard is None}
         windows = long_video_settings(pipe, request)
-        windowed = item.storyboard is not None or 1 + (frames - 1) // pipe.vae.temporal_compression > windows["window"]
+        latent_frames = latent_count(frames, stride=pipe.vae.temporal_compression)
+        windowed = is_windowed("t2v", latent_frames, windows["window"], item.storyboard is not None)
         if windowed:
             wanted |= windows  # made window by window: a clip made with other window settings is made again
         path = Path(request.output)

@@ -49,9 +49,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import kinema
 from kinema.errors import KinemaError
+from kinema.frames import DEFAULT_SECONDS, DEFAULT_SIZE, MAX_PROMPT_CHARS
 from kinema.inference.generate import Request as GenerateRequest
 from kinema.inference.generate import default_guidance
-from kinema.inference.pipeline import MAX_PROMPT_CHARS
 from kinema.media import DEFAULT_MAX_PIXELS
 from kinema.serve import characters as character_tools
 from kinema.serve.guard import PUBLIC_PATHS, GuardMiddleware, check_host, error_body
@@ -82,8 +82,6 @@ from kinema.serve.worker import Worker
 log = logging.getLogger("kinema.serve")
 
 STATIC = resources.files("kinema.serve") / "static"
-DEFAULT_SECONDS = 4.0
-DEFAULT_SIZE = "64x64"
 MAX_FORM_FIELDS = 64
 FORM_FIELD = re.compile(r"(?P<name>\w+)\[(?P<key>\w+)\]")
 PARAMS = {"prompt", "model", "seconds", "size", "seed", "steps", "guidance", "negative_prompt", "expand", "storyboard",

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from kinema.errors import KinemaError
+from kinema.frames import MAX_PROMPT_CHARS, is_windowed, latent_count, output_frames
 from kinema.inference.generate import Request, validate
-from kinema.inference.pipeline import MAX_PROMPT_CHARS, MAX_TOKENS_PER_PASS
+from kinema.inference.pipeline import MAX_TOKENS_PER_PASS
 
 OUTPUT_NAME = "video.mp4"
 THUMBNAIL_NAME = "thumbnail.png"
@@ -62,25 +63,16 @@ def check_request(request: Request, pipe, *, input_frames: tuple[int, ...] = (),
         raise KinemaError(f"negative_prompt has {len(request.negative_prompt)} characters; "
                           f"the limit is {MAX_PROMPT_CHARS}")
     mode, frames, width, height, fps = validate(request, pipe.defaults.fps)
-    # The frame count of the modes that keep input video, as kinema.inference.generate.run computes it.
-    kept = [1 + 4 * ((n - 1) // 4) for n in input_frames]
-    added = 4 * max(1, round(request.seconds * fps / 4))
-    if mode.startswith("extend"):
-        frames = kept[0] + added
-    elif mode == "connect":
-        frames = kept[0] + added + 4 * ((kept[1] - 1) // 4)
-    elif mode == "edit":
-        frames = kept[0]
+    if input_frames:  # the modes that keep input video make the input and what is added
+        frames = output_frames(mode, request.seconds, fps, input_frames)
     pixels = frames * width * height
     if pixels > max_job_pixels:
         raise KinemaError(f"{frames} frames at {width}x{height} is {pixels:,} pixels; this server allows "
                           f"{max_job_pixels:,} per video (ask for fewer seconds or a smaller size)")
-    vae = pipe.vae
-    latent_frames = 1 + (frames - 1) // vae.temporal_compression
-    if mode == "loop":
-        latent_frames = frames // vae.temporal_compression + 2
-    if request.storyboard is not None or mode in ("t2v", "i2v"):  # long videos go window by window
-        latent_frames = min(latent_frames, request.window or pipe.defaults.window)
+    latent_frames = latent_count(frames, mode, pipe.vae.temporal_compression)
+    window = request.window or pipe.defaults.window
+    if is_windowed(mode, latent_frames, window, request.storyboard is not None):  # one window a pass
+        latent_frames = min(latent_frames, window)
     tokens = latent_frames * pipe.tokens_per_frame(height, width)
     if tokens > MAX_TOKENS_PER_PASS:
         raise KinemaError(f"{frames} frames at {width}x{height} is {tokens} transformer tokens a pass; one pass "

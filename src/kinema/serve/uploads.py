@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from kinema.errors import KinemaError, MediaError
+from kinema.frames import MAX_FRAMES
 from kinema.media import read_image, read_video, video_info
 
 IMAGE_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif",
@@ -28,7 +29,6 @@ VIDEO_TYPES = {"video/mp4": ".mp4", "video/quicktime": ".mov", "video/webm": ".w
                "image/gif": ".gif", "image/webp": ".webp", "image/png": ".png"}
 GENERIC_TYPES = ("application/octet-stream", "")
 IMAGE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp"}
-MAX_VIDEO_FRAMES = 4097  # what kinema.inference.generate.run reads at most
 DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?:;[\w=.+-]+)*;base64,(?P<data>.*)", re.DOTALL)
 
 
@@ -123,7 +123,7 @@ def check_video(path: Path, field: str, max_pixels: int, max_video_pixels: int) 
     if width * height > max_pixels:
         raise UploadError(f"{field}: {width}x{height} is {width * height:,} pixels a frame; the limit is "
                           f"{max_pixels:,}", field, 413)
-    max_frames = min(MAX_VIDEO_FRAMES, max_video_pixels // max(1, width * height))
+    max_frames = min(MAX_FRAMES, max_video_pixels // max(1, width * height))  # MAX_FRAMES: what generation reads
     too_long = UploadError(f"{field}: a video of {width}x{height} may have at most {max_frames} frames here "
                            f"({max_video_pixels:,} pixels in all)", field, 413)
     if max_frames < 1 or (not info["frames_estimated"] and info["frames"] > max_frames):

@@ -24,6 +24,7 @@ from torch import nn
 from kinema.config import config_to_dict, load_config, parse_size
 from kinema.diffusion.flow import FlowConfig, add_noise, flow_loss, sample_condition, sample_times, shift_for_tokens
 from kinema.errors import KinemaError
+from kinema.frames import MAX_SIDE, is_latent_length, shot_of_latent_frames
 from kinema.train import distributed as dist_utils
 from kinema.train.loop import TrainConfig, Trainer, TrainSummary, derived_seed, seed_everything
 
@@ -40,7 +41,7 @@ class MixEntry:
     seed: int | None = None  # default: data.seed + 1000 * (position in the mix)
 
     def __post_init__(self) -> None:
-        if self.frames < 1 or (self.frames - 1) % 4:
+        if not is_latent_length(self.frames):
             raise ValueError(f"mix frames must be 1 + 4k (got {self.frames})")
         if not 1 <= self.shots[0] <= self.shots[1]:
             raise ValueError(f"mix shots must be [low, high] with 1 <= low <= high (got {list(self.shots)})")
@@ -76,10 +77,10 @@ class DiTDataConfig:
             raise ValueError(f"repeat must be >= 1 (got {self.repeat})")
         for text in self.sizes:
             try:
-                parse_size(text, multiple=8, max_side=1024)
+                parse_size(text, multiple=8, max_side=MAX_SIDE)
             except KinemaError as error:
                 raise ValueError(f"sizes: {error}") from None
-        if self.frames < 1 or (self.frames - 1) % 4:
+        if not is_latent_length(self.frames):
             raise ValueError(f"frames must be 1 + 4k (got {self.frames})")
 
 
@@ -210,15 +211,6 @@ def sample_memory_window(latent_frames: int, generator: torch.Generator) -> tupl
     return memory + rest, len(memory) + context
 
 
-def shot_latent_index(shot_starts: list[int], latent_frames: int, temporal: int = 4) -> list[int]:
-    """Which shot each latent frame belongs to: frame 0 is latent 0; frames 1 + 4(j-1) .. 4j are latent j."""
-    index = []
-    for j in range(latent_frames):
-        first_frame = 0 if j == 0 else 1 + temporal * (j - 1)
-        index.append(max(k for k, start in enumerate(shot_starts) if start <= first_frame))
-    return index
-
-
 class DiTTask:
     """Flow matching on VAE latents of world clips, with per-frame times and conditioning masks."""
 
@@ -278,7 +270,7 @@ class DiTTask:
             elif len(shots) > 1 and per_shot[i]:
                 scene = raw["scene_captions"][i]
                 texts.append([f"{scene} {shot}" for shot in shots])
-                frame_index[i] = torch.tensor(shot_latent_index(raw["shot_starts"][i], latent_frames))
+                frame_index[i] = torch.tensor(shot_of_latent_frames(raw["shot_starts"][i], latent_frames))
             else:
                 texts.append([raw["captions"][i]])
         sequences = max(len(t) for t in texts)

@@ -28,6 +28,7 @@ from torch import nn
 
 from kinema.config import config_to_dict, load_config, parse_size
 from kinema.errors import KinemaError
+from kinema.frames import MAX_SIDE, is_latent_length
 from kinema.train import distributed as dist_utils
 from kinema.train.loop import TrainConfig, Trainer, TrainSummary, derived_seed, seed_everything
 
@@ -63,10 +64,10 @@ class VAEDataConfig:
             raise ValueError("sizes must list at least one WIDTHxHEIGHT")
         for text in self.sizes:
             try:
-                parse_size(text, multiple=8, max_side=1024)
+                parse_size(text, multiple=8, max_side=MAX_SIDE)
             except KinemaError as error:
                 raise ValueError(f"sizes: {error}") from None
-        if self.frames < 1 or (self.frames - 1) % 4:
+        if not is_latent_length(self.frames):
             raise ValueError(f"frames must be 1 + 4k (1, 5, 9, 13, 17, ...) (got {self.frames})")
         if not 0 < self.fps <= 60:
             raise ValueError(f"fps must be in (0, 60] (got {self.fps})")
@@ -81,7 +82,7 @@ class VAEDataConfig:
             raise ValueError(f"prefetch must be >= 0 (got {self.prefetch})")
 
     def size_list(self) -> list[tuple[int, int]]:
-        return [parse_size(text, multiple=8, max_side=1024) for text in self.sizes]
+        return [parse_size(text, multiple=8, max_side=MAX_SIDE) for text in self.sizes]
 
 
 @dataclass

@@ -11,13 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from kinema.errors import KinemaError
+from kinema.frames import MAX_SECONDS, MAX_SIDE
 from kinema.world.caption import Captions, caption_clip
 from kinema.world.physics import Trajectory, simulate
 from kinema.world.render import render
 from kinema.world.scene import SceneOptions, SceneSpec, sample_scene
-
-MAX_SIDE = 1024
-MAX_SECONDS = 600.0
 
 
 @dataclass

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kinema.errors import KinemaError
+from kinema.frames import LATENT_STRIDE, frames_for_seconds  # cuts fall on frames 1 + 4k
 from kinema.world.palette import GROUND_COLORS, OBJECT_COLORS, OCCLUDER_COLORS, SKY_COLORS
 
 STAGE_WIDTH = 12.0
@@ -36,7 +37,6 @@ COLORS = tuple(OBJECT_COLORS)
 
 OCCLUDER_SIZE: dict[str, tuple[float, float]] = {"wall": (1.6, 3.0), "tree": (0.8, 60.0)}  # width, height
 MAX_OBJECTS = 3
-LATENT_STRIDE = 4  # cuts fall on frames 1 + 4k, the latent-frame boundaries of the VAE
 
 
 @dataclass
@@ -106,12 +106,6 @@ class SceneSpec:
     @property
     def seconds(self) -> float:
         return (self.frames - 1) / self.fps
-
-
-def frames_for_seconds(seconds: float, fps: float) -> int:
-    """Frame count 1 + 4k closest to ``seconds`` of video (at least 1)."""
-    k = max(0, int(round(seconds * fps / LATENT_STRIDE)))
-    return 1 + LATENT_STRIDE * k
 
 
 @dataclass
