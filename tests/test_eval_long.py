@@ -316,7 +316,7 @@ def test_the_long_suite_covers_the_vocabulary_in_60_second_prompts():
 
 def test_the_storyboard_suite_covers_the_vocabulary_in_wide_and_close_shots():
     from kinema.eval.long import shot_text
-    from kinema.inference.longvideo import storyboard_from_dict
+    from kinema.inference.storyboard import storyboard_from_dict
     from kinema.inference.suite import load_suite
 
     suite = load_suite(ROOT / "configs" / "eval" / "storyboard.yaml")
@@ -340,7 +340,7 @@ def test_the_storyboard_suite_covers_the_vocabulary_in_wide_and_close_shots():
 def test_framing_words_match_the_storyboard_captions():
     from kinema.frames import FRAMING_TEXT
     from kinema.frames import FRAMING_TEXT as STORYBOARD_FRAMING_TEXT
-    from kinema.inference.longvideo import storyboard_from_dict
+    from kinema.inference.storyboard import storyboard_from_dict
 
     assert FRAMING_TEXT == STORYBOARD_FRAMING_TEXT
     board = storyboard_from_dict({"scene": SCENE, "shots": [{"seconds": 2, "framing": "close-up", "prompt": SHOTS[0]}]})
@@ -401,7 +401,7 @@ class WorldPipe:
 def world_run(pipe, request, progress=None):
     """Writes the clip a perfect model would make, with the metadata ``kinema.inference.generate.run`` writes."""
     from kinema.inference.generate import long_video_settings, validate
-    from kinema.inference.longvideo import storyboard_from_dict
+    from kinema.inference.storyboard import storyboard_from_dict
     from kinema.media import write_video
 
     _, frames, width, height, fps = validate(request, pipe.defaults.fps)

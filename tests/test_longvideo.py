@@ -13,21 +13,17 @@ import torch
 
 from conftest import run_bounded
 from kinema.errors import KinemaError
-from kinema.inference.longvideo import (
-    MAX_SPREAD_CHANGE,
+from kinema.frames import shot_of_latent_frames
+from kinema.inference.longvideo import MAX_SPREAD_CHANGE, anchor_levels, generate_long, latent_levels, plan_windows
+from kinema.inference.pipeline import KinemaPipeline, frames_to_tensor
+from kinema.inference.storyboard import (
     Shot,
     Storyboard,
-    anchor_levels,
-    generate_long,
-    latent_levels,
     load_storyboard,
     parse_shot_flag,
-    plan_windows,
-    shot_of_latent_frames,
     storyboard_from_dict,
     storyboard_from_flags,
 )
-from kinema.inference.pipeline import KinemaPipeline, frames_to_tensor
 from kinema.models.dit import VideoDiT
 from kinema.models.vae import VideoVAE
 

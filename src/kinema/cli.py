@@ -122,7 +122,7 @@ def generate(
                   strength=strength, sampler=sampler, window=window, context=context,
                   context_noise=context_noise, anchor=anchor, expand=expand)
     if storyboard is not None or shot:
-        from kinema.inference.longvideo import load_storyboard, storyboard_from_flags
+        from kinema.inference.storyboard import load_storyboard, storyboard_from_flags
 
         if storyboard is not None and shot:
             raise KinemaError("give either --storyboard FILE or --shot flags, not both")

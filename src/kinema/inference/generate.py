@@ -108,7 +108,7 @@ def validate(request: Request, fps_default: float = 8.0) -> tuple[str, int, int,
         raise KinemaError(f"anchor must be a number in [0, 1] (got {anchor!r})")
     mode = request.mode()
     if request.storyboard is not None:
-        from kinema.inference.longvideo import storyboard_from_dict
+        from kinema.inference.storyboard import storyboard_from_dict
 
         if mode not in ("t2v", "i2v"):
             raise KinemaError(f"a storyboard makes a video from text (or from --image), not with mode '{mode}'")
@@ -235,7 +235,8 @@ def _run_long(pipe, request: Request, mode: str, frames: int, width: int, height
     """A storyboard, or a video longer than one window: kinema.inference.longvideo, window by window."""
     import torch
 
-    from kinema.inference.longvideo import Storyboard, generate_long, storyboard_from_dict
+    from kinema.inference.longvideo import generate_long
+    from kinema.inference.storyboard import Storyboard, storyboard_from_dict
     from kinema.media import read_image, write_video
 
     board: Storyboard | None = None

@@ -114,7 +114,7 @@ def load_suite(path: str | Path) -> Suite:
 
 def _storyboard_item(path: Path, n: int, entry: dict, defaults: dict) -> SuiteItem:
     """A suite entry ``{storyboard: {scene, shots}, SETTING: ...}``: its length comes from its shots."""
-    from kinema.inference.longvideo import storyboard_from_dict
+    from kinema.inference.storyboard import storyboard_from_dict
 
     where = f"suite file '{path}': prompt {n}"
     bad = set(entry) - set(SETTINGS) - {"storyboard"}
@@ -144,7 +144,7 @@ def _same_run(path: Path, wanted: dict, storyboard: dict | None = None) -> bool:
         return False
     if storyboard is None:
         return "storyboard" not in metadata or metadata["storyboard"] is None
-    from kinema.inference.longvideo import storyboard_from_dict
+    from kinema.inference.storyboard import storyboard_from_dict
 
     try:
         return storyboard_from_dict(metadata.get("storyboard")).to_dict() == storyboard
@@ -195,7 +195,7 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
             request = Request(prompt=item.prompt, output=str(out_dir / name), **settings)
             checked = validate(request, pipe.defaults.fps)
             if item.storyboard is not None:
-                from kinema.inference.longvideo import storyboard_from_dict
+                from kinema.inference.storyboard import storyboard_from_dict
 
                 plan = storyboard_from_dict(item.storyboard).frame_plan(checked[4])[1]
             requests.append((item, request, checked, plan))
