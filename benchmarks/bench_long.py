@@ -30,7 +30,8 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from kinema.inference.generate import Request, load_pipeline, run
+    from kinema.inference.generate import load_pipeline, run
+    from kinema.inference.request import Request
 
     pipe = load_pipeline(args.model)
     with tempfile.TemporaryDirectory() as folder:

@@ -400,7 +400,8 @@ class WorldPipe:
 
 def world_run(pipe, request, progress=None):
     """Writes the clip a perfect model would make, with the metadata ``kinema.inference.generate.run`` writes."""
-    from kinema.inference.generate import long_video_settings, validate
+    from kinema.inference.request import validate
+    from kinema.inference.settings import long_video_settings
     from kinema.inference.storyboard import storyboard_from_dict
     from kinema.media import write_video
 

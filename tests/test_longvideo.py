@@ -437,8 +437,9 @@ def test_anchor_keeps_a_long_videos_later_passes_at_the_levels_of_its_first(pipe
 def test_storyboards_use_the_models_storyboard_guidance(tmp_path, tiny_model_folder, monkeypatch):
     from types import SimpleNamespace
 
-    from kinema.inference.generate import Request, guidance_for
     from kinema.inference.pipeline import SamplingDefaults
+    from kinema.inference.request import Request
+    from kinema.inference.settings import guidance_for
     from kinema.media import read_metadata, read_video
 
     board = {"shots": [{"seconds": 1, "framing": "wide", "prompt": "a red ball"},

@@ -16,8 +16,8 @@ import torch
 
 from conftest import run_bounded
 from kinema.errors import KinemaError
-from kinema.inference.generate import Request
 from kinema.inference.pipeline import SamplingDefaults
+from kinema.inference.request import Request
 from kinema.media import write_video
 from kinema.serve.characters import expand
 from kinema.serve.jobs import request_for, stored_params

@@ -113,7 +113,8 @@ def generate(
     """Generate a video (or an image) from a prompt, in any mode; writes provenance metadata and a sidecar JSON."""
     from tqdm import tqdm
 
-    from kinema.inference.generate import Request, load_pipeline, read_prompts_file, run, validate
+    from kinema.inference.generate import load_pipeline, run
+    from kinema.inference.request import Request, read_prompts_file, validate
 
     common = dict(seconds=seconds, frames=frames, size=size, fps=fps, steps=steps, guidance=guidance, seed=seed,
                   negative_prompt=negative_prompt, image=str(image) if image else None,

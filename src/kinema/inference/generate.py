@@ -1,130 +1,24 @@
-"""What ``kinema generate`` does: validate a request, run the pipeline, write the video and its provenance."""
+"""What ``kinema generate`` does: a checked request in, the pipeline run, the video and its provenance written.
+
+``run`` reads top to bottom: validate the request (``kinema.inference.request``), resolve its settings
+(``kinema.inference.settings``), read its input files, expand its prompt, generate in one pass
+(``KinemaPipeline``) or window by window (``kinema.inference.longvideo``), and write the file with the
+settings that made it.
+"""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from kinema.errors import KinemaError
-from kinema.frames import (
-    DEFAULT_SECONDS,
-    DEFAULT_SIZE,
-    MAX_FPS,
-    MAX_FRAMES,
-    MAX_SECONDS,
-    MAX_SIDE,
-    is_latent_length,
-    is_windowed,
-    latent_count,
-    latent_length,
-    output_frames,
-)
+from kinema.frames import MAX_FRAMES, is_windowed, latent_count, latent_length, output_frames
+from kinema.inference.request import Plan, Request, validate
+from kinema.inference.settings import Sampling, Windows, request_sampling, request_windows
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[3] / "weights" / "kinema-tiny"
-
-
-@dataclass
-class Request:
-    """One generation: the CLI flags, or one line of a --prompts file."""
-
-    prompt: str
-    output: str = "out.mp4"
-    seconds: float = DEFAULT_SECONDS
-    frames: int | None = None
-    size: str = DEFAULT_SIZE
-    fps: float | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    seed: int = 0
-    negative_prompt: str | None = None
-    image: str | None = None
-    extend: str | None = None
-    direction: str = "forward"
-    loop: bool = False
-    connect: list[str] = field(default_factory=list)
-    edit: str | None = None
-    strength: float = 0.7
-    sampler: str | None = None
-    storyboard: dict | None = None  # {scene, shots: [{seconds, framing, prompt}]} (kinema.inference.longvideo)
-    window: int | None = None  # long videos: latent frames per pass (default: the model's)
-    context: int | None = None  # long videos: latent frames of context per pass (default: the model's)
-    context_noise: float | None = None  # long videos: flow time of later passes' context frames (the model's)
-    anchor: float | None = None  # long videos: pull of each later pass back to its shot's latent levels (the model's)
-    expand: bool = True  # expand the prompt into a training-style caption (kinema.inference.expand); not storyboards
-
-    def mode(self) -> str:
-        chosen = [name for name, on in (("image", self.image), ("extend", self.extend), ("loop", self.loop),
-                                        ("connect", self.connect), ("edit", self.edit)) if on]
-        if len(chosen) > 1:
-            raise KinemaError(f"choose one of --image, --extend, --loop, --connect, --edit (got {', '.join(chosen)})")
-        if self.output.lower().endswith((".png", ".jpg", ".jpeg")) or self.frames == 1:
-            if chosen:
-                raise KinemaError(f"an image output cannot be combined with --{chosen[0]}")
-            return "image"
-        if not chosen:
-            return "t2v"
-        return {"image": "i2v", "loop": "loop", "connect": "connect", "edit": "edit",
-                "extend": f"extend_{self.direction}"}[chosen[0]]
-
-
-def validate(request: Request, fps_default: float = 8.0) -> tuple[str, int, int, int, float]:
-    """(mode, frames, width, height, fps) for a request; one-line errors before anything is loaded."""
-    from kinema.config import parse_size
-
-    if not isinstance(request.prompt, str) or (not request.prompt.strip() and request.storyboard is None):
-        raise KinemaError("prompt is empty")
-    if request.direction not in ("forward", "backward"):
-        raise KinemaError(f"direction '{request.direction}': choose forward or backward")
-    if request.connect and len(request.connect) != 2:
-        raise KinemaError("--connect takes two videos")
-    width, height = parse_size(request.size, max_side=MAX_SIDE)
-    fps = request.fps or fps_default
-    if not (0 < fps <= MAX_FPS):
-        raise KinemaError(f"fps must be > 0 and <= {MAX_FPS:g} (got {fps:g})")
-    if not (0 < request.seconds <= MAX_SECONDS):
-        raise KinemaError(f"seconds must be > 0 and <= {MAX_SECONDS:g} (got {request.seconds:g})")
-    if request.steps is not None and not (1 <= request.steps <= 1000):
-        raise KinemaError(f"steps must be between 1 and 1000 (got {request.steps})")
-    if request.guidance is not None and not (0 <= request.guidance <= 50):
-        raise KinemaError(f"guidance must be between 0 and 50 (got {request.guidance:g})")
-    if not isinstance(request.expand, bool):
-        raise KinemaError(f"expand must be true or false (got {request.expand!r})")
-    if not (0 < request.strength <= 1):
-        raise KinemaError(f"strength must be in (0, 1] (got {request.strength:g})")
-    if not (0 <= request.seed < 2**63):
-        raise KinemaError(f"seed must be between 0 and 2^63 - 1 (got {request.seed})")
-    for name, value in (("window", request.window), ("context", request.context)):
-        if value is not None and not (1 <= value <= 64):
-            raise KinemaError(f"{name} must be between 1 and 64 latent frames (got {value})")
-    noise = request.context_noise
-    if noise is not None and (isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < 1):
-        raise KinemaError(f"context noise must be a number in [0, 1) (got {noise!r})")
-    anchor = request.anchor
-    if anchor is not None and (isinstance(anchor, bool) or not isinstance(anchor, (int, float))
-                               or not 0 <= anchor <= 1):
-        raise KinemaError(f"anchor must be a number in [0, 1] (got {anchor!r})")
-    mode = request.mode()
-    if request.storyboard is not None:
-        from kinema.inference.storyboard import storyboard_from_dict
-
-        if mode not in ("t2v", "i2v"):
-            raise KinemaError(f"a storyboard makes a video from text (or from --image), not with mode '{mode}'")
-        if request.frames is not None:
-            raise KinemaError("a storyboard sets the length from its shots; drop --frames")
-        frames, _ = storyboard_from_dict(request.storyboard, max_seconds=MAX_SECONDS).frame_plan(fps)
-    elif request.frames is not None:
-        frames = request.frames
-        if frames < 1 or (mode != "loop" and not is_latent_length(frames)) or frames > MAX_FRAMES:
-            raise KinemaError(f"frames {frames}: must be 1 + 4k (1, 5, 9, ...), at most {MAX_FRAMES}")
-    else:  # the modes that keep input video count their length once the input is read (``run``)
-        frames = output_frames(mode if mode in ("image", "loop") else "t2v", request.seconds, fps)
-    for path in [request.image, request.extend, request.edit, *request.connect]:
-        if path is not None and not Path(path).is_file():
-            raise KinemaError(f"input file '{path}' does not exist")
-    return mode, frames, width, height, fps
 
 
 def load_pipeline(model: str | Path | None):
@@ -154,88 +48,67 @@ def run(pipe, request: Request, progress=None, log=None) -> Path:
     one-line notes for the user (the expanded prompt)."""
     import torch
 
-    from kinema.media import read_image, read_video, write_image, write_video
+    from kinema.media import read_image, write_image, write_video
 
-    mode, frames, width, height, fps = validate(request, pipe.defaults.fps)
-    window = request.window or pipe.defaults.window
-    videos: list[np.ndarray] = []  # input videos, cut to 1 + 4k frames
-    if mode in ("extend_forward", "extend_backward", "connect", "edit"):
-        paths = request.connect if mode == "connect" else [request.extend if mode != "edit" else request.edit]
-        for path in paths:
-            video, _ = read_video(path, max_frames=MAX_FRAMES)
-            videos.append(video[:latent_length(len(video))])
-        frames = output_frames(mode, request.seconds, fps, [len(v) for v in videos])
-    latent_frames = latent_count(frames, mode, pipe.vae.temporal_compression)
-    if is_windowed(mode, latent_frames, window, request.storyboard is not None):
-        return _run_long(pipe, request, mode, frames, width, height, fps, progress, log,
-                         video=videos[0] if videos else None)
-    kwargs: dict = {}
-    if mode == "i2v":
-        kwargs["image"] = read_image(request.image)
+    plan = validate(request, pipe.defaults.fps)
+    chosen, windows = request_sampling(pipe.defaults, request), request_windows(pipe.defaults, request)
+    videos = read_videos(request, plan.mode)
+    if videos:  # the modes that keep input video make the input plus what they add
+        plan = plan._replace(frames=output_frames(plan.mode, request.seconds, plan.fps, [len(v) for v in videos]))
+    latent_frames = latent_count(plan.frames, plan.mode, pipe.vae.temporal_compression)
+    if is_windowed(plan.mode, latent_frames, windows.window, request.storyboard is not None):
+        return _run_long(pipe, request, plan, chosen, windows, progress, log, video=videos[0] if videos else None)
+    inputs: dict = {}
+    if plan.mode == "i2v":
+        inputs["image"] = read_image(request.image)
     if videos:
-        kwargs["video"] = videos[0]
-    if mode == "connect":
-        kwargs["video_end"] = videos[1]
-    if mode == "edit":
-        kwargs["strength"] = request.strength
+        inputs["video"] = videos[0]
+    if plan.mode == "connect":
+        inputs["video_end"] = videos[1]
+    if plan.mode == "edit":
+        inputs["strength"] = request.strength
     generator = torch.Generator().manual_seed(request.seed)
-    prompt, expanded = expanded_prompt(request, frames, fps, log)
-    result = pipe(prompt, num_frames=frames, height=height, width=width,
-                  num_inference_steps=request.steps, guidance_scale=request.guidance, generator=generator,
-                  negative_prompt=request.negative_prompt, mode=mode, sampler=request.sampler,
-                  callback=progress, **kwargs)
-    metadata = _metadata(pipe, request, mode, width, height, fps, int(result.frames.shape[1]),
-                         expand=request.expand, expanded_prompt=expanded)
+    prompt, expanded = expanded_prompt(request, plan.frames, plan.fps, log)
+    result = pipe(prompt, num_frames=plan.frames, height=plan.height, width=plan.width,
+                  num_inference_steps=chosen.steps, guidance_scale=chosen.guidance, generator=generator,
+                  negative_prompt=request.negative_prompt, mode=plan.mode, sampler=chosen.sampler,
+                  callback=progress, **inputs)
     frames_out: np.ndarray = result.frames[0]
+    metadata = _metadata(pipe, request, plan._replace(frames=len(frames_out)), chosen, expand=request.expand,
+                         expanded_prompt=expanded)
     output = Path(request.output)
-    if mode == "image":
+    if plan.mode == "image":
         return write_image(output, frames_out[0], metadata=metadata)
-    return write_video(output, frames_out, fps, metadata=metadata)
+    return write_video(output, frames_out, plan.fps, metadata=metadata)
 
 
-def default_guidance(defaults, storyboard: bool) -> float:
-    """The model's guidance scale: ``storyboard_guidance`` for a storyboard when it is set, else ``guidance_scale``."""
-    if storyboard and defaults.storyboard_guidance is not None:
-        return defaults.storyboard_guidance
-    return defaults.guidance_scale
+def read_videos(request: Request, mode: str) -> list[np.ndarray]:
+    """The input videos of the modes that keep them (extend, connect, edit), each cut to 1 + 4k frames."""
+    from kinema.media import read_video
+
+    paths = {"extend_forward": [request.extend], "extend_backward": [request.extend], "connect": request.connect,
+             "edit": [request.edit]}.get(mode, [])
+    videos = [read_video(path, max_frames=MAX_FRAMES)[0] for path in paths]
+    return [video[:latent_length(len(video))] for video in videos]
 
 
-def guidance_for(pipe, request: Request) -> float:
-    """The guidance scale a request runs with: its own, else the model's (``default_guidance``)."""
-    if request.guidance is not None:
-        return request.guidance
-    return default_guidance(pipe.defaults, request.storyboard is not None)
-
-
-def _metadata(pipe, request: Request, mode: str, width: int, height: int, fps: float, frames: int,
-              **extra) -> dict:
+def _metadata(pipe, request: Request, plan: Plan, chosen: Sampling, **extra) -> dict:
     """The provenance written into the output and its sidecar JSON."""
     return {
-        "prompt": request.prompt, "negative_prompt": request.negative_prompt, "mode": mode, "seed": request.seed,
-        "steps": request.steps or pipe.defaults.steps,
-        "guidance": guidance_for(pipe, request),
-        "sampler": request.sampler or pipe.defaults.sampler, "size": f"{width}x{height}", "fps": fps,
-        "frames": frames, "model": pipe.name, "model_sha256": pipe.weights_sha256, **extra,
+        "prompt": request.prompt, "negative_prompt": request.negative_prompt, "mode": plan.mode, "seed": request.seed,
+        "steps": chosen.steps, "guidance": chosen.guidance, "sampler": chosen.sampler,
+        "size": f"{plan.width}x{plan.height}", "fps": plan.fps, "frames": plan.frames, "model": pipe.name,
+        "model_sha256": pipe.weights_sha256, **extra,
         "inputs": {k: v for k, v in asdict(request).items() if k in ("image", "extend", "connect", "edit") and v},
     }
 
 
-def long_video_settings(pipe, request: Request) -> dict:
-    """How a video longer than one window is made: window, context, memory, context noise and anchor, from the
-    request or else the model's defaults (also written into the output's metadata)."""
-    return {"window": request.window or pipe.defaults.window,
-            "context": pipe.defaults.context if request.context is None else request.context,
-            "memory": pipe.defaults.memory,
-            "context_noise": pipe.defaults.context_noise if request.context_noise is None else request.context_noise,
-            "anchor": pipe.defaults.anchor if request.anchor is None else request.anchor}
-
-
-def _run_long(pipe, request: Request, mode: str, frames: int, width: int, height: int, fps: float,
-              progress, log=None, video: np.ndarray | None = None) -> Path:
+def _run_long(pipe, request: Request, plan: Plan, chosen: Sampling, windows: Windows, progress, log=None,
+              video: np.ndarray | None = None) -> Path:
     """A storyboard, or a video longer than one window: kinema.inference.longvideo, window by window."""
     import torch
 
-    from kinema.inference.longvideo import generate_long
+    from kinema.inference import longvideo
     from kinema.inference.storyboard import Storyboard, storyboard_from_dict
     from kinema.media import read_image, write_video
 
@@ -246,45 +119,17 @@ def _run_long(pipe, request: Request, mode: str, frames: int, width: int, height
         if request.prompt.strip() and not board.scene:  # a prompt given with a storyboard is its scene
             board = Storyboard(board.shots, request.prompt.strip())
         texts = board.shot_texts()
-        _, shot_starts = board.frame_plan(fps)
+        _, shot_starts = board.frame_plan(plan.fps)
     else:
-        prompt, expanded = expanded_prompt(request, frames, fps, log)
+        prompt, expanded = expanded_prompt(request, plan.frames, plan.fps, log)
         texts, shot_starts = [prompt], [0]
-    image = read_image(request.image) if mode == "i2v" else None
+    image = read_image(request.image) if plan.mode == "i2v" else None
     generator = torch.Generator().manual_seed(request.seed)
-    windows = long_video_settings(pipe, request)
-    frames_out = generate_long(pipe, texts, frames, height, width, shot_starts=shot_starts,
-                               num_inference_steps=request.steps, guidance_scale=guidance_for(pipe, request),
-                               generator=generator, negative_prompt=request.negative_prompt, image=image, video=video,
-                               sampler=request.sampler, callback=progress, **windows)
-    metadata = _metadata(pipe, request, mode, width, height, fps, int(frames_out.shape[0]),
-                         expand=request.expand and board is None, expanded_prompt=expanded, **windows,
+    frames_out = longvideo.generate_long(
+        pipe, texts, plan.frames, plan.height, plan.width, shot_starts=shot_starts, num_inference_steps=chosen.steps,
+        guidance_scale=chosen.guidance, generator=generator, negative_prompt=request.negative_prompt, image=image,
+        video=video, sampler=chosen.sampler, callback=progress, **windows.as_dict())
+    metadata = _metadata(pipe, request, plan._replace(frames=len(frames_out)), chosen,
+                         expand=request.expand and board is None, expanded_prompt=expanded, **windows.as_dict(),
                          storyboard=board.to_dict() if board else None, shot_texts=texts, shot_starts=shot_starts)
-    return write_video(Path(request.output), frames_out, fps, metadata=metadata)
-
-
-def read_prompts_file(path: str | Path) -> list[dict]:
-    """One prompt per line, or JSON lines with a 'prompt' and per-prompt settings."""
-    path = Path(path)
-    if not path.is_file():
-        raise KinemaError(f"prompts file '{path}' does not exist")
-    items = []
-    allowed = set(Request.__dataclass_fields__) - {"output"}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("{"):
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise KinemaError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            unknown = set(item) - allowed - {"name"}
-            if unknown or "prompt" not in item:
-                raise KinemaError(f"{path}:{n}: needs 'prompt'; unknown keys: {', '.join(sorted(unknown)) or 'none'}")
-            items.append(item)
-        else:
-            items.append({"prompt": line})
-    if not items:
-        raise KinemaError(f"prompts file '{path}' has no prompts")
-    return items
+    return write_video(Path(request.output), frames_out, plan.fps, metadata=metadata)

@@ -46,6 +46,8 @@ from kinema.errors import KinemaError
 from kinema.eval.long import LONG_SECONDS, suite_targets
 from kinema.eval.metrics import expectation_from_prompt
 from kinema.frames import is_windowed, latent_count
+from kinema.inference.request import Plan, Request, validate
+from kinema.inference.settings import request_sampling, request_windows
 
 SETTINGS = ("seconds", "size", "fps", "steps", "guidance", "seed", "sampler", "negative_prompt", "expand")
 MAX_PROMPTS = 10_000
@@ -173,70 +175,23 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
     lowers the noise of one seed per prompt."""
     from tqdm import tqdm
 
-    from kinema.eval.analyzer import analyze_file
-    from kinema.eval.metrics import clip_targets, score_clip, summarize
-    from kinema.inference.generate import Request, guidance_for, long_video_settings, run, validate
+    from kinema.eval.metrics import clip_targets, summarize
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= MAX_SAMPLES:
         raise KinemaError(f"samples must be an integer in [1, {MAX_SAMPLES}], got {samples!r}")
-    items = suite.items[:limit] if limit else suite.items
-    requests = []  # (item, request, its validated (mode, frames, width, height, fps), shot starts or None)
-    for (n, item), k in product(enumerate(items), range(samples)):
-        settings = item.settings | (overrides or {})
-        try:
-            plan = None
-            if item.storyboard is not None:
-                settings = settings | {"storyboard": item.storyboard}
-            if k:
-                settings = settings | {"seed": int(settings.get("seed", n)) + k * SAMPLE_SEED_STRIDE}
-            name = f"{n:04d}.mp4" if k == 0 else f"{n:04d}-{k}.mp4"
-            request = Request(prompt=item.prompt, output=str(out_dir / name), **settings)
-            checked = validate(request, pipe.defaults.fps)
-            if item.storyboard is not None:
-                from kinema.inference.storyboard import storyboard_from_dict
-
-                plan = storyboard_from_dict(item.storyboard).frame_plan(checked[4])[1]
-            requests.append((item, request, checked, plan))
-        except (TypeError, KinemaError) as e:
-            raise KinemaError(f"suite '{suite.name}', prompt {n}: {e}") from None
-    clips = []
-    generated_seconds = []
-    for item, request, (_, frames, width, height, fps), plan in tqdm(requests, desc=suite.name, unit="prompt",
-                                                                     disable=not progress or None):
-        wanted = {"prompt": request.prompt, "seed": request.seed, "size": f"{width}x{height}", "fps": fps,
-                  "steps": request.steps or pipe.defaults.steps,
-                  "guidance": guidance_for(pipe, request),
-                  "model_sha256": pipe.weights_sha256, "frames": frames,
-                  "expand": request.expand and item.storyboard is None}
-        windows = long_video_settings(pipe, request)
-        latent_frames = latent_count(frames, stride=pipe.vae.temporal_compression)
-        windowed = is_windowed("t2v", latent_frames, windows["window"], item.storyboard is not None)
-        if windowed:
-            wanted |= windows  # made window by window: a clip made with other window settings is made again
-        path = Path(request.output)
-        took = None
-        if not _same_run(path, wanted, item.storyboard):
-            start = time.perf_counter()
-            run(pipe, request)
-            took = time.perf_counter() - start
-            generated_seconds.append(took)
-        clip = {"file": path.name, "prompt": request.prompt, "seed": request.seed, "size": f"{width}x{height}",
-                "frames": frames, "generate_seconds": took}
-        if plan is not None or (frames - 1) / fps >= LONG_SECONDS:
-            clip |= _score_long(path, fps, request.prompt, item.storyboard, plan, windows if windowed else None)
-        else:
-            clip["scores"] = score_clip(analyze_file(path), expectation_from_prompt(request.prompt, frames, fps))
-        clips.append(clip)
+    runs = suite_runs(suite, pipe, out_dir, limit, overrides, samples)
+    clips = [_generated_and_scored(pipe, run) for run in tqdm(runs, desc=suite.name, unit="prompt",
+                                                             disable=not progress or None)]
+    generated_seconds = sorted(c["generate_seconds"] for c in clips if c["generate_seconds"] is not None)
     report = {
         "suite": suite.name, "model": pipe.name, "model_sha256": pipe.weights_sha256, "samples": samples,
         "clips": clips,
         "summary": summarize([c["scores"] for c in clips]),
         # storyboards' shots are scored by the long-video measures (``targets``), not the single-clip ones
         "clip_targets": clip_targets([c["scores"] for c in clips if not c.get("cross_shot")]),
-        "generate_seconds_median": (sorted(generated_seconds)[len(generated_seconds) // 2]
-                                    if generated_seconds else None),
+        "generate_seconds_median": generated_seconds[len(generated_seconds) // 2] if generated_seconds else None,
     }
     if any(c.get("stability") or c.get("cross_shot") for c in clips):
         report["targets"] = suite_targets(clips)
@@ -244,21 +199,91 @@ def run_suite(suite: Suite, pipe, out_dir: str | Path, limit: int | None = None,
     return report
 
 
-def _score_long(path: Path, fps: float, prompt: str, storyboard: dict | None, plan: list[int] | None,
+@dataclass
+class SuiteRun:
+    """One video of a suite: its entry, its request, the request's checked plan and, for a storyboard, the
+    first frame of each shot."""
+
+    item: SuiteItem
+    request: Request
+    plan: Plan
+    shot_starts: list[int] | None
+
+
+def suite_runs(suite: Suite, pipe, out_dir: Path, limit: int | None = None, overrides: dict | None = None,
+               samples: int = 1) -> list[SuiteRun]:
+    """Every video of a suite as a checked request, before anything is generated; one-line errors that name
+    the entry."""
+    from kinema.inference.storyboard import storyboard_from_dict
+
+    items = suite.items[:limit] if limit else suite.items
+    runs = []
+    for (n, item), k in product(enumerate(items), range(samples)):
+        settings = item.settings | (overrides or {})
+        try:
+            if item.storyboard is not None:
+                settings = settings | {"storyboard": item.storyboard}
+            if k:
+                settings = settings | {"seed": int(settings.get("seed", n)) + k * SAMPLE_SEED_STRIDE}
+            name = f"{n:04d}.mp4" if k == 0 else f"{n:04d}-{k}.mp4"
+            request = Request(prompt=item.prompt, output=str(out_dir / name), **settings)
+            plan = validate(request, pipe.defaults.fps)
+            starts = None
+            if item.storyboard is not None:
+                starts = storyboard_from_dict(item.storyboard).frame_plan(plan.fps)[1]
+            runs.append(SuiteRun(item, request, plan, starts))
+        except (TypeError, KinemaError) as e:
+            raise KinemaError(f"suite '{suite.name}', prompt {n}: {e}") from None
+    return runs
+
+
+def _generated_and_scored(pipe, run: SuiteRun) -> dict:
+    """A suite video's entry in the report: generated unless the same run made it before, then scored."""
+    from kinema.eval.analyzer import analyze_file
+    from kinema.eval.metrics import score_clip
+    from kinema.inference import generate
+
+    request, (mode, frames, width, height, fps) = run.request, run.plan
+    storyboard = run.item.storyboard
+    chosen, windows = request_sampling(pipe.defaults, request), request_windows(pipe.defaults, request)
+    wanted = {"prompt": request.prompt, "seed": request.seed, "size": f"{width}x{height}", "fps": fps,
+              "steps": chosen.steps, "guidance": chosen.guidance, "model_sha256": pipe.weights_sha256,
+              "frames": frames, "expand": request.expand and storyboard is None}
+    latent_frames = latent_count(frames, mode, pipe.vae.temporal_compression)
+    windowed = is_windowed(mode, latent_frames, windows.window, storyboard is not None)
+    if windowed:
+        wanted |= windows.as_dict()  # made window by window: a clip made with other window settings is made again
+    path = Path(request.output)
+    took = None
+    if not _same_run(path, wanted, storyboard):
+        start = time.perf_counter()
+        generate.run(pipe, request)
+        took = time.perf_counter() - start
+    clip = {"file": path.name, "prompt": request.prompt, "seed": request.seed, "size": f"{width}x{height}",
+            "frames": frames, "generate_seconds": took}
+    if run.shot_starts is not None or (frames - 1) / fps >= LONG_SECONDS:
+        clip |= _score_long(path, fps, request.prompt, storyboard, run.shot_starts,
+                            windows.as_dict() if windowed else None)
+    else:
+        clip["scores"] = score_clip(analyze_file(path), expectation_from_prompt(request.prompt, frames, fps))
+    return clip
+
+
+def _score_long(path: Path, fps: float, prompt: str, storyboard: dict | None, shot_starts: list[int] | None,
                 windows: dict | None = None) -> dict:
     """A long clip's or a storyboard clip's fields of the report (``kinema.eval.long``). ``windows``: the
-    window settings it was made with (``kinema.inference.generate.long_video_settings``), when made window by window."""
+    window settings it was made with (``kinema.inference.settings.Windows``), when made window by window."""
     from kinema.eval.long import score_long_clip, score_storyboard_clip
     from kinema.inference.longvideo import window_start_frames
     from kinema.media import read_video
 
     video, _ = read_video(path)
-    if storyboard is None or plan is None:
+    if storyboard is None or shot_starts is None:
         joins = None if windows is None else window_start_frames(
             len(video), windows["window"], windows["context"], windows["memory"])
         return score_long_clip(video, fps, prompt, window_starts=joins)
-    _check_plan(path, len(video), plan)
+    _check_plan(path, len(video), shot_starts)
     shots = storyboard["shots"]
-    scored = score_storyboard_clip(video, fps, plan, [s["prompt"] for s in shots], [s["framing"] for s in shots],
+    scored = score_storyboard_clip(video, fps, shot_starts, [s["prompt"] for s in shots], [s["framing"] for s in shots],
                                    storyboard["scene"])
-    return {"storyboard": storyboard, "shot_starts": plan, **scored}
+    return {"storyboard": storyboard, "shot_starts": shot_starts, **scored}

@@ -1,7 +1,7 @@
 """``kinema serve``: an OpenAI-compatible video API and a web studio on one loaded pipeline.
 
 ``app`` holds the routes and errors; ``guard`` auth and body limits; ``store`` the SQLite job store;
-``worker`` the thread that runs jobs; ``jobs`` how a stored job becomes a ``kinema.inference.generate.Request``;
+``worker`` the thread that runs jobs; ``jobs`` how a stored job becomes a ``kinema.inference.request.Request``;
 ``uploads`` the checks on uploaded files; ``characters`` named subjects; ``static/`` the studio page.
 The app and its heavy imports (torch, the pipeline) load on first use, so ``guard`` stays cheap.
 """

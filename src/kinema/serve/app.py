@@ -50,8 +50,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import kinema
 from kinema.errors import KinemaError
 from kinema.frames import DEFAULT_SECONDS, DEFAULT_SIZE, MAX_PROMPT_CHARS
-from kinema.inference.generate import Request as GenerateRequest
-from kinema.inference.generate import default_guidance
+from kinema.inference.request import Request as GenerateRequest
+from kinema.inference.settings import default_guidance
 from kinema.media import DEFAULT_MAX_PIXELS
 from kinema.serve import characters as character_tools
 from kinema.serve.guard import PUBLIC_PATHS, GuardMiddleware, check_host, error_body
@@ -434,7 +434,7 @@ def _source_size(frames: np.ndarray) -> str:
 
 
 def _storyboard(value: Any) -> dict | None:
-    """A storyboard from JSON (an object) or multipart (a JSON string); kinema.inference.generate.validate checks
+    """A storyboard from JSON (an object) or multipart (a JSON string); kinema.inference.request.validate checks
     the rest."""
     if value is None:
         return None

@@ -1,10 +1,10 @@
-"""A server job: the stored parameters of one generation and the ``kinema.inference.generate.Request`` they make.
+"""A server job: the stored parameters of one generation and the ``kinema.inference.request.Request`` they make.
 
 Parameters are stored as plain JSON: the Request's fields, with input files named relative to the
 job's folder (``MEDIA/<job id>/``), where the output ``video.mp4``, its sidecar ``video.json``, the
 thumbnail and the spritesheet are written too. The limits a request must meet are the CLI's
-(``kinema.inference.generate.validate``), the pipeline's prompt length, and the server's budget of pixels and
-transformer tokens per video, all checked before a job is accepted.
+(``kinema.inference.request.validate``) and the server's budget of pixels and transformer tokens per video,
+all checked before a job is accepted.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from kinema.errors import KinemaError
-from kinema.frames import MAX_PROMPT_CHARS, is_windowed, latent_count, output_frames
-from kinema.inference.generate import Request, validate
+from kinema.frames import is_windowed, latent_count, output_frames
 from kinema.inference.pipeline import MAX_TOKENS_PER_PASS
+from kinema.inference.request import Request, validate
 
 OUTPUT_NAME = "video.mp4"
 THUMBNAIL_NAME = "thumbnail.png"
@@ -57,11 +57,6 @@ def check_request(request: Request, pipe, *, input_frames: tuple[int, ...] = (),
     storyboard sets it: there it is the length of the whole result. ``input_frames`` are the frame counts of the
     input videos, known from the upload checks. One-line KinemaError otherwise.
     """
-    if len(request.prompt) > MAX_PROMPT_CHARS:
-        raise KinemaError(f"prompt has {len(request.prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
-    if request.negative_prompt is not None and len(request.negative_prompt) > MAX_PROMPT_CHARS:
-        raise KinemaError(f"negative_prompt has {len(request.negative_prompt)} characters; "
-                          f"the limit is {MAX_PROMPT_CHARS}")
     mode, frames, width, height, fps = validate(request, pipe.defaults.fps)
     if input_frames:  # the modes that keep input video make the input and what is added
         frames = output_frames(mode, request.seconds, fps, input_frames)
