@@ -104,14 +104,14 @@ def test_context_and_memory_frames_stay_bit_identical(pipe, monkeypatch, context
     """Known frames leave the sampler as they entered; memory frames (and, without context noise, the context)
     enter as the frames made before."""
     calls = []
-    denoise = pipe._denoise
+    denoise = pipe.denoise
 
     def recording(latents, known, known_latents, *args, **kwargs):
         out = denoise(latents, known, known_latents, *args, **kwargs)
         calls.append((latents.clone(), None if known is None else known.clone(), out.clone()))
         return out
 
-    monkeypatch.setattr(pipe, "_denoise", recording)
+    monkeypatch.setattr(pipe, "denoise", recording)
     latents = generate_long(pipe, ["a blue box", "a close-up of the blue box"], 57, 32, 32, shot_starts=[0, 25],
                             window=5, context=2, memory=2, generator=torch.Generator().manual_seed(0),
                             output_type="latent", context_noise=context_noise)
@@ -288,13 +288,13 @@ def test_extending_a_video_by_a_minute_continues_from_its_frames(pipe, monkeypat
     rng = np.random.default_rng(0)
     source = rng.integers(0, 255, (9, 32, 32, 3), dtype=np.uint8)  # 3 latent frames
     calls = []
-    denoise = pipe._denoise
+    denoise = pipe.denoise
 
     def recording(latents, known, known_latents, *args, **kwargs):
         calls.append(None if known is None else known.clone())
         return denoise(latents, known, known_latents, *args, **kwargs)
 
-    monkeypatch.setattr(pipe, "_denoise", recording)
+    monkeypatch.setattr(pipe, "denoise", recording)
     latents = generate_long(pipe, ["a red ball rolls"], 9 + 4 * 8, 32, 32, video=source, window=5, context=2,
                             memory=1, generator=torch.Generator().manual_seed(0), output_type="latent")
     encoded = pipe.encode_video(frames_to_tensor(source, 32, 32))
@@ -316,7 +316,7 @@ def test_context_noise_noises_the_context_of_later_passes_and_keeps_memory_frame
 
     def run(noise_level):
         passes = []
-        denoise = pipe._denoise
+        denoise = pipe.denoise
 
         def recording(latents, known, known_latents, *args, **kwargs):
             seen_t = []
@@ -334,11 +334,11 @@ def test_context_noise_noises_the_context_of_later_passes_and_keeps_memory_frame
             passes.append((latents.clone(), seen_t))
             return out
 
-        monkeypatch.setattr(pipe, "_denoise", recording)
+        monkeypatch.setattr(pipe, "denoise", recording)
         latents = generate_long(pipe, ["a green ball is dropped"], 41, 32, 32, image=image, window=5, context=1,
                                 memory=1, context_noise=noise_level, generator=torch.Generator().manual_seed(3),
                                 output_type="latent")
-        monkeypatch.setattr(pipe, "_denoise", denoise)
+        monkeypatch.setattr(pipe, "denoise", denoise)
         return latents, passes
 
     clean_latents, clean_passes = run(0.0)

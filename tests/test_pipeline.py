@@ -72,6 +72,28 @@ def test_known_latents_stay_fixed(pipe):
     assert torch.equal(latents[:, :, :2], encoded)
 
 
+def test_conditioning_items_are_the_modes_known_frames(pipe):
+    """Each mode that keeps frames is a list of items: frames that open or close the video."""
+    from kinema.inference.conditioning import ConditioningItem
+
+    start, end = clip(5), clip(5, value=1)
+    cases = [({"mode": "extend_forward", "video": start}, [ConditioningItem(start)]),
+             ({"mode": "extend_backward", "video": start}, [ConditioningItem(start, "end")]),
+             ({"mode": "connect", "video": start, "video_end": end},
+              [ConditioningItem(start), ConditioningItem(end, "end")]),
+             ({"mode": "i2v", "image": start[0]}, [ConditioningItem(start[0])])]
+    for by_mode, items in cases:
+        a = pipe("a red ball", num_frames=17, height=32, width=48, generator=torch.Generator().manual_seed(2),
+                 **by_mode).frames
+        b = pipe("a red ball", num_frames=17, height=32, width=48, generator=torch.Generator().manual_seed(2),
+                 conditioning=items).frames
+        assert np.array_equal(a, b), by_mode["mode"]
+    with pytest.raises(KinemaError, match="conditioning"):
+        pipe("a red ball", num_frames=16, mode="loop", conditioning=[ConditioningItem(start)])
+    with pytest.raises(KinemaError, match="nothing to generate"):
+        pipe("a red ball", num_frames=5, conditioning=[ConditioningItem(start)])
+
+
 def test_save_load_round_trip(pipe, tmp_path, word_encoder):
     pipe.save_pretrained(tmp_path / "model")
     loaded = KinemaPipeline.from_pretrained(tmp_path / "model", text_encoder=word_encoder())

@@ -35,6 +35,8 @@ from kinema.frames import (
     latent_shot_starts,
     shot_of_latent_frames,
 )
+from kinema.inference.conditioning import conditioning_for_mode
+from kinema.inference.settings import Sampling, Windows, sampling, windows
 
 MAX_SPREAD_CHANGE = 2.0  # the anchor rescales a pass's spread by at most this factor either way
 
@@ -188,90 +190,103 @@ def generate_long(
     result); longer ones continue window by window from the frames already made.
     """
     from kinema.diffusion.flow import shift_for_tokens
-    from kinema.inference.pipeline import check_request, frames_to_tensor
 
-    defaults = pipe.defaults
-    steps = defaults.steps if num_inference_steps is None else num_inference_steps
-    guidance = defaults.guidance_scale if guidance_scale is None else guidance_scale
-    window = window or defaults.window
-    context = defaults.context if context is None else context
-    memory = defaults.memory if memory is None else memory
-    context_noise = defaults.context_noise if context_noise is None else context_noise
-    if not (isinstance(context_noise, (int, float)) and 0.0 <= context_noise < 1.0):
-        raise KinemaError(f"context noise {context_noise!r}: must be a flow time in [0, 1)")
-    anchor = defaults.anchor if anchor is None else anchor
-    if isinstance(anchor, bool) or not (isinstance(anchor, (int, float)) and 0.0 <= anchor <= 1.0):
-        raise KinemaError(f"anchor {anchor!r}: must be a strength in [0, 1]")
-    sampler = sampler or defaults.sampler
-    if not texts:
-        raise KinemaError("no caption to generate from")
-    mode = "i2v" if image is not None else "extend_forward" if video is not None else "t2v"
-    check_request(texts, num_frames, height, width, steps, guidance, mode, 1.0)
+    # 1. Check inputs and resolve the settings.
+    chosen = sampling(pipe.defaults, num_inference_steps, guidance_scale, sampler)
+    settings = windows(pipe.defaults, window, context, memory, context_noise, anchor)
     shot_starts = shot_starts or [0]
-    if len(shot_starts) != len(texts) or shot_starts[0] != 0 or not all(
-            is_latent_length(s) for s in shot_starts[1:]) or sorted(set(shot_starts)) != shot_starts:
-        raise KinemaError(f"shot starts {shot_starts}: need one per caption, from 0, increasing, cuts on 1 + 4k")
+    mode = check_long(texts, num_frames, height, width, chosen, settings, shot_starts, image, video)
 
+    # 2. Plan the passes; the latents the video opens with are known (an image, or the video being extended).
     vae_time = pipe.vae.temporal_compression
     latent_frames = latent_count(num_frames, stride=vae_time)
     lh, lw, plh, plw = pipe.latent_grid(height, width)
     channels = pipe.vae.config.z_dim
-    shot_latent_starts = latent_shot_starts(shot_starts, vae_time)
     text_index = shot_of_latent_frames(shot_starts, latent_frames)
-    if image is not None and video is not None:
-        raise KinemaError("give an image or a video to start from, not both")
-    given = None
-    if video is not None:
-        from kinema.inference.pipeline import trim_to_latent_length
-
-        source = trim_to_latent_length(np.asarray(video))
-        given = pipe.encode_video(frames_to_tensor(source, height, width))  # (1, C, k, H', W')
-    plan = plan_windows(latent_frames, window, context, memory, shot_latent_starts, first_known=image is not None,
-                        given=0 if given is None else given.shape[2])
+    opening = [pipe.encode_conditioning(item, height, width).latents
+               for item in conditioning_for_mode(mode, image, video)]  # (1, C, k, H', W')
+    plan = plan_windows(latent_frames, settings.window, settings.context, settings.memory,
+                        latent_shot_starts(shot_starts, vae_time), first_known=image is not None,
+                        given=opening[0].shape[2] if video is not None else 0)
     tokens = len(plan[0].frames) * pipe.tokens_per_frame(height, width)
-    shift = shift or defaults.shift or shift_for_tokens(tokens, pipe.flow)
+    shift = shift or pipe.defaults.shift or shift_for_tokens(tokens, pipe.flow)
 
+    # 3. Encode the captions.
     cond, uncond = encode_texts(pipe, texts, negative_prompt or "")
+
+    # 4. Denoise pass by pass: the known frames held, only the new ones denoised, each pass anchored to its
+    #    shot's opening.
     latents = torch.zeros(1, channels, latent_frames, lh, lw)
-    if image is not None:
-        latents[:, :, 0] = pipe.encode_video(frames_to_tensor(image, height, width))[:, :, 0]
-    if given is not None:
-        latents[:, :, :given.shape[2]] = given
-    total = steps * len(plan)
+    if opening:
+        latents[:, :, :opening[0].shape[2]] = opening[0]
     references: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # a shot's levels and spread (anchor_levels)
     for n, win in enumerate(plan):
         known_count = len(win.known)
         noise = torch.randn((1, channels, win.count, plh, plw), generator=generator)
-        held = latents[:, :, list(win.known)]
-        known_time: float | torch.Tensor = 0.0
-        if context_noise > 0 and known_count and (n > 0 or given is not None):
-            # The context (the last frames made) enters noised and says so; memory frames and the first pass's
-            # image stay clean.
-            level = torch.tensor([context_noise if f >= win.start - context else 0.0 for f in win.known])
-            scale = level[None, None, :, None, None]
-            held = (1.0 - scale) * held + scale * torch.randn(held.shape, generator=generator)
-            known_time = torch.cat([level, torch.zeros(win.count)])[None]
+        held, known_time = latents[:, :, list(win.known)], 0.0
+        if settings.context_noise > 0 and known_count and (n > 0 or video is not None):
+            held, known_time = noised_context(held, win, settings, generator)
         x = torch.cat([held, noise[..., :lh, :lw]], dim=2)
         known = torch.zeros(1, x.shape[2], dtype=torch.bool)
         known[:, :known_count] = True
-        if len(texts) > 1:  # per-frame captions; one caption keeps the plain cross-attention path
-            index = torch.tensor([[text_index[f] for f in win.frames]])
-            frame_cond = {**cond, "frame_text_index": index}
-            frame_uncond = {**uncond, "frame_text_index": index}
-        else:
-            frame_cond = {k: v[:, 0] for k, v in cond.items()}
-            frame_uncond = {k: v[:, 0] for k, v in uncond.items()}
+        frame_cond, frame_uncond = window_text(cond, uncond, [text_index[f] for f in win.frames], len(texts))
 
-        def progress(step: int, _total: int, x_now: torch.Tensor, offset: int = n * steps) -> None:
+        def progress(step: int, _total: int, x_now: torch.Tensor, offset: int = n * chosen.steps) -> None:
             if callback is not None:
-                callback(offset + step, total, x_now)
+                callback(offset + step, chosen.steps * len(plan), x_now)
 
-        out = pipe._denoise(x, known if known_count else None, x if known_count else None, frame_cond,
-                            frame_uncond, steps, guidance, 1.0, shift, sampler, progress, known_time=known_time)
+        out = pipe.denoise(x, known if known_count else None, x if known_count else None, frame_cond, frame_uncond,
+                           chosen.steps, chosen.guidance, 1.0, shift, chosen.sampler, progress, known_time=known_time)
         new = out[:, :, known_count:]
-        if anchor > 0:
-            new = anchor_levels(new, latents, win.start, text_index, references, anchor)
+        if settings.anchor > 0:
+            new = anchor_levels(new, latents, win.start, text_index, references, settings.anchor)
         latents[:, :, win.start:win.start + win.count] = new
+
+    # 5. Decode the whole latent sequence once: the chunked causal VAE adds no seams.
     if output_type == "latent":
         return latents
     return pipe.decode_latents(latents)[0]
+
+
+def check_long(texts: list[str], num_frames: int, height: int, width: int, chosen: Sampling, settings: Windows,
+               shot_starts: list[int], image: np.ndarray | None, video: np.ndarray | None) -> str:
+    """The checks of ``generate_long``, before anything is allocated; returns the mode it makes (t2v, i2v or
+    extend_forward)."""
+    from kinema.inference.pipeline import check_request
+
+    noise = settings.context_noise
+    if not (isinstance(noise, (int, float)) and 0.0 <= noise < 1.0):
+        raise KinemaError(f"context noise {noise!r}: must be a flow time in [0, 1)")
+    anchor = settings.anchor
+    if isinstance(anchor, bool) or not (isinstance(anchor, (int, float)) and 0.0 <= anchor <= 1.0):
+        raise KinemaError(f"anchor {anchor!r}: must be a strength in [0, 1]")
+    if not texts:
+        raise KinemaError("no caption to generate from")
+    mode = "i2v" if image is not None else "extend_forward" if video is not None else "t2v"
+    check_request(texts, num_frames, height, width, chosen.steps, chosen.guidance, mode, 1.0)
+    if len(shot_starts) != len(texts) or shot_starts[0] != 0 or not all(
+            is_latent_length(s) for s in shot_starts[1:]) or sorted(set(shot_starts)) != shot_starts:
+        raise KinemaError(f"shot starts {shot_starts}: need one per caption, from 0, increasing, cuts on 1 + 4k")
+    if image is not None and video is not None:
+        raise KinemaError("give an image or a video to start from, not both")
+    return mode
+
+
+def noised_context(held: torch.Tensor, win: Window, settings: Windows,
+                   generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A pass's known frames with its context (the last frames made) noised to ``context_noise``, and the flow
+    time of every frame of the pass, (1, F'): the context says it is noised; memory frames and an image to
+    video's first frame stay clean."""
+    level = torch.tensor([settings.context_noise if f >= win.start - settings.context else 0.0 for f in win.known])
+    scale = level[None, None, :, None, None]
+    held = (1.0 - scale) * held + scale * torch.randn(held.shape, generator=generator)
+    return held, torch.cat([level, torch.zeros(win.count)])[None]
+
+
+def window_text(cond: dict, uncond: dict, shots: list[int], sequences: int) -> tuple[dict, dict]:
+    """The text a pass attends to: with several captions, which one each of its latent frames reads (``shots``,
+    per frame); one caption keeps the plain cross-attention path."""
+    if sequences > 1:
+        index = torch.tensor([shots])
+        return {**cond, "frame_text_index": index}, {**uncond, "frame_text_index": index}
+    return {k: v[:, 0] for k, v in cond.items()}, {k: v[:, 0] for k, v in uncond.items()}

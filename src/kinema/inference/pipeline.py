@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from kinema.diffusion.flow import FlowConfig, shift_for_tokens
 from kinema.diffusion.sampling import SAMPLERS, flow_schedule, guided
 from kinema.errors import KinemaError
 from kinema.frames import MAX_FRAMES, MAX_PROMPT_CHARS, MAX_SIDE, MODES, is_latent_length, latent_count, latent_length
+from kinema.inference.conditioning import ConditioningItem, KnownLatents, conditioning_for_mode, hold
+from kinema.inference.settings import Sampling, sampling
 from kinema.models.dit import VideoDiT
 from kinema.models.text import TextEncoder, pad_token_batches
 from kinema.models.vae import VideoVAE
@@ -240,11 +243,14 @@ class KinemaPipeline(DiffusionPipeline):
         _, ph, pw = self.transformer.config.patch_size
         return (padded_h // ph) * (padded_w // pw)
 
-    def _denoise(self, latents: torch.Tensor, known: torch.Tensor | None, known_latents: torch.Tensor | None,
-                 cond: dict, uncond: dict, steps: int, guidance_scale: float, start: float, shift: float,
-                 sampler: str, callback, known_time: float | torch.Tensor = 0.0) -> torch.Tensor:
-        """Run the sampler on latents (B, C, F', H', W'), padded (replicating the edge) to whole patches.
+    def denoise(self, latents: torch.Tensor, known: torch.Tensor | None, known_latents: torch.Tensor | None,
+                cond: dict, uncond: dict, steps: int, guidance_scale: float, start: float, shift: float,
+                sampler: str, callback, known_time: float | torch.Tensor = 0.0) -> torch.Tensor:
+        """Run the sampler on latents (B, C, F', H', W') from flow time ``start`` to 0, padded (replicating the
+        edge) to whole patches; one transformer pass for every step. The pipeline's call and each window of a
+        long video (``kinema.inference.longvideo``) end here.
 
+        ``known`` (B, F') marks the latent frames held at ``known_latents`` with flow time ``known_time``.
         ``cond``/``uncond`` hold ``text`` (B, L, D) or (B, S, L, D), ``text_mask`` and optionally
         ``frame_text_index`` (B, F'): which of the S sequences each latent frame attends to."""
         h, w = latents.shape[-2:]
@@ -297,103 +303,57 @@ class KinemaPipeline(DiffusionPipeline):
         shift: float | None = None,
         callback=None,
         output_type: str = "np",
+        conditioning: Sequence[ConditioningItem] | None = None,
     ) -> KinemaPipelineOutput:
         """Generate videos.
 
         mode: t2v (default), image (1 frame), i2v (``image`` is frame 0), extend_forward /
         extend_backward (``video`` is kept and ``num_frames`` is the total length), loop (a
         seamless loop of ``num_frames`` = 4k frames), connect (``video`` ... ``video_end``),
-        edit (SDEdit of ``video`` at ``strength``). Frames are uint8 (B, F, H, W, 3).
+        edit (SDEdit of ``video`` at ``strength``). ``conditioning`` lists known frames directly
+        (``ConditioningItem``: frames that open or close the video) instead of ``image``/``video``/
+        ``video_end``. Frames are uint8 (B, F, H, W, 3).
         """
+        # 1. Check inputs, resolve the settings, and say which frames are known.
         mode = mode or ("image" if num_frames == 1 else "i2v" if image is not None else "t2v")
-        steps = self.defaults.steps if num_inference_steps is None else num_inference_steps
-        guidance = self.defaults.guidance_scale if guidance_scale is None else guidance_scale
-        check_request(prompt, num_frames, height, width, steps, guidance, mode, strength)
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        negative = negative_prompt if negative_prompt is not None else ""
-        negatives = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
-        if len(negatives) != len(prompts):
-            raise KinemaError(f"negative_prompt: got {len(negatives)} for {len(prompts)} prompts")
-        needs = {"i2v": image, "extend_forward": video, "extend_backward": video, "connect": video,
-                 "edit": video}
-        if mode in needs and needs[mode] is None:
-            raise KinemaError(f"mode '{mode}' needs {'an image' if mode == 'i2v' else 'a video'}")
-        if mode == "connect" and video_end is None:
-            raise KinemaError("mode 'connect' needs two videos")
-
-        vae_time = self.vae.temporal_compression
-        latent_frames = latent_count(num_frames, mode, vae_time)
-        lh, lw, plh, plw = self.latent_grid(height, width)
-        tokens = latent_frames * self.tokens_per_frame(height, width)
-        if tokens > MAX_TOKENS_PER_PASS:
-            raise KinemaError(f"{num_frames} frames at {width}x{height} is {tokens} tokens; one pass allows "
-                              f"{MAX_TOKENS_PER_PASS} (use fewer frames or a smaller size)")
+        chosen = sampling(self.defaults, num_inference_steps, guidance_scale, sampler)
+        check_request(prompt, num_frames, height, width, chosen.steps, chosen.guidance, mode, strength)
+        prompts, negatives = prompt_lists(prompt, negative_prompt)
+        if conditioning is None:
+            conditioning = conditioning_for_mode(mode, image, video, video_end)
+        elif image is not None or video is not None or video_end is not None or mode in ("image", "loop", "edit"):
+            raise KinemaError(f"conditioning items are known frames of a video from text; not with image, "
+                              f"video, video_end or mode '{mode}'")
+        latent_frames = latent_count(num_frames, mode, self.vae.temporal_compression)
+        tokens = self.check_tokens(latent_frames, num_frames, height, width)
         shift = shift or self.defaults.shift or shift_for_tokens(tokens, self.flow)
-        sampler = sampler or self.defaults.sampler
-        batch = len(prompts)
-        channels = self.vae.config.z_dim
-        shape = (batch, channels, latent_frames, lh, lw)
+
+        # 2. Encode the prompt (and the negative prompt, for guidance).
         cond, uncond = self.encode_text(prompts, negatives)
-        noise = torch.randn((batch, channels, latent_frames, plh, plw), generator=generator)
-        noise = noise[..., :lh, :lw]
-        known = known_latents = None
-        start = 1.0
-        latents = noise
 
-        def known_at(positions: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-            mask = torch.zeros(batch, latent_frames, dtype=torch.bool)
-            values = torch.zeros(shape)
-            for index, latent in positions.items():
-                mask[:, index] = True
-                values[:, :, index] = latent
-            return mask, values
+        # 3. Prepare latents: noise drawn at the padded latent size, so its values do not depend on whether
+        #    padding is needed; an edit starts from its video's latents noised to ``strength`` (SDEdit).
+        batch, channels = len(prompts), self.vae.config.z_dim
+        lh, lw, plh, plw = self.latent_grid(height, width)
+        noise = torch.randn((batch, channels, latent_frames, plh, plw), generator=generator)[..., :lh, :lw]
+        latents, start = noise, 1.0
+        if mode == "edit":
+            latents, start = self.edit_start(video, noise, float(strength), num_frames, height, width), float(strength)
 
-        if mode == "i2v":
-            first = self.encode_video(frames_to_tensor(image, height, width))[:, :, 0]
-            known, known_latents = known_at({0: first})
-        elif mode in ("extend_forward", "extend_backward", "connect"):
-            source = trim_to_latent_length(np.asarray(video))
-            encoded = self.encode_video(frames_to_tensor(source, height, width))  # (1, C, 1 + k, H', W')
-            count = encoded.shape[2]
-            positions: dict[int, torch.Tensor] = {}
-            if mode == "extend_forward":
-                positions = {i: encoded[:, :, i] for i in range(count)}
-            elif mode == "extend_backward":
-                tail = encoded[:, :, 1:] if count > 1 else encoded
-                positions = {latent_frames - tail.shape[2] + i: tail[:, :, i] for i in range(tail.shape[2])}
-            else:
-                end = self.encode_video(frames_to_tensor(trim_to_latent_length(np.asarray(video_end)), height, width))
-                tail = end[:, :, 1:] if end.shape[2] > 1 else end
-                positions = {i: encoded[:, :, i] for i in range(count)}
-                positions |= {latent_frames - tail.shape[2] + i: tail[:, :, i] for i in range(tail.shape[2])}
-            if len(positions) >= latent_frames:
-                raise KinemaError(f"num_frames {num_frames} leaves nothing to generate around the given video "
-                                  f"({len(positions)} of {latent_frames} latent frames are known)")
-            known, known_latents = known_at(positions)
-        elif mode == "loop":
-            # Two latent frames (frames 0..4) first; then the clip runs from frame 0 to frames 4k+1..4k+4,
-            # which must equal frames 1..4, so frame 4k leads back into frame 0.
-            head_noise = torch.randn((batch, channels, 2, plh, plw), generator=generator)
-            head = self._denoise(head_noise[..., :lh, :lw], None, None, cond, uncond, steps, guidance, 1.0, shift,
-                                 sampler, None)
-            known = torch.zeros(batch, latent_frames, dtype=torch.bool)
-            known[:, 0] = known[:, -1] = True
-            known_latents = torch.zeros(shape)
-            known_latents[:, :, 0] = head[:, :, 0]
-            known_latents[:, :, -1] = head[:, :, 1]
-        elif mode == "edit":
-            source = trim_to_latent_length(np.asarray(video))
-            if latent_length(num_frames) != len(source):
-                latent_frames = latent_count(len(source), stride=vae_time)
-                noise = noise[:, :, :latent_frames]
-                if noise.shape[2] < latent_frames:
-                    raise KinemaError(f"num_frames {num_frames}: an edit keeps the video's length ({len(source)})")
-            x0 = self.encode_video(frames_to_tensor(source, height, width)).expand(batch, -1, -1, -1, -1)
-            start = float(strength)
-            latents = (1.0 - start) * x0 + start * noise
+        # 4. Known frames, held clean: the conditioning encoded by the VAE, or a loop's two ends.
+        known = [self.encode_conditioning(item, height, width) for item in conditioning]
+        if mode == "loop":
+            known = self.loop_ends(cond, uncond, chosen, shift, generator, (batch, channels, lh, lw, plh, plw))
+        mask, known_latents = hold(known, latents.shape)
+        if mask is not None and int(mask[0].sum()) >= latents.shape[2]:
+            raise KinemaError(f"num_frames {num_frames} leaves nothing to generate around the given video "
+                              f"({int(mask[0].sum())} of {latents.shape[2]} latent frames are known)")
 
-        latents = self._denoise(latents, known, known_latents, cond, uncond, steps, guidance, start, shift, sampler,
-                                callback)
+        # 5. Denoise.
+        latents = self.denoise(latents, mask, known_latents, cond, uncond, chosen.steps, chosen.guidance, start,
+                               shift, chosen.sampler, callback)
+
+        # 6. Decode.
         if output_type == "latent":
             return KinemaPipelineOutput(frames=latents)
         frames = self.decode_latents(latents)  # (B, F, H, W, 3)
@@ -401,3 +361,53 @@ class KinemaPipeline(DiffusionPipeline):
             frames = frames[:, :num_frames]
         return KinemaPipelineOutput(frames=frames)
 
+    def check_tokens(self, latent_frames: int, num_frames: int, height: int, width: int) -> int:
+        """The patch tokens of one pass over ``latent_frames``; one-line KinemaError over MAX_TOKENS_PER_PASS."""
+        tokens = latent_frames * self.tokens_per_frame(height, width)
+        if tokens > MAX_TOKENS_PER_PASS:
+            raise KinemaError(f"{num_frames} frames at {width}x{height} is {tokens} tokens; one pass allows "
+                              f"{MAX_TOKENS_PER_PASS} (use fewer frames or a smaller size)")
+        return tokens
+
+    def encode_conditioning(self, item: ConditioningItem, height: int, width: int) -> KnownLatents:
+        """An item's latent frames: its frames cut to 1 + 4k and encoded; an item that closes the video drops
+        its first latent frame when it has others (that one is encoded alone, as an image)."""
+        frames = np.asarray(item.frames)
+        frames = trim_to_latent_length(frames[None] if frames.ndim == 3 else frames)
+        latents = self.encode_video(frames_to_tensor(frames, height, width))  # (1, C, 1 + k, H', W')
+        if item.at == "end" and latents.shape[2] > 1:
+            latents = latents[:, :, 1:]
+        return KnownLatents(latents, item.at)
+
+    def edit_start(self, video: np.ndarray, noise: torch.Tensor, strength: float, num_frames: int, height: int,
+                   width: int) -> torch.Tensor:
+        """Where an edit starts sampling (SDEdit, Meng et al. 2022): the video's latents noised to flow time
+        ``strength``, (1 - s) x0 + s noise. An edit keeps the video's length."""
+        source = trim_to_latent_length(np.asarray(video))
+        latent_frames = latent_count(len(source), stride=self.vae.temporal_compression)
+        if latent_frames > noise.shape[2]:
+            raise KinemaError(f"num_frames {num_frames}: an edit keeps the video's length ({len(source)})")
+        noise = noise[:, :, :latent_frames]
+        x0 = self.encode_video(frames_to_tensor(source, height, width)).expand(noise.shape[0], -1, -1, -1, -1)
+        return (1.0 - strength) * x0 + strength * noise
+
+    def loop_ends(self, cond: dict, uncond: dict, chosen: Sampling, shift: float, generator: torch.Generator | None,
+                  grid: tuple[int, int, int, int, int, int]) -> list[KnownLatents]:
+        """A seamless loop's known frames: two latent frames (video frames 0..4) are made first; the clip then
+        runs from frame 0 to frames 4k+1..4k+4, which must equal frames 1..4, so frame 4k leads back into
+        frame 0. ``grid``: (batch, channels, latent rows, columns, padded rows, padded columns)."""
+        batch, channels, lh, lw, plh, plw = grid
+        head_noise = torch.randn((batch, channels, 2, plh, plw), generator=generator)
+        head = self.denoise(head_noise[..., :lh, :lw], None, None, cond, uncond, chosen.steps, chosen.guidance, 1.0,
+                            shift, chosen.sampler, None)
+        return [KnownLatents(head[:, :, :1], "start"), KnownLatents(head[:, :, 1:], "end")]
+
+
+def prompt_lists(prompt: str | list[str], negative_prompt: str | list[str] | None) -> tuple[list[str], list[str]]:
+    """The prompts of a batch and one negative prompt for each ("" when none is given)."""
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    negative = negative_prompt if negative_prompt is not None else ""
+    negatives = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
+    if len(negatives) != len(prompts):
+        raise KinemaError(f"negative_prompt: got {len(negatives)} for {len(prompts)} prompts")
+    return prompts, negatives
