@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-from kinema.world.caption import _find, caption_clip, parse_prompt
+from kinema.world.caption import caption_clip, find_phrases, parse_prompt
 from kinema.world.palette import GROUND_COLORS, OBJECT_COLORS, SKY_COLORS
 from kinema.world.physics import simulate
 from kinema.world.scene import (
@@ -34,9 +34,9 @@ from kinema.world.scene import (
     ObjectSpec,
     SceneSpec,
     ShotSpec,
-    _initial_motion,
-    _start_x,
     frames_for_seconds,
+    initial_motion,
+    start_x,
 )
 
 MOVING = tuple(a for a in ACTIONS if a != "rests")
@@ -63,7 +63,7 @@ def _objects_named(prompt: str) -> list[dict]:
     parsed = parse_prompt(prompt)["objects"]
     if parsed:
         return parsed
-    shapes = _find("shape", " " + prompt.lower() + " ")
+    shapes = find_phrases("shape", " " + prompt.lower() + " ")
     return [{"color": None, "shape": shape, "size": None, "material": None, "paint": None, "action": None}
             for _, shape in shapes[:1]]
 
@@ -98,8 +98,8 @@ def expand_prompt(prompt: str, seed: int = 0, seconds: float = 4.0, fps: float =
             choices = ("dropped", "tossed", "thrown_left", "thrown_right") if bouncing else MOVING
             action = choices[int(rng.integers(len(choices)))] if i == 0 else "rests"
         radius = SIZES[size]
-        y, vx, vy = _initial_motion(rng, action, radius)
-        x = _start_x(rng, action, radius, taken)
+        y, vx, vy = initial_motion(rng, action, radius)
+        x = start_x(rng, action, radius, taken)
         taken.append((x, radius))
         objects.append(ObjectSpec(i, color, shape, size, material, bool(want["paint"]), action, x, y, vx, vy))
     frames = frames_for_seconds(seconds, fps)

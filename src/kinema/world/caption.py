@@ -245,7 +245,7 @@ def _lookup(category: str) -> list[tuple[str, str]]:
     return sorted(pairs, key=lambda p: -len(p[0]))
 
 
-def _find(category: str, text: str) -> list[tuple[int, str]]:
+def find_phrases(category: str, text: str) -> list[tuple[int, str]]:
     """Positions and values of every phrase of a category in text (non-overlapping)."""
     found: list[tuple[int, int, str]] = []
     for phrase, value in _lookup(category):
@@ -274,20 +274,20 @@ def parse_prompt(text: str) -> dict:
     phrases; an object's action is read from the words that follow it up to the next object.
     """
     t = " " + text.lower().replace("’", "'") + " "
-    sky = _find("sky", t)
-    ground = _find("ground", t)
-    occluder = _find("occluder", t)
-    framings = _find("framing", t)
-    shapes = _find("shape", t)
+    sky = find_phrases("sky", t)
+    ground = find_phrases("ground", t)
+    occluder = find_phrases("occluder", t)
+    framings = find_phrases("framing", t)
+    shapes = find_phrases("shape", t)
     objects: list[dict] = []
     spans = []
     for k, (pos, shape) in enumerate(shapes):
         window = t[max(0, pos - 60):pos]
         window = re.split(r"[.,;:]| and | with | then ", window)[-1]
-        colors = _find("color", window)
+        colors = find_phrases("color", window)
         if not colors:
             continue
-        sizes, materials = _find("size", window), _find("material", window)
+        sizes, materials = find_phrases("size", window), find_phrases("material", window)
         end = shapes[k + 1][0] if k + 1 < len(shapes) else len(t)
         spans.append((pos, end))
         objects.append({

@@ -142,7 +142,7 @@ class SceneOptions:
         return int(self.shots[0]), int(self.shots[1])
 
 
-def _initial_motion(rng: np.random.Generator, action: str, radius: float) -> tuple[float, float, float]:
+def initial_motion(rng: np.random.Generator, action: str, radius: float) -> tuple[float, float, float]:
     """(y, vx, vy) for an action, given the object's radius."""
     if action == "dropped":
         return float(rng.uniform(5.5, 7.5)), 0.0, 0.0
@@ -159,7 +159,7 @@ def _initial_motion(rng: np.random.Generator, action: str, radius: float) -> tup
     raise ValueError(f"unknown action {action!r}")
 
 
-def _start_x(rng: np.random.Generator, action: str, radius: float, taken: list[tuple[float, float]]) -> float:
+def start_x(rng: np.random.Generator, action: str, radius: float, taken: list[tuple[float, float]]) -> float:
     """A start x that leaves room for the motion and does not overlap objects already placed."""
     lo, hi = radius + 0.4, STAGE_WIDTH - radius - 0.4
     if action in ("thrown_right", "rolls_right"):
@@ -194,8 +194,8 @@ def make_object(rng: np.random.Generator, object_id: int, action: str, taken: li
         x = radius + 0.3 if from_left else STAGE_WIDTH - radius - 0.3
         y, vx, vy = 12.5, (1.0 if from_left else -1.0) * float(rng.uniform(2.0, 3.5)), float(rng.uniform(-1.0, 1.0))
     else:
-        y, vx, vy = _initial_motion(rng, action, radius)
-        x = _start_x(rng, action, radius, taken)
+        y, vx, vy = initial_motion(rng, action, radius)
+        x = start_x(rng, action, radius, taken)
     taken.append((x, radius))
     return ObjectSpec(object_id, color, shape, size, material, paint, action, x, y, vx, vy)
 
