@@ -221,8 +221,8 @@ def world_show(
     """Render a contact sheet PNG of a simulated clip (printing its captions), or of any video."""
     from kinema.config import parse_size
     from kinema.frames import MAX_SIDE
-    from kinema.media import read_video, write_image
-    from kinema.world.dataset import contact_sheet, make_clip
+    from kinema.media import contact_sheet, read_video, write_image
+    from kinema.world.dataset import make_clip
     from kinema.world.scene import sample_scene
 
     if not (1 <= columns <= 64 and 1 <= count <= 1024 and 1 <= scale <= 16):

@@ -8,6 +8,9 @@ Writing: ``write_video`` makes an H.264 yuv420p MP4 with ``+faststart`` so it pl
 ``write_image`` a PNG (or JPEG). Both write to a temporary file in the target directory and ``os.replace``
 it, so a reader never sees a half-written file.
 
+Frames: ``resize_crop`` fits frames to a size (centred crop, then resize) and ``contact_sheet`` tiles them into
+one image.
+
 Metadata: a JSON object (prompt, seed, settings, model name and sha256, ...) always carrying
 ``kinema_version`` and ``created``. It goes in the MP4 ``comment`` tag (the mp4 muxer keeps it; ``encoder``
 is overwritten by libavformat), in the PNG ``tEXt`` chunk ``kinema`` or the JPEG comment, and in a sidecar
@@ -603,3 +606,37 @@ def _encode_h264(
             video_frame.pts = index
             container.mux(stream.encode(video_frame))
         container.mux(stream.encode())
+
+
+# ----------------------------------------------------------------------------- frames
+
+
+def resize_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(F, H, W, 3) uint8 -> (F, height, width, 3): the centred crop of the target aspect ratio, resized.
+
+    The crop box is fractional and handed to Pillow's resize, so the content stays centred to a
+    fraction of a pixel. Area filter when shrinking, bicubic when enlarging.
+    """
+    _, source_height, source_width, _ = frames.shape
+    crop_width = min(source_width, source_height * width / height)
+    crop_height = min(source_height, source_width * height / width)
+    left, top = (source_width - crop_width) / 2, (source_height - crop_height) / 2
+    box = (left, top, left + crop_width, top + crop_height)
+    shrinking = crop_width >= width and crop_height >= height
+    resample = Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC
+    out = np.empty((frames.shape[0], height, width, 3), np.uint8)
+    for i, frame in enumerate(frames):
+        out[i] = np.asarray(Image.fromarray(frame).resize((width, height), resample=resample, box=box))
+    return out
+
+
+def contact_sheet(frames: np.ndarray, columns: int = 8, count: int = 32, scale: int = 2) -> np.ndarray:
+    """Evenly spaced frames tiled into one image with 2-pixel gutters, enlarged by ``scale``."""
+    f, h, w, _ = frames.shape
+    picks = np.unique(np.linspace(0, f - 1, min(count, f)).round().astype(int))
+    rows = (len(picks) + columns - 1) // columns
+    sheet = np.full((rows * (h + 2), columns * (w + 2), 3), 255, np.uint8)
+    for k, idx in enumerate(picks):
+        r, c = divmod(k, columns)
+        sheet[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w] = frames[idx]
+    return sheet.repeat(scale, axis=0).repeat(scale, axis=1)

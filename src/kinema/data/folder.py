@@ -43,12 +43,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from kinema.data.batching import check_index, epoch_batches, epoch_length, epoch_rng, frames_to_video_tensor, rank_rows
 from kinema.data.world import check_frames
 from kinema.errors import KinemaError, MediaError
-from kinema.media import read_video, video_info
+from kinema.media import read_video, resize_crop, video_info
 
 log = logging.getLogger("kinema.data")
 
@@ -113,25 +112,6 @@ def assign_bucket(buckets: list[tuple[int, int, int]], width: int, height: int, 
     if no_upscale:
         return max(no_upscale, key=lambda i: (buckets[i][1] * buckets[i][2], -i))
     return min(fitting, key=lambda i: (buckets[i][1] * buckets[i][2], i))
-
-
-def resize_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(F, H, W, 3) uint8 -> (F, height, width, 3): the centred crop of the target aspect ratio, resized.
-
-    The crop box is fractional and handed to Pillow's resize, so the content stays centred to a
-    fraction of a pixel. Area filter when shrinking, bicubic when enlarging.
-    """
-    _, source_height, source_width, _ = frames.shape
-    crop_width = min(source_width, source_height * width / height)
-    crop_height = min(source_height, source_width * height / width)
-    left, top = (source_width - crop_width) / 2, (source_height - crop_height) / 2
-    box = (left, top, left + crop_width, top + crop_height)
-    shrinking = crop_width >= width and crop_height >= height
-    resample = Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC
-    out = np.empty((frames.shape[0], height, width, 3), np.uint8)
-    for i, frame in enumerate(frames):
-        out[i] = np.asarray(Image.fromarray(frame).resize((width, height), resample=resample, box=box))
-    return out
 
 
 def check_buckets(buckets: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:

@@ -26,6 +26,7 @@ from kinema.errors import KinemaError
 from kinema.frames import MAX_FRAMES, MAX_PROMPT_CHARS, MAX_SIDE, MODES, is_latent_length, latent_count, latent_length
 from kinema.inference.conditioning import ConditioningItem, KnownLatents, conditioning_for_mode, hold
 from kinema.inference.settings import Sampling, sampling
+from kinema.media import resize_crop
 from kinema.models.dit import VideoDiT
 from kinema.models.text import TextEncoder, pad_token_batches
 from kinema.models.vae import VideoVAE
@@ -102,8 +103,6 @@ def frames_to_tensor(frames: np.ndarray, height: int, width: int) -> torch.Tenso
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise KinemaError(f"expected frames shaped (F, H, W, 3), got {tuple(frames.shape)}")
     if frames.shape[1:3] != (height, width):
-        from kinema.data.folder import resize_crop
-
         frames = resize_crop(frames, height, width)
     x = torch.from_numpy(np.ascontiguousarray(frames)).float().div(127.5).sub(1.0)  # (F, H, W, 3)
     return x.permute(3, 0, 1, 2)[None]  # (1, 3, F, H, W)

@@ -21,10 +21,9 @@ import torch
 
 from kinema.errors import KinemaError
 from kinema.inference.generate import run
-from kinema.media import read_video, write_image
+from kinema.media import contact_sheet, read_video, write_image
 from kinema.serve.jobs import SPRITESHEET_NAME, THUMBNAIL_NAME, request_for
 from kinema.serve.store import Job, JobStore
-from kinema.world.dataset import contact_sheet
 
 log = logging.getLogger("kinema.serve")
 OUT_OF_MEMORY = (MemoryError, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))

@@ -150,15 +150,3 @@ def load_ground_truth(folder: str | Path, record: dict) -> dict[str, np.ndarray]
             return {k: data[k] for k in data.files}
     except (OSError, ValueError) as e:
         raise KinemaError(f"cannot read ground truth '{path}': {e}") from None
-
-
-def contact_sheet(frames: np.ndarray, columns: int = 8, count: int = 32, scale: int = 2) -> np.ndarray:
-    """Evenly spaced frames tiled into one image with 2-pixel gutters, enlarged by ``scale``."""
-    f, h, w, _ = frames.shape
-    picks = np.unique(np.linspace(0, f - 1, min(count, f)).round().astype(int))
-    rows = (len(picks) + columns - 1) // columns
-    sheet = np.full((rows * (h + 2), columns * (w + 2), 3), 255, np.uint8)
-    for k, idx in enumerate(picks):
-        r, c = divmod(k, columns)
-        sheet[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w] = frames[idx]
-    return sheet.repeat(scale, axis=0).repeat(scale, axis=1)
