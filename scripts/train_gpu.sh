@@ -30,7 +30,7 @@ vae=${VAE_INIT:-weights/kinema-tiny/vae}
 else
 echo "== VAE: up to ${vae_minutes} min, ${workers} render workers"
 vae_init=${VAE_INIT:-weights/kinema-tiny/vae}; [ "$vae_init" = none ] && vae_init=null
-"$py" -m kinema.train.vae --config "${VAE_CONFIG:-configs/vae/tiny.yaml}" "init=$vae_init" \
+"$py" -m kinema train vae --config "${VAE_CONFIG:-configs/vae/tiny.yaml}" "init=$vae_init" \
     "train.out_dir=$out/vae-run" "train.steps=${VAE_STEPS:-4000}" train.batch_size=32 train.lr=2e-4 \
     train.warmup_steps=100 train.precision=bf16 train.save_every=1000 train.eval_every=1000 \
     "train.max_minutes=$vae_minutes" loss.detail=2.0 "data.workers=$workers" data.prefetch=4
@@ -39,7 +39,7 @@ fi
 echo "== DiT: up to ${dit_minutes} min"
 dit_init=${DIT_INIT:-weights/kinema-tiny/transformer}; [ "$dit_init" = none ] && dit_init=null
 dit_config=${DIT_CONFIG:-configs/dit/tiny.yaml}
-"$py" -m kinema.train.dit --config "$dit_config" "init=$dit_init" \
+"$py" -m kinema train dit --config "$dit_config" "init=$dit_init" \
     "vae=$vae" "text_encoder=$text" "train.out_dir=$out/dit-run" "train.steps=${DIT_STEPS:-3000}" \
     "train.batch_size=${DIT_BATCH:-128}" "train.lr=${DIT_LR:-3e-4}" "train.warmup_steps=${DIT_WARMUP:-200}" train.precision=bf16 \
     train.save_every=1000 train.log_every=20 "train.max_minutes=$dit_minutes" "data.latent_cache=[]" \
@@ -47,5 +47,5 @@ dit_config=${DIT_CONFIG:-configs/dit/tiny.yaml}
     "data.workers=$workers" data.prefetch=6 "data.repeat=${REPEAT:-2}"
 
 echo "== export"
-"$py" -c "from kinema.cli import main; main()" train export-dit --config "$dit_config" -o "$out/pipeline" --fp32 \
+"$py" -m kinema train export-dit --config "$dit_config" -o "$out/pipeline" --fp32 \
     --name kinema-tiny "vae=$vae" text_encoder=minilm "train.out_dir=$out/dit-run"

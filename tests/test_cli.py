@@ -39,14 +39,14 @@ def test_world_make_writes_playable_clips_and_a_manifest(tmp_path):
     # The simulator's own clips score as what their manifest says, check by check.
     scored = run("eval", "clips", str(out), "--json")
     assert scored.returncode == 0, scored.stderr
-    checks = next(line for line in scored.stdout.splitlines() if line.startswith("attribute checks: "))
+    checks = next(line for line in scored.stderr.splitlines() if line.startswith("attribute checks: "))
     assert "sky 1.00" in checks and "ground 1.00" in checks, checks
-    targets = next(line for line in scored.stdout.splitlines() if line.startswith("targets: "))
+    targets = next(line for line in scored.stderr.splitlines() if line.startswith("targets: "))
     assert "attributes " in targets and "(3 clips; >= 0.95" in targets, targets
     report = json.loads((out / "eval.json").read_text())
     assert report["clip_targets"]["attributes"]["clips"] == 3
     assert report["clip_targets"]["attributes"]["met"] is None and "too few clips to judge" in targets
-    summary = json.loads(scored.stdout.strip().splitlines()[-2])
+    summary = json.loads(scored.stdout)  # with --json, standard output is the JSON alone
     assert summary["attributes_sky"] == 1.0 and summary["attributes"] >= 0.9, summary
 
 
@@ -95,7 +95,8 @@ def test_bad_input_is_one_clear_line(tmp_path, args, words):
 
 
 def test_the_distributed_trainer_reports_a_bad_flag_in_one_line(tmp_path):
-    result = run_bounded([sys.executable, "-m", "kinema.train.dit", "--no-such-flag"], timeout=300, cwd=tmp_path)
+    result = run_bounded([sys.executable, "-m", "kinema", "train", "dit", "--no-such-flag"], timeout=300,
+                         cwd=tmp_path)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("error: No such option: --no-such-flag"), result.stderr

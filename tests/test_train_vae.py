@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from kinema.cli import main as kinema_main
 from kinema.errors import ConfigError
 from kinema.train import checkpoint as checkpoint_module
 from kinema.train.checkpoint import latest_checkpoint, load_checkpoint
-from kinema.train.commands import run_train_cli
 from kinema.train.vae import HELD_OUT_SEED_OFFSET, VAETask, load_vae_config, ssim, train_vae, video_psnr_ssim
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,20 +122,21 @@ def test_bad_vae_configs_are_one_line_errors(tmp_path, overrides, words):
 
 def test_the_command_prints_one_line_errors_and_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        run_train_cli(["vae", "--config", str(TEST_CONFIG), f"train.out_dir={tmp_path}", "model={base_dim: -4}"])
+        kinema_main(["train", "vae", "--config", str(TEST_CONFIG), f"train.out_dir={tmp_path}", "model={base_dim: -4}"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "base_dim" in err
     with pytest.raises(SystemExit) as exit_info:
-        run_train_cli(["vae", "--config", str(tmp_path / "missing.yaml")])
+        kinema_main(["train", "vae", "--config", str(tmp_path / "missing.yaml")])
     assert exit_info.value.code == 2 and "file not found" in capsys.readouterr().err
 
 
 def test_the_command_trains_and_resumes(tmp_path, capsys):
-    args = ["vae", "--config", str(TEST_CONFIG), f"train.out_dir={tmp_path}", "train.steps=2", "train.eval_every=0"]
-    run_train_cli(args)
+    args = ["train", "vae", "--config", str(TEST_CONFIG), f"train.out_dir={tmp_path}", "train.steps=2",
+            "train.eval_every=0"]
+    kinema_main(args)
     assert "trained 2 steps" in capsys.readouterr().out
-    run_train_cli([*args[:-2], "train.steps=3", "--resume"])
+    kinema_main([*args[:-2], "train.steps=3", "--resume"])
     out = capsys.readouterr()
     assert "trained 3 steps" in out.out
     assert [line["step"] for line in metric_lines(tmp_path) if "loss" in line] == [1, 2, 3]

@@ -11,6 +11,7 @@ import torch
 from safetensors import safe_open
 from typer.testing import CliRunner
 
+from kinema.cli.vae import pad_video, vae_app
 from kinema.errors import KinemaError
 from kinema.media import read_metadata, read_video, write_video
 from kinema.models.vae import (
@@ -23,7 +24,6 @@ from kinema.models.vae import (
     tensor_to_video,
     video_to_tensor,
 )
-from kinema.models.vae_commands import pad_video, vae_app
 
 # Two tiny layouts: Wan2.1's (3 down levels, the first spatial only) and the patched one `tiny` uses.
 WAN_LAYOUT = dict(base_dim=4, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,

@@ -1,5 +1,5 @@
 """Training: a shared loop (``Trainer`` running a task), checkpoints, EMA and torchrun support.
 
-The model-specific tasks live in ``kinema.train.vae`` (and later ``kinema.train.dit``); import
-them directly, so that ``python -m kinema.train.vae`` runs cleanly.
+The model-specific tasks live in ``kinema.train.vae`` and ``kinema.train.dit``; ``kinema train`` runs them
+(``kinema.cli.train``), in one process or under ``torchrun -m kinema train ...``.
 """

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -350,12 +349,3 @@ def export_pipeline(config: DiTTrainConfig, out: str | Path, checkpoint: str | P
 def load_dit_config(path: str | Path, overrides: list[str] | None = None) -> DiTTrainConfig:
     return load_config(DiTTrainConfig, path, overrides or [])
 
-
-def main(argv: list[str] | None = None) -> None:
-    from kinema.train.commands import run_train_cli
-
-    run_train_cli(["dit", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    main()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,8 +31,8 @@ from kinema.frames import MAX_SIDE, is_latent_length
 from kinema.train import distributed as dist_utils
 from kinema.train.loop import TrainConfig, Trainer, TrainSummary, derived_seed, seed_everything
 
-__all__ = ["VAEDataConfig", "VAELossConfig", "VAETask", "VAETrainConfig", "export_checkpoint", "export_vae", "main",
-           "ssim", "train_vae"]
+__all__ = ["VAEDataConfig", "VAELossConfig", "VAETask", "VAETrainConfig", "export_checkpoint", "export_vae", "ssim",
+           "train_vae"]
 
 logger = logging.getLogger("kinema.train")
 
@@ -390,13 +389,3 @@ def train_vae(config: VAETrainConfig, resume: bool = False) -> TrainSummary:
 def load_vae_config(path: str | Path, overrides: list[str] | None = None) -> VAETrainConfig:
     return load_config(VAETrainConfig, path, overrides or [])
 
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m kinema.train.vae --config PATH [--resume] [KEY=VALUE ...]`` (what torchrun launches)."""
-    from kinema.train.commands import run_train_cli
-
-    run_train_cli(["vae", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    main()

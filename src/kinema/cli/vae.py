@@ -1,4 +1,4 @@
-"""``kinema vae ...``: commands around the video VAE (a typer sub-app; cli.py registers it as ``vae``).
+"""``kinema vae ...``: commands around the video VAE.
 
     kinema vae roundtrip IN -o OUT [--model DIR] [--chunk-frames N (default 64; 0 = whole clip)]
 

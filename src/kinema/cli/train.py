@@ -1,21 +1,20 @@
-"""``kinema train ...``: the typer sub-app, mounted by the main CLI as ``app.add_typer(train_app, name="train")``.
+"""``kinema train ...``: train the VAE and the DiT, cache latents, export weights.
 
-Imports stay light here (torch and the models load inside the commands), so ``kinema --help`` is fast.
+The same commands run in one process or under torchrun, which launches the same entry point:
+``torchrun --nproc_per_node N -m kinema train dit --config ...``. Imports stay light here (torch and the
+models load inside the commands), so ``kinema --help`` is fast.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from kinema.errors import KinemaError, click_exit_status
-
-__all__ = ["run_train_cli", "train_app"]
+from kinema.cli.errors import rank
 
 train_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                         help="Train the models (one process, or many under torchrun).")
@@ -47,7 +46,7 @@ def vae(config: ConfigPath, resume: Resume = False, overrides: Overrides = None)
         cleanup()
         raise
     cleanup(synchronize=True)
-    if _rank() == 0:
+    if rank() == 0:
         loss = "n/a" if summary.loss is None else f"{summary.loss:.4g}"
         evaluation = "".join(f", {key} {value:.4g}" for key, value in summary.metrics.items())
         typer.echo(f"trained {summary.step} steps (loss {loss}{evaluation}, {summary.skipped_steps} skipped); "
@@ -68,7 +67,7 @@ def dit(config: ConfigPath, resume: Resume = False, overrides: Overrides = None)
         cleanup()
         raise
     cleanup(synchronize=True)
-    if _rank() == 0:
+    if rank() == 0:
         loss = "n/a" if summary.loss is None else f"{summary.loss:.4g}"
         typer.echo(f"trained {summary.step} steps (loss {loss}, {summary.skipped_steps} skipped)")
 
@@ -134,24 +133,6 @@ def export_dit_command(
     typer.echo(f"wrote {folder} (EMA weights of step {step})")
 
 
-def run_train_cli(argv: list[str]) -> None:
-    """Run ``train_app`` on ``argv`` as a program: user errors print one line and exit 2, never a traceback."""
-    try:
-        train_app(argv, prog_name="kinema train", standalone_mode=False)
-    except KinemaError as error:
-        prefix = f"[rank {_rank()}] " if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else ""
-        typer.echo(f"{prefix}error: {error}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
-    except Exception as error:
-        status = click_exit_status(error)
-        if status is None:
-            raise
-        sys.exit(status)
-
-
 class _TqdmHandler(logging.Handler):
     """Log lines that do not break a running progress bar; warnings and errors say so."""
 
@@ -173,10 +154,3 @@ def _setup_logging() -> None:
         train_logger.addHandler(handler)
     train_logger.setLevel(logging.INFO)
     train_logger.propagate = False
-
-
-def _rank() -> int:
-    try:
-        return int(os.environ.get("RANK", "0") or 0)
-    except ValueError:
-        return 0

@@ -1,0 +1,122 @@
+"""``kinema generate``: a video (or an image) from a prompt, in any mode, one request or a batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kinema.errors import KinemaError
+
+
+def generate(
+    prompt: Annotated[str | None, typer.Argument(help="What to generate.")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output .mp4 (or .png for an image).")] = Path(
+        "out.mp4"),
+    seconds: Annotated[float, typer.Option(help="Length in seconds (for --extend/--connect: seconds added).")] = 4.0,
+    frames: Annotated[int | None, typer.Option(help="Exact frame count (1 + 4k); overrides --seconds.")] = None,
+    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT, multiples of 8 (any aspect ratio).")] = "64x64",
+    fps: Annotated[float | None, typer.Option(help="Frames per second (default: the model's).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Sampling steps (default: the model's).")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed and settings give the same video.")] = 0,
+    negative_prompt: Annotated[str | None, typer.Option(help="What to steer away from.")] = None,
+    image: Annotated[Path | None, typer.Option(help="Image to video: this image is the first frame.")] = None,
+    extend: Annotated[Path | None, typer.Option(help="Extend this video by --seconds.")] = None,
+    direction: Annotated[str, typer.Option(help="forward or backward, for --extend.")] = "forward",
+    loop: Annotated[bool, typer.Option("--loop", help="Make a seamless loop.")] = False,
+    connect: Annotated[tuple[Path, Path] | None, typer.Option(help="Connect two videos, --seconds between.")] = None,
+    edit: Annotated[Path | None, typer.Option(help="Video to video: edit this video under the prompt.")] = None,
+    strength: Annotated[float, typer.Option(help="Edit strength in (0, 1]: how far from the input.")] = 0.7,
+    sampler: Annotated[str | None, typer.Option(help="euler or heun (default: the model's).")] = None,
+    model: Annotated[Path | None, typer.Option(help="Model folder (default: the embedded model).")] = None,
+    prompts: Annotated[Path | None, typer.Option(help="Batch: one prompt per line, or JSONL with settings.")] = None,
+    out_dir: Annotated[Path | None, typer.Option(help="Batch output folder (with --prompts).")] = None,
+    storyboard: Annotated[Path | None, typer.Option(
+        help="Storyboard file (YAML/JSON: scene + shots of seconds, framing, prompt); PROMPT, if given, is "
+             "the scene.")] = None,
+    shot: Annotated[list[str] | None, typer.Option(
+        help="A shot as SECONDS:FRAMING:PROMPT (framing: wide, medium, close-up, pan); repeat for more shots; "
+             "PROMPT, if given, is the scene.")] = None,
+    window: Annotated[int | None, typer.Option(help="Long videos: latent frames per pass.")] = None,
+    context: Annotated[int | None, typer.Option(help="Long videos: latent frames of context per pass.")] = None,
+    context_noise: Annotated[float | None, typer.Option(
+        help="Long videos: noise level in [0, 1) of the frames each later pass continues from.")] = None,
+    anchor: Annotated[float | None, typer.Option(
+        help="Long videos: strength in [0, 1] with which each later pass keeps the levels and contrast of its "
+             "shot's opening (0: off).")] = None,
+    expand: Annotated[bool, typer.Option(
+        "--expand/--no-expand", help="Expand the prompt into the caption style the model was trained on "
+                                     "(printed and stored in the metadata).")] = True,
+) -> None:
+    """Generate a video (or an image) from a prompt, in any mode; writes provenance metadata and a sidecar JSON."""
+    from kinema.inference.generate import load_pipeline
+    from kinema.inference.request import validate
+
+    settings = dict(seconds=seconds, frames=frames, size=size, fps=fps, steps=steps, guidance=guidance, seed=seed,
+                    negative_prompt=negative_prompt, image=str(image) if image else None,
+                    extend=str(extend) if extend else None, direction=direction, loop=loop,
+                    connect=[str(c) for c in connect] if connect else [], edit=str(edit) if edit else None,
+                    strength=strength, sampler=sampler, window=window, context=context,
+                    context_noise=context_noise, anchor=anchor, expand=expand)
+    if storyboard is not None or shot:
+        if prompts is not None:
+            raise KinemaError("--storyboard/--shot make one video; they cannot be combined with --prompts")
+        settings["storyboard"] = storyboard_settings(prompt, storyboard, shot)
+        prompt = prompt or ""
+    requests = requests_for(prompt, output, prompts, out_dir, settings)
+    for request in requests:
+        validate(request)  # every request is checked before the model is loaded
+    run_all(load_pipeline(model), requests)
+
+
+def storyboard_settings(prompt: str | None, path: Path | None, shots: list[str] | None) -> dict:
+    """The storyboard of --storyboard FILE or of --shot flags, as a Request holds it; PROMPT is its scene when
+    the storyboard has none."""
+    from kinema.inference.storyboard import Storyboard, load_storyboard, storyboard_from_flags
+
+    if path is not None and shots:
+        raise KinemaError("give either --storyboard FILE or --shot flags, not both")
+    board = load_storyboard(path) if path is not None else storyboard_from_flags(shots or [], prompt)
+    if prompt and not board.scene:
+        board = Storyboard(board.shots, prompt.strip())
+    return board.to_dict()
+
+
+def requests_for(prompt: str | None, output: Path, prompts: Path | None, out_dir: Path | None,
+                 settings: dict) -> list:
+    """One Request for PROMPT, or one per line of a --prompts file (its own settings over the flags')."""
+    from kinema.inference.request import Request, read_prompts_file
+
+    if prompts is None:
+        if prompt is None:
+            raise KinemaError("missing PROMPT (or --prompts FILE, --storyboard FILE, --shot ...)")
+        return [Request(prompt=prompt, output=str(output), **settings)]
+    if prompt is not None:
+        raise KinemaError("give either a PROMPT or --prompts FILE, not both")
+    if out_dir is None:
+        raise KinemaError("--prompts needs --out-dir")
+    requests = []
+    for n, item in enumerate(read_prompts_file(prompts)):
+        name = item.pop("name", None) or f"{n:04d}"
+        merged = {**settings, **item}
+        suffix = ".png" if merged.get("frames") == 1 else ".mp4"
+        requests.append(Request(output=str(out_dir / f"{name}{suffix}"), **merged))
+    return requests
+
+
+def run_all(pipe, requests: list) -> None:
+    """Generate each request in turn with a progress bar; print where each went."""
+    from tqdm import tqdm
+
+    from kinema.inference.generate import run
+
+    for request in requests:
+        with tqdm(desc=Path(request.output).name, unit="step", disable=None, leave=False) as bar:
+            def progress(step: int, total: int, _latents, bar=bar) -> None:
+                bar.total = total
+                bar.update(step - bar.n)
+
+            written = run(pipe, request, progress, log=tqdm.write)
+        typer.echo(f"wrote {written}")

@@ -1,0 +1,54 @@
+"""``kinema serve``: the OpenAI-compatible video API and the web studio on one loaded model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kinema.errors import KinemaError
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback needs --token.")] = (
+        "127.0.0.1"),
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    token: Annotated[str | None, typer.Option(envvar="KINEMA_TOKEN", show_envvar=True,
+                                              help="Bearer token every API call must send.")] = None,
+    db: Annotated[Path, typer.Option(help="SQLite job store; media go in '<name>-media' beside it.")] = Path(
+        "kinema-jobs.sqlite"),
+    model: Annotated[Path | None, typer.Option(help="Model folder (default: the embedded model).")] = None,
+    max_queue: Annotated[int, typer.Option(help="Jobs waiting or running; more are answered 429.")] = 64,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest request body (uploads included), in MiB.")] = 32.0,
+    max_video_pixels: Annotated[int, typer.Option(help="Largest video, uploaded or generated, in frames x "
+                                                       "width x height.")] = 1 << 25,
+    poll_after_ms: Annotated[int, typer.Option(help="Poll interval the server suggests to clients.")] = 500,
+    log_level: Annotated[str, typer.Option(help="critical, error, warning, info or debug.")] = "info",
+) -> None:
+    """Serve the OpenAI-compatible video API (/v1/videos) and the web studio (/) on one loaded model."""
+    from kinema.serve.guard import check_host
+
+    if not (1 <= port <= 65535):
+        raise KinemaError(f"port must be between 1 and 65535 (got {port})")
+    if not (1 <= max_queue <= 1_000_000):
+        raise KinemaError(f"max-queue must be between 1 and 1000000 (got {max_queue})")
+    if not (0 < max_upload_mb <= 4096):
+        raise KinemaError(f"max-upload-mb must be > 0 and <= 4096 (got {max_upload_mb:g})")
+    if not (1 <= max_video_pixels <= 1 << 40):
+        raise KinemaError(f"max-video-pixels must be between 1 and 2^40 (got {max_video_pixels})")
+    if not (10 <= poll_after_ms <= 60_000):
+        raise KinemaError(f"poll-after-ms must be between 10 and 60000 (got {poll_after_ms})")
+    if log_level not in ("critical", "error", "warning", "info", "debug"):
+        raise KinemaError(f"log-level '{log_level}': choose critical, error, warning, info or debug")
+    if token is not None and not token.strip():
+        raise KinemaError("token is empty")
+    check_host(host, token)  # before anything heavy loads, so a refusal is immediate
+    from kinema.inference.generate import load_pipeline
+    from kinema.serve import ServerConfig, run_server
+
+    config = ServerConfig(db=db, token=token, max_queue=max_queue, max_upload_bytes=int(max_upload_mb * (1 << 20)),
+                          max_video_pixels=max_video_pixels, poll_after_ms=poll_after_ms)
+    pipe = load_pipeline(model)
+    pipe.text_encoder  # noqa: B018 (load it now: the first job should not wait, a broken install should fail here)
+    run_server(config, pipe, host, port, log_level=log_level)
