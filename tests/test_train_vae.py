@@ -142,6 +142,25 @@ def test_the_command_trains_and_resumes(tmp_path, capsys):
     assert [line["step"] for line in metric_lines(tmp_path) if "loss" in line] == [1, 2, 3]
 
 
+def test_torchrun_launches_the_same_command_line(tmp_path):
+    """``torchrun -m kinema train vae ...``: two processes run the command line's own entry point; rank 0 reports."""
+    import os
+    import sys
+
+    from conftest import run_bounded
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "kinema",
+               "train", "vae", "--config", str(TEST_CONFIG), f"train.out_dir={tmp_path}", "train.steps=2",
+               "train.eval_every=0"]
+    for _attempt in range(2):  # a rank may abort in C++ as the processes wind down (see tests/test_train.py)
+        result = run_bounded(command, timeout=180, env=os.environ | {"OMP_NUM_THREADS": "1"})
+        if result.returncode == 0 or "terminate called without an active exception" not in result.stderr:
+            break
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("trained 2 steps") == 1 and "on 2 process(es)" in result.stderr
+    assert (tmp_path / "vae" / "config.json").is_file()
+
+
 def test_detail_loss_weights_what_is_not_sky_or_ground(tmp_path):
     from kinema.train.vae import detail_mask
 
