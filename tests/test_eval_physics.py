@@ -22,13 +22,13 @@ from kinema.eval.analyzer import (
 from kinema.eval.clips import expectation_from_record
 from kinema.eval.metrics import (
     REBOUND_SPLIT,
-    _expected_bouncers,
-    _real,
-    _static_frames,
     bounce_in_rows,
+    expected_bouncers,
     marks_kept_score,
     permanence_events,
+    real_track,
     rebounds,
+    static_frames,
 )
 from kinema.media import read_video, write_video
 from kinema.world import SceneOptions, render, sample_scene, simulate
@@ -72,7 +72,7 @@ def test_world_clips_pass_the_physics_measures(tmp_path):
 def test_rebound_tells_heavy_from_bouncy(tmp_path, material):
     _, _, analysis, expected = analysed(dropped(material), tmp_path)
     track = next(t for t in analysis.tracks if t.key == ("red", "ball"))
-    ratios = [r["ratio"] for r in rebounds(analysis, track, _static_frames(analysis, expected))]
+    ratios = [r["ratio"] for r in rebounds(analysis, track, static_frames(analysis, expected))]
     assert ratios, "the first rebound is readable"
     assert (ratios[0] < REBOUND_SPLIT) == (material == "heavy"), ratios
     assert score_clip(analysis, expected)["rebound"] == 1.0
@@ -159,7 +159,7 @@ def test_lone_detections_at_the_clips_start_are_noise_unless_unbroken():
     analysis = tracked({0: {0: (20.0, 40.0), 3: (30.0, 40.0)}, 1: {0: (40.0, 20.0)},
                         2: {18: (9.0, 9.0), 19: (9.0, 9.0)}, 3: {5: (9.0, 9.0), 6: (9.0, 9.0)},
                         4: {5: (9.0, 9.0), 6: (9.0, 9.0), 7: (9.0, 9.0)}})
-    assert [_real(analysis, t) for t in analysis.tracks] == [False, True, True, False, True]
+    assert [real_track(analysis, t) for t in analysis.tracks] == [False, True, True, False, True]
     assert events({0: {0: (20.0, 40.0), 3: (30.0, 40.0)}}) == (0, 0)
     assert events({0: {0: (20.0, 40.0), 1: (20.0, 40.0)}}) == (1, 0)  # an object seen twice, then gone
 
@@ -255,5 +255,5 @@ def test_a_bounce_is_expected_only_where_the_true_rows_show_one_the_analyzer_can
     for track in analysis.tracks:
         track.clean = [True] * len(track.frames)
     still = np.ones(7, bool)
-    assert _expected_bouncers(analysis, expectation_from_record(record), still) == {0, 1}
-    assert _expected_bouncers(analysis, expectation_from_record(record, truth), still) == {0}
+    assert expected_bouncers(analysis, expectation_from_record(record), still) == {0, 1}
+    assert expected_bouncers(analysis, expectation_from_record(record, truth), still) == {0}

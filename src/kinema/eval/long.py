@@ -66,7 +66,7 @@ import numpy as np
 
 from kinema.errors import KinemaError
 from kinema.eval.analyzer import VideoAnalysis, analyze_video
-from kinema.eval.metrics import expectation_from_prompt, permanence_score, score_clip, summarize
+from kinema.eval.metrics import expectation_from_prompt, majority, permanence_score, score_clip, summarize
 from kinema.frames import shot_text
 
 STABILITY_WINDOW_SECONDS = 10.0
@@ -256,14 +256,6 @@ def _looks(analysis: VideoAnalysis) -> dict[Look, float]:
     return out
 
 
-def _majority(values: list[str | None]) -> str | None:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    names, counts = np.unique(np.array(values), return_counts=True)
-    return str(names[int(np.argmax(counts))])
-
-
 def _name(look: Look) -> str:
     return f"{look[0]} {look[1]}"
 
@@ -295,8 +287,8 @@ def cross_shot_consistency(frames: np.ndarray, shot_starts: Sequence[int], fps: 
     if subjects is not None and len(subjects) != len(starts):
         raise KinemaError(f"{len(subjects)} subjects for {len(starts)} shots")
     looks = [_looks(a) for a in shots]
-    skies = [_majority([f.sky for f in a.frames]) for a in shots]
-    grounds = [_majority([f.ground for f in a.frames]) for a in shots]
+    skies = [majority([f.sky for f in a.frames]) for a in shots]
+    grounds = [majority([f.ground for f in a.frames]) for a in shots]
     cuts = []
     for k in range(1, len(shots)):
         reasons = []
