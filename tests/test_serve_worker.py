@@ -21,6 +21,7 @@ from kinema.inference.request import Request
 from kinema.media import write_video
 from kinema.serve.characters import expand
 from kinema.serve.jobs import request_for, stored_params
+from kinema.serve.sqlite import SQLiteJobStore
 from kinema.serve.store import MAX_ATTEMPTS, Character, JobStore, QueueFull
 from kinema.serve.uploads import UploadError, check_declared_type, check_image, check_video
 from kinema.serve.worker import Worker
@@ -38,7 +39,7 @@ def add(store: JobStore, media: Path, n: int, prompt: str = "a red ball", **fiel
 
 @pytest.fixture
 def store(tmp_path):
-    store = JobStore(tmp_path / "jobs.sqlite")
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite")
     yield store
     store.close()
 
@@ -66,7 +67,7 @@ def test_store_requeues_interrupted_jobs_and_gives_up_after_max_attempts(store, 
     for attempt in range(1, MAX_ATTEMPTS + 1):
         claimed = store.claim_next()
         assert claimed.id == job_id and claimed.attempts == attempt
-        reopened = JobStore(store.path)  # as after a crash: a new process opens the same file
+        reopened = SQLiteJobStore(store.path)  # as after a crash: a new process opens the same file
         requeued, failed = reopened.recover()
         reopened.close()
         assert (requeued, failed) == ((1, 0) if attempt < MAX_ATTEMPTS else (0, 1))

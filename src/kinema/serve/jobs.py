@@ -24,8 +24,9 @@ THUMBNAIL_NAME = "thumbnail.png"
 SPRITESHEET_NAME = "spritesheet.png"
 METADATA_NAME = "video.json"  # the sidecar kinema.media writes next to video.mp4
 PATH_FIELDS = ("image", "extend", "edit")  # Request fields that name one input file
-JOB_ID = re.compile(r"video_[0-9a-f]{32}")
-CHARACTER_ID = re.compile(r"char_[0-9a-f]{32}")
+# Anchored: they are the path parameters' patterns too, which pydantic searches for anywhere in the value.
+JOB_ID = re.compile(r"^video_[0-9a-f]{32}$")
+CHARACTER_ID = re.compile(r"^char_[0-9a-f]{32}$")
 
 
 def stored_params(request: Request, folder: Path) -> dict[str, Any]:
