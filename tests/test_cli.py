@@ -160,6 +160,8 @@ def test_generate_writes_video_image_and_provenance(tmp_path, random_model):
     (["generate", "a ball", "--image", "NOTANIMAGE", "--model", "M"], "cannot read"),
     (["generate", "a ball", "--loop", "--edit", "NOTANIMAGE", "--model", "M"], "choose one"),
     (["generate", "a ball", "--direction", "sideways", "--extend", "NOTANIMAGE", "--model", "M"], "direction"),
+    (["generate", "a ball", "--fps", "0", "--model", "M"], "fps must be > 0"),
+    (["generate", "a ball", "--fps", "-8", "--model", "M"], "fps must be > 0"),
 ])
 def test_generate_bad_input_is_one_clear_line(tmp_path, random_model, args, words):
     corrupt = tmp_path / "corrupt"
@@ -189,3 +191,48 @@ def test_generate_expands_the_prompt_unless_told_not_to(tmp_path, random_model):
                  "1", "--seed", "2", "--no-expand")
     assert result.returncode == 0, result.stderr
     assert read_metadata(plain)["expand"] is False and read_metadata(plain)["expanded_prompt"] is None
+
+
+@pytest.mark.parametrize("line, words", [
+    ('{"prompt": 5}', "prompts.jsonl:2: prompt must be a string (got 5)"),
+    ('{"prompt": "a red ball", "bogus": 1}', "prompts.jsonl:2: unknown key(s) bogus"),
+    ('{"seed": 1}', "prompts.jsonl:2: needs 'prompt'"),
+    ('{"prompt": "a red ball", "seed": "one"}', "prompts.jsonl:2: seed must be an integer (got 'one')"),
+    ('{"prompt": "a red ball", "seconds": true}', "prompts.jsonl:2: seconds must be a number (got True)"),
+    ('{"prompt": "a red ball", "connect": "a.mp4"}', "prompts.jsonl:2: connect must be a list"),
+    ('{"prompt": "a red ball", "name": "../outside"}', "prompts.jsonl:2: name must be a file name"),
+    ('{"prompt": "a red ball",}', "prompts.jsonl:2: not valid JSON"),
+    ('{"prompt": "a red ball", "x": ' + "[" * 5000 + "]" * 5000 + "}",
+     "prompts.jsonl:2: not valid JSON (nested too deeply)"),
+])
+def test_prompts_file_lines_are_checked_before_the_model_loads(tmp_path, line, words):
+    """Each line of a --prompts file is one request: a wrong type or an unknown key is named, with its line."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "a green box"}\n' + line + "\n")
+    result = run("generate", "--prompts", str(prompts), "--out-dir", str(tmp_path / "out"), "--model", "no-such-model")
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], result.stderr
+    assert "does not exist" not in lines[0], "the file is checked before the model is looked for"
+
+
+def test_eval_clips_json_is_json_alone_on_stdout(tmp_path):
+    """kinema eval clips DIR --json | python -m json.tool: the table, the checks and 'wrote' go to stderr."""
+    out = tmp_path / "w"
+    assert run("world", "make", "--out", str(out), "--clips", "1", "--seconds", "1", "--seed", "2").returncode == 0
+    scored = run("eval", "clips", str(out), "--json")
+    assert scored.returncode == 0, scored.stderr
+    tool = subprocess.run([sys.executable, "-m", "json.tool"], input=scored.stdout, capture_output=True, text=True)
+    assert tool.returncode == 0, (scored.stdout, tool.stderr)
+    assert json.loads(scored.stdout)["attributes_sky"] == 1.0
+    assert "wrote" in scored.stderr and "attribute checks:" in scored.stderr
+    plain = run("eval", "clips", str(out))
+    assert "attribute checks:" in plain.stdout and not plain.stdout.lstrip().startswith("{")
+
+
+def test_every_request_field_has_a_type_check():
+    from dataclasses import fields
+
+    from kinema.inference.request import FIELD_TYPES, Request
+
+    assert set(FIELD_TYPES) == {f.name for f in fields(Request)}

@@ -540,6 +540,44 @@ def test_bad_input_is_a_clear_4xx(server, method, path, kwargs, words):
         assert http.get("/healthz").status_code == 200
 
 
+def deep_json(depth: int = 100_000) -> bytes:
+    """A JSON object holding lists nested ``depth`` deep (json.loads gives up at about 1,000)."""
+    return b'{"prompt": "a", "seed": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+LONG_ID = f"video_{'0' * 32}{'a' * 5000}"
+FOUND_BY_TRYING = [  # bad input found by trying the server as a new user would
+    *[("POST", path, {"content": deep_json(), "headers": {"content-type": "application/json"}}, "nested too deeply")
+      for path in (V, f"{V}/{MISSING_VIDEO}/remix", f"{V}/edits", f"{V}/extensions", f"{V}/characters")],
+    ("POST", V, {"data": {"prompt": "a", "storyboard": "[" * 5000 + "]" * 5000}}, "nested too deeply"),
+    ("GET", f"{V}/xx{MISSING_VIDEO}yy", {}, "not a valid id"),
+    ("DELETE", f"{V}/xx{MISSING_VIDEO}yy", {}, "not a valid id"),
+    ("GET", f"{V}/xx{MISSING_VIDEO}yy/content", {}, "not a valid id"),
+    ("POST", f"{V}/xx{MISSING_VIDEO}yy/remix", {"json": {"prompt": "a"}}, "not a valid id"),
+    ("GET", f"{V}/characters/xx{MISSING_CHARACTER}yy", {}, "not a valid id"),
+    ("GET", V, {"params": {"after": f"xx{MISSING_VIDEO}yy"}}, "not a valid id"),
+    ("GET", f"{V}/{LONG_ID}", {}, "not a valid id"),
+    ("GET", V, {"params": {"after": LONG_ID}}, "not a valid id"),
+    ("POST", f"{V}/edits", {"json": {"prompt": "a", "video": {"id": LONG_ID}}}, "not a valid id"),
+    ("GET", f"{V}/", {"headers": {"host": "attacker.example"}}, "no route"),
+    ("GET", f"{V}/{MISSING_VIDEO}/", {}, "no route"),
+]
+
+
+@pytest.mark.parametrize("method, path, kwargs, words", FOUND_BY_TRYING,
+                         ids=[f"{n}-{m}-{p[:40]}" for n, (m, p, _, _) in enumerate(FOUND_BY_TRYING)])
+def test_bad_input_found_by_trying_is_a_short_4xx(server, method, path, kwargs, words):
+    """Deeply nested JSON, ids that only contain a valid id, huge ids and trailing slashes: a 4xx with a short
+    one-line message (a huge id is not echoed back), no redirect, and the server goes on."""
+    with server.http() as http:
+        response = http.request(method, path, **kwargs)
+        assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+        assert "location" not in response.headers, "no redirect built from the Host header"
+        message = response.json()["error"]["message"]
+        assert words in message and "\n" not in message and len(message) < 300, message
+        assert http.get("/healthz").status_code == 200
+
+
 def test_bad_uploads_that_need_a_real_file(server, tmp_path):
     grey = np.full((9, 64, 64, 3), 128, np.uint8)
     plain = write_video(tmp_path / "grey.mp4", grey, 8, sidecar=False).read_bytes()
