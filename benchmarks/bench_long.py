@@ -50,7 +50,8 @@ def child(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="pipeline folder (default: the embedded model)")
+    parser.add_argument("--model", default=None,
+                        help="a pipeline folder or a packaged model's name (default: kinema-tiny)")
     parser.add_argument("--size", default="64x64")
     parser.add_argument("--seconds", type=float, nargs="+", default=[6.0, 60.0])
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")

@@ -1,7 +1,7 @@
 """Text-to-video end to end, side by side with diffusers' WanPipeline. Prints JSON lines.
 
     python benchmarks/bench_pipeline.py [--frames 33] [--size 64x64] [--steps 20] [--repeats 3]
-                                        [--default-model DIR]
+                                        [--default-model MODEL]
 
 - end to end: kinema ``KinemaPipeline(VideoDiT tiny, VideoVAE tiny)`` against diffusers ``WanPipeline`` with
   twins of the same dims holding the same random weights (``WanTransformer3DModel`` as in bench_dit.py,
@@ -19,9 +19,8 @@
   frames of the last timed runs. Median seconds of the repeats after a warmup, the two pipelines
   alternating; ``speedup_vs_diffusers`` = diffusers time / kinema time (wall; ``cpu_speedup_vs_diffusers``
   from process CPU time).
-- ``--default-model DIR``: seconds for kinema alone to generate the same clip from a saved pipeline folder
-  (``KinemaPipeline.from_pretrained``) with its default sampling settings; skipped (a note on stderr) when
-  the folder has no model_index.json.
+- ``--default-model MODEL``: seconds for kinema alone to generate the same clip from a pipeline folder or a
+  packaged model (``kinema.weights.find_model``, e.g. ``kinema-tiny``) with its default sampling settings.
 
 Shared machines are noisy: every line carries the load average at the time it was measured.
 """
@@ -40,6 +39,7 @@ import torch
 from kinema.diffusion.flow import shift_for_tokens
 from kinema.inference.pipeline import KinemaPipeline
 from kinema.models.text import TextEncoder
+from kinema.weights import find_model
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # `kinema bench` runs this file via runpy
 import bench_dit
@@ -166,8 +166,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--no-compare", action="store_true", help="skip the kinema vs diffusers comparison")
     parser.add_argument("--stock-scheduler", action="store_true",
                         help="diffusers keeps its scheduler's own flow-time grid instead of kinema's")
-    parser.add_argument("--default-model", type=Path, default=None,
-                        help="also time kinema alone with this saved pipeline's default settings")
+    parser.add_argument("--default-model", default=None,
+                        help="also time kinema alone with this model (a pipeline folder or a packaged name such as "
+                             "kinema-tiny) and its default settings")
     parser.add_argument("--json", action="store_true",
                         help="accepted for `kinema bench pipeline --json`; always JSON")
     args = parser.parse_args(argv)
@@ -186,11 +187,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         emit(end_to_end(args.dit, args.vae, encoder, args.frames, width, height, args.steps, args.repeats, args.fps,
                         args.stock_scheduler))
     if args.default_model is not None:
-        if (args.default_model / "model_index.json").is_file():
-            emit(default_model(args.default_model, encoder, args.frames, width, height, args.repeats, args.fps))
-        else:
-            print(f"bench_pipeline: skipping --default-model: '{args.default_model}' has no model_index.json",
-                  file=sys.stderr)
+        folder = find_model(args.default_model)
+        emit(default_model(folder, encoder, args.frames, width, height, args.repeats, args.fps))
     return results
 
 

@@ -1,4 +1,4 @@
-"""Copy a pipeline folder with its weights in float16 (what weights/ ships): python scripts/pipeline_fp16.py SRC DST"""
+"""Copy a pipeline folder with its weights in float16 (what src/kinema/weights/ ships): python scripts/pipeline_fp16.py SRC DST"""
 
 import json
 import sys

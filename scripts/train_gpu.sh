@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# One GPU round for the embedded model, each stage warm-started from weights/kinema-tiny and bounded by
+# One GPU round for the embedded model, each stage warm-started from src/kinema/weights/kinema-tiny and bounded by
 # minutes rather than steps:
 #   1. the VAE, on streamed world clips (configs/vae/tiny.yaml, detail weight 2);
 #   2. the DiT, on streamed world clips of 2, 4 and 6 s encoded on the GPU by the VAE of stage 1;
-#   3. an fp32 pipeline folder OUT/pipeline (scripts/pipeline_fp16.py makes the fp16 copy that weights/ holds).
+#   3. an fp32 pipeline folder OUT/pipeline (scripts/pipeline_fp16.py makes the fp16 copy that src/kinema/weights/ holds).
 # Clips are rendered by (cores - 2) worker processes, a few batches ahead; each rendered DiT batch serves
 # REPEAT steps with fresh noise, times and masks.
 #
@@ -12,7 +12,7 @@
 #        KINEMA_TEXT_ENCODER  a local text-encoder folder to train with (default: minilm, the packaged one)
 #        VAE_CONFIG  the VAE config (default configs/vae/tiny.yaml; configs/vae/tiny-s4.yaml for 4x spatial)
 #        DIT_CONFIG  the DiT config (default configs/dit/tiny.yaml; configs/dit/tiny-s4.yaml with the 4x VAE and DIT_INIT=none)
-#        VAE_INIT DIT_INIT  warm starts (defaults: weights/kinema-tiny/vae and .../transformer; "none": from scratch)
+#        VAE_INIT DIT_INIT  warm starts (defaults: src/kinema/weights/kinema-tiny/vae and .../transformer; "none": from scratch)
 #        VAE_STEPS DIT_STEPS DIT_BATCH DIT_LR DIT_WARMUP REPEAT  schedules and sizes (defaults below)
 set -euo pipefail
 out=${1:?usage: scripts/train_gpu.sh OUT [VAE_MINUTES] [DIT_MINUTES]}
@@ -26,10 +26,10 @@ if ! "$py" -c "import kinema" 2>/dev/null; then export PYTHONPATH="$PWD/src${PYT
 
 vae=$out/vae-run/vae
 if [ "$vae_minutes" = 0 ]; then
-vae=${VAE_INIT:-weights/kinema-tiny/vae}
+vae=${VAE_INIT:-src/kinema/weights/kinema-tiny/vae}
 else
 echo "== VAE: up to ${vae_minutes} min, ${workers} render workers"
-vae_init=${VAE_INIT:-weights/kinema-tiny/vae}; [ "$vae_init" = none ] && vae_init=null
+vae_init=${VAE_INIT:-src/kinema/weights/kinema-tiny/vae}; [ "$vae_init" = none ] && vae_init=null
 "$py" -m kinema train vae --config "${VAE_CONFIG:-configs/vae/tiny.yaml}" "init=$vae_init" \
     "train.out_dir=$out/vae-run" "train.steps=${VAE_STEPS:-4000}" train.batch_size=32 train.lr=2e-4 \
     train.warmup_steps=100 train.precision=bf16 train.save_every=1000 train.eval_every=1000 \
@@ -37,7 +37,7 @@ vae_init=${VAE_INIT:-weights/kinema-tiny/vae}; [ "$vae_init" = none ] && vae_ini
 fi
 
 echo "== DiT: up to ${dit_minutes} min"
-dit_init=${DIT_INIT:-weights/kinema-tiny/transformer}; [ "$dit_init" = none ] && dit_init=null
+dit_init=${DIT_INIT:-src/kinema/weights/kinema-tiny/transformer}; [ "$dit_init" = none ] && dit_init=null
 dit_config=${DIT_CONFIG:-configs/dit/tiny.yaml}
 "$py" -m kinema train dit --config "$dit_config" "init=$dit_init" \
     "vae=$vae" "text_encoder=$text" "train.out_dir=$out/dit-run" "train.steps=${DIT_STEPS:-3000}" \

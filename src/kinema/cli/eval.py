@@ -33,7 +33,8 @@ def eval_clips(
 @eval_app.command("suite")
 def eval_suite(
     suite: Annotated[Path, typer.Argument(help="A prompt suite, such as configs/eval/basic.yaml.")],
-    model: Annotated[Path | None, typer.Option(help="Model folder (default: the embedded model).")] = None,
+    model: Annotated[str | None, typer.Option(help="A model folder, or the name of a packaged model "
+                                                   "(default: kinema-tiny).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Where videos and eval.json go "
                                                            "(default: runs/eval/SUITE).")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N prompts.")] = None,

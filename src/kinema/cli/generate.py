@@ -30,7 +30,8 @@ def generate(
     edit: Annotated[Path | None, typer.Option(help="Video to video: edit this video under the prompt.")] = None,
     strength: Annotated[float, typer.Option(help="Edit strength in (0, 1]: how far from the input.")] = 0.7,
     sampler: Annotated[str | None, typer.Option(help="euler or heun (default: the model's).")] = None,
-    model: Annotated[Path | None, typer.Option(help="Model folder (default: the embedded model).")] = None,
+    model: Annotated[str | None, typer.Option(help="A model folder, or the name of a packaged model "
+                                                   "(default: kinema-tiny).")] = None,
     prompts: Annotated[Path | None, typer.Option(help="Batch: one prompt per line, or JSONL with settings.")] = None,
     out_dir: Annotated[Path | None, typer.Option(help="Batch output folder (with --prompts).")] = None,
     storyboard: Annotated[Path | None, typer.Option(

@@ -18,7 +18,8 @@ def serve(
                                               help="Bearer token every API call must send.")] = None,
     db: Annotated[Path, typer.Option(help="SQLite job store; media go in '<name>-media' beside it.")] = Path(
         "kinema-jobs.sqlite"),
-    model: Annotated[Path | None, typer.Option(help="Model folder (default: the embedded model).")] = None,
+    model: Annotated[str | None, typer.Option(help="A model folder, or the name of a packaged model "
+                                                   "(default: kinema-tiny).")] = None,
     max_queue: Annotated[int, typer.Option(help="Jobs waiting or running; more are answered 429.")] = 64,
     max_upload_mb: Annotated[float, typer.Option(help="Largest request body (uploads included), in MiB.")] = 32.0,
     max_video_pixels: Annotated[int, typer.Option(help="Largest video, uploaded or generated, in frames x "

@@ -17,7 +17,6 @@ import typer
 
 from kinema.errors import KinemaError
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[3] / "weights" / "kinema-tiny" / "vae"
 MAX_FRAMES = 1 + 4 * 480  # 4 minutes at 8 fps; longer inputs are cut (and the command says so)
 
 vae_app = typer.Typer(no_args_is_help=True, help="The video VAE: encode and decode videos.")
@@ -45,6 +44,16 @@ def pad_video(frames: np.ndarray, temporal: int = 4, spatial: int = 8) -> tuple[
     return np.pad(frames, padding, mode="edge"), notes
 
 
+def vae_folder(model: str | None) -> Path:
+    """A VAE folder: ``model`` itself when it holds a VAE (config.json), else the vae/ of the model it names
+    (``kinema.weights.find_model``; None: the default model)."""
+    from kinema.weights import find_model
+
+    if model is not None and (Path(model) / "config.json").is_file():
+        return Path(model)
+    return find_model(model) / "vae"
+
+
 def psnr(reference: np.ndarray, test: np.ndarray) -> float:
     """Peak signal-to-noise ratio in dB of two uint8 arrays (inf when identical)."""
     mse = float(np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2))
@@ -55,7 +64,9 @@ def psnr(reference: np.ndarray, test: np.ndarray) -> float:
 def roundtrip(
     source: Annotated[Path, typer.Argument(help="Input video or image.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Reconstruction to write (.mp4, or .png).")],
-    model: Annotated[Path, typer.Option(help="VAE folder (config.json + safetensors).")] = DEFAULT_MODEL,
+    model: Annotated[str | None, typer.Option(
+        help="A VAE folder (config.json + safetensors), or a model (a folder or a packaged name) whose vae/ to "
+             "use (default: kinema-tiny).")] = None,
     chunk_frames: Annotated[int, typer.Option(
         help="Frames per chunk, a multiple of 4: memory stays flat in video length and the result is the same "
              "as one pass (and faster for long clips); 0 = the whole clip in one pass.")] = 64,
@@ -69,9 +80,8 @@ def roundtrip(
 
     if not 1 <= max_frames <= 100_000:
         raise KinemaError(f"max-frames must be between 1 and 100000 (got {max_frames})")
-    if model == DEFAULT_MODEL and not model.exists():
-        raise KinemaError(f"no VAE at '{model}' (the embedded default is not there yet): pass --model DIR")
-    vae = VideoVAE.from_pretrained(model).eval()
+    folder = vae_folder(model)
+    vae = VideoVAE.from_pretrained(folder).eval()
     step = vae.temporal_compression
     if chunk_frames < 0 or chunk_frames % step:  # checked before reading the video
         raise KinemaError(f"chunk-frames must be 0 (whole clip) or a positive multiple of {step}, got {chunk_frames}")
@@ -94,8 +104,8 @@ def roundtrip(
     score = psnr(frames, result[:, :height, :width])
 
     metadata = {
-        "mode": "vae_roundtrip", "source": str(source), "model": model.resolve().name,
-        "model_sha256": file_sha256(model / WEIGHTS_NAME), "chunk_frames": chunk_frames,
+        "mode": "vae_roundtrip", "source": str(source), "model": folder.resolve().name,
+        "model_sha256": file_sha256(folder / WEIGHTS_NAME), "chunk_frames": chunk_frames,
         "latent_shape": list(latents.shape), "psnr_db": None if math.isinf(score) else round(score, 3),
     }
     write_video(output, result, fps, metadata=metadata)

@@ -13,22 +13,18 @@ from pathlib import Path
 
 import numpy as np
 
-from kinema.errors import KinemaError
 from kinema.frames import MAX_FRAMES, is_windowed, latent_count, latent_length, output_frames
 from kinema.inference.request import Plan, Request, validate
 from kinema.inference.settings import Sampling, Windows, request_sampling, request_windows
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[3] / "weights" / "kinema-tiny"
 
-
-def load_pipeline(model: str | Path | None):
+def load_pipeline(model: str | Path | None = None):
+    """A KinemaPipeline from a model folder or the name of a packaged model (``kinema.weights.find_model``);
+    None: the default model."""
     from kinema.inference.pipeline import KinemaPipeline
+    from kinema.weights import find_model
 
-    folder = Path(model) if model else DEFAULT_MODEL
-    if model is None and not (folder / "model_index.json").is_file():
-        raise KinemaError(f"the embedded model is not in this checkout yet ('{folder}' has no model_index.json); "
-                          "pass --model DIR")
-    return KinemaPipeline.from_pretrained(folder)
+    return KinemaPipeline.from_pretrained(find_model(model))
 
 
 def expanded_prompt(request: Request, frames: int, fps: float, log=None) -> tuple[str, str | None]:

@@ -91,7 +91,7 @@ class DiTTrainConfig:
     # with init: start the tensors whose shapes differ (e.g. the patch layers after a patch_size change) fresh
     # instead of refusing
     init_partial: bool = False
-    vae: str = "weights/kinema-tiny/vae"
+    vae: str = "src/kinema/weights/kinema-tiny/vae"
     text_encoder: str = "minilm"
     caption_dropout: float = 0.1
     shot_captions: float = 0.5  # share of multi-shot clips trained with per-shot captions
