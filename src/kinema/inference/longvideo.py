@@ -158,29 +158,14 @@ def encode_texts(pipe, texts: list[str], negative: str) -> tuple[dict, dict]:
 
 
 @torch.no_grad()
-def generate_long(
-    pipe,
-    texts: list[str],
-    num_frames: int,
-    height: int,
-    width: int,
-    shot_starts: list[int] | None = None,
-    num_inference_steps: int | None = None,
-    guidance_scale: float | None = None,
-    generator: torch.Generator | None = None,
-    negative_prompt: str | None = None,
-    image: np.ndarray | None = None,
-    video: np.ndarray | None = None,
-    window: int | None = None,
-    context: int | None = None,
-    memory: int | None = None,
-    sampler: str | None = None,
-    shift: float | None = None,
-    callback: Callable[[int, int, torch.Tensor], None] | None = None,
-    output_type: str = "np",
-    context_noise: float | None = None,
-    anchor: float | None = None,
-) -> np.ndarray | torch.Tensor:
+def generate_long(pipe, texts: list[str], num_frames: int, height: int, width: int,
+                  shot_starts: list[int] | None = None, num_inference_steps: int | None = None,
+                  guidance_scale: float | None = None, generator: torch.Generator | None = None,
+                  negative_prompt: str | None = None, image: np.ndarray | None = None, video: np.ndarray | None = None,
+                  window: int | None = None, context: int | None = None, memory: int | None = None,
+                  sampler: str | None = None, shift: float | None = None,
+                  callback: Callable[[int, int, torch.Tensor], None] | None = None, output_type: str = "np",
+                  context_noise: float | None = None, anchor: float | None = None) -> np.ndarray | torch.Tensor:
     """A video of any length in windows: ``texts`` holds one caption per shot (one for a plain prompt) and
     ``shot_starts`` the first video frame of each (cuts on frames 1 + 4k). Returns uint8 frames (F, H, W, 3),
     or the normalized latents (1, C, F', H', W') with ``output_type="latent"``. ``image`` is frame 0 (image to
