@@ -8,15 +8,17 @@ from typing import Annotated
 import typer
 
 from kinema.errors import KinemaError
+from kinema.frames import DEFAULT_SECONDS, DEFAULT_SIZE
 
 
 def generate(
     prompt: Annotated[str | None, typer.Argument(help="What to generate.")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Output .mp4 (or .png for an image).")] = Path(
         "out.mp4"),
-    seconds: Annotated[float, typer.Option(help="Length in seconds (for --extend/--connect: seconds added).")] = 4.0,
+    seconds: Annotated[float, typer.Option(
+        help="Length in seconds (for --extend/--connect: seconds added).")] = DEFAULT_SECONDS,
     frames: Annotated[int | None, typer.Option(help="Exact frame count (1 + 4k); overrides --seconds.")] = None,
-    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT, multiples of 8 (any aspect ratio).")] = "64x64",
+    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT, multiples of 8 (any aspect ratio).")] = DEFAULT_SIZE,
     fps: Annotated[float | None, typer.Option(help="Frames per second (default: the model's).")] = None,
     steps: Annotated[int | None, typer.Option(help="Sampling steps (default: the model's).")] = None,
     guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,8 +18,11 @@ from kinema.frames import MAX_FRAMES, is_windowed, latent_count, latent_length, 
 from kinema.inference.request import Plan, Request, validate
 from kinema.inference.settings import Sampling, Windows, request_sampling, request_windows
 
+if TYPE_CHECKING:
+    from kinema.inference.pipeline import KinemaPipeline
 
-def load_pipeline(model: str | Path | None = None):
+
+def load_pipeline(model: str | Path | None = None) -> KinemaPipeline:
     """A KinemaPipeline from a model folder or the name of a packaged model (``kinema.weights.find_model``);
     None: the default model."""
     from kinema.inference.pipeline import KinemaPipeline
