@@ -2,7 +2,9 @@
 
 One mechanism serves every mode: each latent frame has its own flow time, known latent frames
 (an image, a video to extend, the ends to connect) are held clean at t = 0 while the others are
-denoised. The denoising loop lives here and reads top to bottom.
+denoised. Which frames are known is data, a list of ``ConditioningItem``s (``kinema.inference.conditioning``).
+``__call__`` reads in numbered sections (check inputs, encode the prompt, prepare latents, known frames,
+denoise, decode), and ``denoise``, the loop every pass ends in, reads top to bottom.
 """
 
 from __future__ import annotations
