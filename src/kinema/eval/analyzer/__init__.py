@@ -22,6 +22,10 @@ output of a generative model alike. Per frame it:
 Over the whole video it detects cuts (the background jumps once camera motion is undone), links
 objects into tracks within each shot, joins them across cuts by colour and shape, and summarises
 each shot (scene classes, scale, whether the camera holds still, objects seen).
+
+One concern per module: ``palette`` (steps 1 and 4), ``stage`` (2 and 3), ``segmentation`` (components and
+masks), ``objects`` (5), ``marks`` (6), ``frame`` (one frame, every step), ``cuts``, ``tracks`` and ``video``
+(the whole video), and ``results``, what it reports.
 """
 
 from kinema.eval.analyzer.cuts import (
