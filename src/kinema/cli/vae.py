@@ -16,8 +16,9 @@ import numpy as np
 import typer
 
 from kinema.errors import KinemaError
+from kinema.frames import LATENT_STRIDE
 
-MAX_FRAMES = 1 + 4 * 480  # 4 minutes at 8 fps; longer inputs are cut (and the command says so)
+ROUNDTRIP_FRAMES = 1 + LATENT_STRIDE * 480  # read at most 4 minutes at 8 fps by default (the command says so)
 
 vae_app = typer.Typer(no_args_is_help=True, help="The video VAE: encode and decode videos.")
 
@@ -70,7 +71,7 @@ def roundtrip(
     chunk_frames: Annotated[int, typer.Option(
         help="Frames per chunk, a multiple of 4: memory stays flat in video length and the result is the same "
              "as one pass (and faster for long clips); 0 = the whole clip in one pass.")] = 64,
-    max_frames: Annotated[int, typer.Option(help="Read at most this many frames.")] = MAX_FRAMES,
+    max_frames: Annotated[int, typer.Option(help="Read at most this many frames.")] = ROUNDTRIP_FRAMES,
 ) -> None:
     """Encode and decode a video with the VAE; write the reconstruction and print its PSNR."""
     import torch
