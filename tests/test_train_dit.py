@@ -297,3 +297,46 @@ def test_memoized_text_states_match_plain_encoding(monkeypatch):
     states, mask = encoder.encode_memoized(["a green ball", "a red ball is thrown to the right"], limit=3)
     assert len(encoder._memo) == 2  # 3 + 1 new would pass the limit: the memo started again
     assert states.shape[0] == 2 and mask[1].sum() == plain_mask[0].sum()
+
+
+def test_teacher_forcing_batches_train_every_frame_after_clean_ones(tmp_path, small_vae):
+    """With teacher_forcing 1, every batch carries lightly noised clean copies (flow time within the configured
+    context noise) and fully independent times for the noisy copies; the loss is finite and falls on a tiny set;
+    an export carries the sampling defaults the config names (the "ar" sampler)."""
+    from kinema.inference.pipeline import KinemaPipeline
+    from kinema.train.dit import DiTTask, cache_world_latents, export_pipeline, train_dit
+
+    base = dit_config(tmp_path, small_vae)
+    index = cache_world_latents(base, tmp_path / "cache", clips=2)
+    overrides = (f"data.latent_cache=[{index.parent}]", "teacher_forcing=1.0", "teacher_forcing_context_noise=0.05",
+                 "caption_dropout=0.0", "memory_windows=0.0")
+    task = DiTTask(dit_config(tmp_path, small_vae, *overrides))
+    batch = task.batch(0, 0, 1)
+    assert batch["context_t"].shape == batch["t"].shape == (2, 3)
+    assert (batch["context_t"] <= 0.05).all() and (batch["t"] > 0).all()
+    assert len(set(batch["t"][0].tolist())) == 3  # each frame its own time
+    loss, logs = task.loss(task.model, batch)
+    assert torch.isfinite(loss) and float(logs["teacher_forcing"]) == 1.0
+
+    config = dit_config(tmp_path, small_vae, *overrides, "train.steps=60", "train.save_every=60", "train.lr=3e-3",
+                        "sampling={sampler: ar, ar_context_noise: 0.05}")
+    train_dit(config)
+    values = losses(tmp_path / "run")
+    assert np.mean(values[-15:]) < 0.8 * np.mean(values[:15]), (np.mean(values[:15]), np.mean(values[-15:]))
+    folder, _ = export_pipeline(config, tmp_path / "pipe")
+    pipe = KinemaPipeline.from_pretrained(folder)
+    assert pipe.defaults.sampler == "ar" and pipe.defaults.ar_context_noise == 0.05
+
+
+def test_causal_attention_joint_batches_do_not_see_later_frames(tmp_path, small_vae, monkeypatch):
+    from kinema.train.dit import DiTTask, cache_world_latents
+
+    base = dit_config(tmp_path, small_vae)
+    index = cache_world_latents(base, tmp_path / "cache", clips=2)
+    task = DiTTask(dit_config(tmp_path, small_vae, f"data.latent_cache=[{index.parent}]", "causal_attention=true"))
+    seen = []
+    forward = task.model.forward
+    monkeypatch.setattr(task.model, "forward",
+                        lambda *a, **k: seen.append(k.get("attention_frames")) or forward(*a, **k))
+    task.loss(task.model, task.batch(0, 0, 1))
+    assert seen and torch.equal(seen[0], torch.ones(3, 3, dtype=torch.bool).tril())

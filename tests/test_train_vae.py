@@ -178,3 +178,23 @@ def test_detail_loss_weights_what_is_not_sky_or_ground(tmp_path):
     base, plain_logs = plain.loss(plain.model, batch)
     assert "detail_l1" in logs and "detail_l1" not in plain_logs and 0 < logs["detail_share"] < 1
     assert loss.item() == pytest.approx(base.item() + logs["detail_l1"].item(), rel=1e-4)
+
+
+def test_freeze_encoder_keeps_the_latents_and_trains_the_decoder(tmp_path):
+    """Decoder-only training from a VAE: the exported encoder and latent statistics are the init's exactly, so a
+    DiT trained on its latents keeps working, while the decoder's weights change."""
+    from kinema.models.vae import VideoVAE
+
+    train_vae(config(tmp_path / "first"))
+    init = VideoVAE.from_pretrained(tmp_path / "first" / "vae")
+    train_vae(config(tmp_path / "second", f"init={tmp_path / 'first' / 'vae'}", "freeze_encoder=true"))
+    tuned = VideoVAE.from_pretrained(tmp_path / "second" / "vae")
+    before, after = init.state_dict(), tuned.state_dict()
+    for name, tensor in before.items():
+        if name.startswith(("encoder.", "quant_conv.")):
+            assert torch.equal(after[name], tensor), name
+    assert any(not torch.equal(after[n], t) for n, t in before.items() if n.startswith("decoder."))
+    assert tuned.config.latents_mean == init.config.latents_mean
+    assert tuned.config.latents_std == init.config.latents_std
+    with pytest.raises(ConfigError, match="freeze_encoder needs init"):
+        train_vae(config(tmp_path / "third", "freeze_encoder=true"))

@@ -31,7 +31,8 @@ def generate(
     connect: Annotated[tuple[Path, Path] | None, typer.Option(help="Connect two videos, --seconds between.")] = None,
     edit: Annotated[Path | None, typer.Option(help="Video to video: edit this video under the prompt.")] = None,
     strength: Annotated[float, typer.Option(help="Edit strength in (0, 1]: how far from the input.")] = 0.7,
-    sampler: Annotated[str | None, typer.Option(help="euler or heun (default: the model's).")] = None,
+    sampler: Annotated[str | None, typer.Option(
+        help="euler, heun or ar (frame by frame; default: the model's).")] = None,
     model: Annotated[str | None, typer.Option(help="A model folder, or the name of a packaged model "
                                                    "(default: kinema-tiny).")] = None,
     prompts: Annotated[Path | None, typer.Option(help="Batch: one prompt per line, or JSONL with settings.")] = None,

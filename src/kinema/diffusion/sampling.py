@@ -125,3 +125,107 @@ def sample_heun(
 
 
 SAMPLERS = {"euler": sample_euler, "heun": sample_heun}
+
+
+@torch.no_grad()
+def sample_autoregressive(
+    model: Model,
+    x: torch.Tensor,
+    times: torch.Tensor,
+    known: torch.Tensor | None = None,
+    known_latents: torch.Tensor | None = None,
+    extra_args: dict | None = None,
+    callback: Callable[[int, int, torch.Tensor], None] | None = None,
+    known_time: KnownTime = 0.0,
+    context_time: float = 0.0,
+    context_noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Latent frames one at a time, in order, each denoised from times[0] to times[-1] by Euler steps while the
+    frames before it are held (the frame-causal rollout of diffusion forcing, Chen et al. 2024, and of CausVid,
+    Yin et al. 2025). The model is called on the prefix of frames up to the one being made; it must attend only
+    to earlier frames (a block-causal mask) for the prefix's outputs not to matter.
+
+    Known frames (``known`` (B, F')) are kept at ``known_latents`` with their ``known_time``; frames made here
+    enter later passes noised to ``context_time`` with ``context_noise`` (B, C, F', H', W'), so that the model
+    does not take its own small errors for exact context.
+    """
+    extra_args = extra_args or {}
+    b, frames = x.shape[0], x.shape[2]
+    known = torch.zeros(b, frames, dtype=torch.bool, device=x.device) if known is None else known
+    out, _ = _hold_known(x, known, x if known_latents is None else known_latents)
+    held = torch.as_tensor(known_time, dtype=torch.float32, device=x.device).expand(b, frames).clone()
+    context = out.clone()  # what later frames see: made frames noised to context_time
+    to_make = [k for k in range(frames) if not bool(known[:, k].all())]
+    steps = len(times) - 1
+    total = steps * len(to_make)
+    for n, k in enumerate(to_make):
+        prefix = torch.cat([context[:, :, :k], out[:, :, k:k + 1]], dim=2)
+        prefix_known = torch.ones(b, k + 1, dtype=torch.bool, device=x.device)
+        prefix_known[:, k] = False
+        offset = n * steps
+
+        def step_callback(i: int, _steps: int, x_now: torch.Tensor, offset: int = offset) -> None:
+            if callback is not None:
+                callback(offset + i, total, x_now)
+
+        made = sample_euler(model, prefix, times, known=prefix_known, known_latents=prefix, extra_args=extra_args,
+                            callback=step_callback, known_time=held[:, :k + 1])
+        out[:, :, k] = made[:, :, k]
+        held[:, k] = context_time
+        if context_time > 0 and context_noise is not None:
+            context[:, :, k] = (1.0 - context_time) * made[:, :, k] + context_time * context_noise[:, :, k]
+        else:
+            context[:, :, k] = made[:, :, k]
+    return out
+
+
+@torch.no_grad()
+def sample_autoregressive_cached(
+    model: Model,
+    x: torch.Tensor,
+    times: torch.Tensor,
+    cache,
+    known: torch.Tensor | None = None,
+    known_latents: torch.Tensor | None = None,
+    extra_args: dict | None = None,
+    callback: Callable[[int, int, torch.Tensor], None] | None = None,
+    known_time: KnownTime = 0.0,
+    context_time: float = 0.0,
+    context_noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``sample_autoregressive`` with a frame cache: each step runs the model on the frame being made only, which
+    attends to the cached keys and values of the frames before it; a frame, once made, is run once more at its
+    context level and committed (``cache.commit``). ``model(x, t, cache=cache, **extra)`` places x after the
+    cached frames. Known frames must come first (a prefix): they are committed together at their known time.
+    """
+    extra_args = extra_args or {}
+    b, frames = x.shape[0], x.shape[2]
+    known = torch.zeros(b, frames, dtype=torch.bool, device=x.device) if known is None else known
+    out, _ = _hold_known(x, known, x if known_latents is None else known_latents)
+    prefix = 0
+    while prefix < frames and bool(known[:, prefix].all()):
+        prefix += 1
+    if bool(known[:, prefix:].any()):
+        raise ValueError("the frame cache needs the known frames first")
+    held = torch.as_tensor(known_time, dtype=torch.float32, device=x.device).expand(b, frames)
+    if prefix:
+        model(out[:, :, :prefix], held[:, :prefix], cache=cache, **extra_args)
+        cache.commit(prefix)
+    steps = len(times) - 1
+    total = steps * (frames - prefix)
+    for n, k in enumerate(range(prefix, frames)):
+        frame = out[:, :, k:k + 1]
+        for i in range(steps):
+            t = torch.full((b, 1), float(times[i]), device=x.device)
+            v = model(frame, t, cache=cache, **extra_args)
+            frame = frame + (float(times[i + 1]) - float(times[i])) * v
+            if callback is not None:
+                callback(n * steps + i + 1, total, frame)
+        out[:, :, k:k + 1] = frame
+        if k + 1 < frames:
+            seen = frame
+            if context_time > 0 and context_noise is not None:
+                seen = (1.0 - context_time) * frame + context_time * context_noise[:, :, k:k + 1]
+            model(seen, torch.full((b, 1), context_time, device=x.device), cache=cache, **extra_args)
+            cache.commit(1)
+    return out

@@ -221,7 +221,8 @@ def generate_long(pipe, texts: list[str], num_frames: int, height: int, width: i
                 callback(offset + step, chosen.steps * len(plan), x_now)
 
         out = pipe.denoise(x, known if known_count else None, x if known_count else None, frame_cond, frame_uncond,
-                           chosen.steps, chosen.guidance, 1.0, shift, chosen.sampler, progress, known_time=known_time)
+                           chosen.steps, chosen.guidance, 1.0, shift, chosen.sampler, progress, known_time=known_time,
+                           generator=generator)
         new = out[:, :, known_count:]
         if settings.anchor > 0:
             new = anchor_levels(new, latents, win.start, text_index, references, settings.anchor)

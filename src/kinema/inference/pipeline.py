@@ -23,13 +23,13 @@ from diffusers.utils import BaseOutput
 from diffusers.utils import logging as diffusers_logging
 
 from kinema.diffusion.flow import FlowConfig, shift_for_tokens
-from kinema.diffusion.sampling import SAMPLERS, flow_schedule, guided
+from kinema.diffusion.sampling import SAMPLERS, flow_schedule, guided, sample_autoregressive_cached
 from kinema.errors import KinemaError
 from kinema.frames import MAX_FRAMES, MAX_PROMPT_CHARS, MAX_SIDE, MODES, is_latent_length, latent_count, latent_length
 from kinema.inference.conditioning import ConditioningItem, KnownLatents, conditioning_for_mode, hold
 from kinema.inference.settings import Sampling, sampling
 from kinema.media import resize_crop
-from kinema.models.dit import VideoDiT
+from kinema.models.dit import FrameCache, VideoDiT
 from kinema.models.text import TextEncoder, pad_token_batches
 from kinema.models.vae import VideoVAE
 
@@ -65,6 +65,21 @@ class SamplingDefaults:
     # new frames back to those of its shot's opening (kinema.inference.longvideo.anchor_levels; 0: not at all,
     # 1: fully).
     anchor: float = 0.0
+    # The "ar" sampler makes latent frames one at a time, each attending to the ones before it (a frame-causal
+    # model): frames already made enter later ones noised to this flow time (0: clean).
+    ar_context_noise: float = 0.0
+
+
+SAMPLER_NAMES = (*SAMPLERS, "ar")  # "ar": frame by frame with a frame cache (sample_autoregressive_cached)
+
+
+def known_prefix(known: torch.Tensor | None) -> bool:
+    """Whether the known latent frames (B, F') all come before the frames to make (none known counts): what
+    frame-by-frame sampling can condition on. Extending backward, connecting and closing a loop cannot."""
+    if known is None:
+        return True
+    made = (~known).any(dim=0)  # (F',) some batch item makes this frame
+    return not bool(made.any()) or not bool(known[:, int(made.float().argmax()):].any())
 
 
 def check_request(prompt: Any, num_frames: int, height: int, width: int, steps: int, guidance_scale: float,
@@ -246,14 +261,25 @@ class KinemaPipeline(DiffusionPipeline):
 
     def denoise(self, latents: torch.Tensor, known: torch.Tensor | None, known_latents: torch.Tensor | None,
                 cond: dict, uncond: dict, steps: int, guidance_scale: float, start: float, shift: float,
-                sampler: str, callback, known_time: float | torch.Tensor = 0.0) -> torch.Tensor:
+                sampler: str, callback, known_time: float | torch.Tensor = 0.0,
+                generator: torch.Generator | None = None) -> torch.Tensor:
         """Run the sampler on latents (B, C, F', H', W') from flow time ``start`` to 0, padded (replicating the
         edge) to whole patches; one transformer pass for every step. The pipeline's call and each window of a
         long video (``kinema.inference.longvideo``) end here.
 
         ``known`` (B, F') marks the latent frames held at ``known_latents`` with flow time ``known_time``.
         ``cond``/``uncond`` hold ``text`` (B, L, D) or (B, S, L, D), ``text_mask`` and optionally
-        ``frame_text_index`` (B, F'): which of the S sequences each latent frame attends to."""
+        ``frame_text_index`` (B, F'): which of the S sequences each latent frame attends to.
+
+        The "ar" sampler makes the frames one at a time with a frame cache (``sample_autoregressive_cached``) when
+        the known frames come first and sampling starts from noise; otherwise (extending backward, connecting,
+        closing a loop, editing) it samples every frame jointly with Euler steps. ``generator`` draws the noise
+        its context frames are re-noised with (``ar_context_noise``)."""
+        if sampler not in SAMPLER_NAMES:
+            raise KinemaError(f"sampler '{sampler}': choose from {', '.join(SAMPLER_NAMES)}")
+        frame_by_frame = sampler == "ar" and start == 1.0 and known_prefix(known)
+        if sampler == "ar" and not frame_by_frame:
+            sampler = "euler"
         h, w = latents.shape[-2:]
         _, ph, pw = self.transformer.config.patch_size
         pad = (0, (-w) % pw, 0, (-h) % ph, 0, 0)
@@ -264,22 +290,30 @@ class KinemaPipeline(DiffusionPipeline):
 
         prepared: list = []  # (text, mask, TextContext): the text's keys and values, computed once per run
 
-        def model(x, t, text, text_mask, frame_text_index=None):
+        def model(x, t, text, text_mask, frame_text_index=None, cache=None):
             if not prepared or prepared[0][0] is not text or prepared[0][1] is not text_mask:
                 context = self.transformer.prepare_text(text.to(self.transformer.dtype), text_mask)
                 prepared[:] = [(text, text_mask, context)]
+            if cache is not None and frame_text_index is not None:  # x holds the frames after the cached ones
+                frame_text_index = frame_text_index[:, cache.frames:cache.frames + x.shape[2]]
             return self.transformer(x.to(self.transformer.dtype), t, prepared[0][2],
-                                    frame_text_index=frame_text_index).float()
+                                    frame_text_index=frame_text_index, cache=cache).float()
 
         batch = latents.shape[0]
         cond = {k: v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 else v for k, v in cond.items()}
         uncond = {k: v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 else v for k, v in uncond.items()}
         fn = guided(model, guidance_scale, cond, uncond)
         times = flow_schedule(steps, shift=shift, start=start)
-        if sampler not in SAMPLERS:
-            raise KinemaError(f"sampler '{sampler}': choose from {', '.join(SAMPLERS)}")
-        out = SAMPLERS[sampler](fn, latents, times, known=known, known_latents=known_latents, callback=callback,
-                                known_time=known_time)
+        if frame_by_frame:
+            context_time = self.defaults.ar_context_noise
+            noise = torch.randn(latents.shape, generator=generator) if context_time > 0 else None
+            out = sample_autoregressive_cached(fn, latents, times, FrameCache(len(self.transformer.blocks)),
+                                               known=known, known_latents=known_latents, callback=callback,
+                                               known_time=known_time, context_time=context_time,
+                                               context_noise=noise)
+        else:
+            out = SAMPLERS[sampler](fn, latents, times, known=known, known_latents=known_latents,
+                                    callback=callback, known_time=known_time)
         return out[..., :h, :w]
 
     # -- the call ------------------------------------------------------------------------------------
@@ -352,7 +386,7 @@ class KinemaPipeline(DiffusionPipeline):
 
         # 5. Denoise.
         latents = self.denoise(latents, mask, known_latents, cond, uncond, chosen.steps, chosen.guidance, start,
-                               shift, chosen.sampler, callback)
+                               shift, chosen.sampler, callback, generator=generator)
 
         # 6. Decode.
         if output_type == "latent":
@@ -400,7 +434,7 @@ class KinemaPipeline(DiffusionPipeline):
         batch, channels, lh, lw, plh, plw = grid
         head_noise = torch.randn((batch, channels, 2, plh, plw), generator=generator)
         head = self.denoise(head_noise[..., :lh, :lw], None, None, cond, uncond, chosen.steps, chosen.guidance, 1.0,
-                            shift, chosen.sampler, None)
+                            shift, chosen.sampler, None, generator=generator)
         return [KnownLatents(head[:, :, :1], "start"), KnownLatents(head[:, :, 1:], "end")]
 
 

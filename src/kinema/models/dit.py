@@ -160,11 +160,19 @@ class Attention(nn.Module):
     def split(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.heads, -1)).transpose(-3, -2)  # (..., heads, n, d)
 
-    def self_attention(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    def self_attention(self, x: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor | None = None,
+                       past: FrameKV | None = None) -> torch.Tensor:
+        """``past``: keys and values of earlier frames (a frame cache), attended to before x's own; the new keys
+        and values are left in ``past.new`` for the cache to keep if it commits these frames."""
         q = apply_rotary(self.split(self.norm_q(self.to_q(x))), rope)  # (B, heads, N, d)
         k = apply_rotary(self.split(self.norm_k(self.to_k(x))), rope)  # (B, heads, N, d)
         v = self.split(self.to_v(x))  # (B, heads, N, d)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, d)
+        if past is not None:
+            past.new = (k, v)
+            if past.keys is not None:
+                k = torch.cat([past.keys, k], dim=2)  # (B, heads, N_past + N, d)
+                v = torch.cat([past.values, v], dim=2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, heads, N, d)
         return self.to_out(out.transpose(1, 2).flatten(2))  # (B, N, D)
 
     def text_kv(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,10 +249,12 @@ class DiTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, modulation: torch.Tensor, text: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
                 text_mask: torch.Tensor | None, frame_text_index: torch.Tensor | None,
-                rope: torch.Tensor) -> torch.Tensor:
+                rope: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                past: FrameKV | None = None) -> torch.Tensor:
         frames = modulation.shape[1]
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.scale_shift_table + modulation).unbind(2)  # (B, F', D)
-        h = self.attn1.self_attention(modulate(self.norm1(x), shift1, scale1, frames), rope)  # (B, N, D)
+        h = self.attn1.self_attention(modulate(self.norm1(x), shift1, scale1, frames), rope,
+                                      attention_mask, past)  # (B, N, D)
         x = add_gated(x, h, gate1, frames)
         x = x + self.attn2.cross_attention(self.norm2(x), text, text_mask, frame_text_index, frames)
         h = self.ffn(modulate(self.norm3(x), shift2, scale2, frames))  # (B, N, D)
@@ -261,6 +271,57 @@ class FinalLayer(nn.Module):
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         shift, scale = (self.scale_shift_table + temb[:, :, None]).unbind(2)  # (B, F', D) each
         return self.proj_out(modulate(self.norm(x), shift, scale, temb.shape[1]))
+
+
+@dataclass
+class FrameKV:
+    """One block's self-attention keys and values of the frames in a frame cache, (B, heads, N_past, d) each, and
+    those of the frames of the current call (``new``)."""
+
+    keys: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    new: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+class FrameCache:
+    """Self-attention keys and values of the latent frames made so far, for frame-by-frame (causal) generation.
+
+    A frame's keys and values depend only on it and the frames before it under a block-causal mask, so they are
+    computed once, when the frame is committed, and every later frame attends to them (a KV cache, as in
+    CausVid and Self-Forcing)."""
+
+    def __init__(self, blocks: int) -> None:
+        self.layers = [FrameKV() for _ in range(blocks)]
+        self.frames = 0  # latent frames held
+        self.tokens_per_frame = 0
+
+    def commit(self, frames: int) -> None:
+        """Keep the keys and values of the last call's frames (those just made, at their context noise level)."""
+        for layer in self.layers:
+            k, v = layer.new
+            layer.keys = k if layer.keys is None else torch.cat([layer.keys, k], dim=2)
+            layer.values = v if layer.values is None else torch.cat([layer.values, v], dim=2)
+            layer.new = None
+        self.frames += frames
+
+
+def block_causal(frames: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(F', F') bool: latent frame i may attend to frame j iff j <= i."""
+    return torch.ones(frames, frames, dtype=torch.bool, device=device).tril()
+
+
+def teacher_forcing_frames(frames: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(2F', 2F') bool for a sequence of F' clean frames followed by F' noisy ones (teacher forcing): clean frame i
+    sees clean frames <= i; noisy frame i sees clean frames < i and itself, as it will when generated in turn."""
+    causal = block_causal(frames, device)
+    top = torch.cat([causal, torch.zeros_like(causal)], dim=1)
+    bottom = torch.cat([causal.tril(-1), torch.eye(frames, dtype=torch.bool, device=device)], dim=1)
+    return torch.cat([top, bottom], dim=0)
+
+
+def frame_attention_mask(frame_mask: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
+    """Expand a (F', F') frame-level mask to tokens, (N, N) with N = F' * tokens_per_frame."""
+    return frame_mask.repeat_interleave(tokens_per_frame, 0).repeat_interleave(tokens_per_frame, 1)
 
 
 @dataclass
@@ -293,6 +354,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
         freq_dim: int = 256,
         eps: float = 1e-6,
         rope_theta: float = 10000.0,
+        causal: bool = False,
     ) -> None:
         super().__init__()
         if patch_size[0] != 1:
@@ -373,6 +435,8 @@ class VideoDiT(ModelMixin, ConfigMixin):
         text_mask: torch.Tensor | None = None,
         frame_text_index: torch.Tensor | None = None,
         frame_positions: torch.Tensor | None = None,
+        attention_frames: torch.Tensor | None = None,
+        cache: FrameCache | None = None,
     ) -> torch.Tensor:
         """Velocity for latents x (B, C, F', H', W').
 
@@ -381,7 +445,10 @@ class VideoDiT(ModelMixin, ConfigMixin):
             Or a ``TextContext`` from ``prepare_text`` (then text_mask is ignored): a sampler that calls the
             model many times with the same text computes the text's keys and values once.
         frame_text_index: (B, F') index into S, or None (every frame uses sequence 0).
-        frame_positions: (F',) temporal RoPE positions, or None for 0..F'-1.
+        frame_positions: (F',) temporal RoPE positions, or None for 0..F'-1 (after a cache's frames, with one).
+        attention_frames: (F', F') bool, which latent frames each frame attends to (None: all).
+        cache: a ``FrameCache``: x's frames follow the cached ones and attend to them all, and causally to each
+            other; ``cache.commit`` then keeps their keys and values.
         """
         b, _, frames, height, width = x.shape
         _, ph, pw = self.config.patch_size
@@ -398,7 +465,20 @@ class VideoDiT(ModelMixin, ConfigMixin):
             text = self.prepare_text(text, text_mask, per_block=False)
         if text.states.shape[0] != b:
             raise KinemaError(f"text batch {text.states.shape[0]} does not match the latent batch {b}")
+        mask = None
+        per_frame = (height // ph) * (width // pw)
+        if cache is not None and frame_positions is None:
+            frame_positions = torch.arange(cache.frames, cache.frames + frames, device=x.device)
         rope = self.rope(frames, height // ph, width // pw, x.device, frame_positions)
+        if cache is not None:
+            if frames > 1:
+                visible = torch.cat([torch.ones(frames, cache.frames, dtype=torch.bool, device=x.device),
+                                     block_causal(frames, x.device)], dim=1)  # (F', F'_past + F')
+                mask = visible.repeat_interleave(per_frame, 0).repeat_interleave(per_frame, 1)
+        elif attention_frames is not None:
+            mask = frame_attention_mask(attention_frames, per_frame)  # (N, N)
+        elif self.config.causal:
+            mask = frame_attention_mask(block_causal(frames, x.device), per_frame)
         h = self.patchify(x)  # (B, N, D)
         temb = self.time_embedder(t)  # (B, F', D)
         modulation = self.time_proj(F.silu(temb)).unflatten(-1, (6, -1))  # (B, F', 6, D)
@@ -406,8 +486,9 @@ class VideoDiT(ModelMixin, ConfigMixin):
             context = text.states if text.kv is None else text.kv[n]  # the states, or (keys, values)
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 h = torch.utils.checkpoint.checkpoint(block, h, modulation, context, text.mask, frame_text_index,
-                                                      rope, use_reentrant=False)
+                                                      rope, mask, use_reentrant=False)
             else:
-                h = block(h, modulation, context, text.mask, frame_text_index, rope)  # (B, N, D)
+                past = None if cache is None else cache.layers[n]
+                h = block(h, modulation, context, text.mask, frame_text_index, rope, mask, past)  # (B, N, D)
         h = self.final(h, temb)  # (B, N, C * pt * ph * pw)
         return self.unpatchify(h, frames, height, width)  # (B, C, F', H', W')

@@ -98,6 +98,15 @@ class DiTTrainConfig:
     # share of batches (of clips with at least 6 latent frames) cut into long-video windows: memory frames,
     # a gap, then context and new frames, as kinema.inference.longvideo conditions each window after the first
     memory_windows: float = 0.0
+    # share of batches trained frame-causally with teacher forcing: clean (lightly noised) copies of the frames
+    # come first and each noisy frame attends to the clean frames before it and to itself, as the "ar" sampler
+    # generates them; the rest are joint batches with the conditioning masks
+    teacher_forcing: float = 0.0
+    teacher_forcing_context_noise: float = 0.1  # clean copies carry flow time drawn from [0, this]
+    causal_attention: bool = False  # joint batches attend block-causally over latent frames too
+    # the sampling defaults `kinema train export-dit` writes into the pipeline folder (SamplingDefaults fields,
+    # for example sampler: ar for a model trained with teacher forcing); unset fields keep the library defaults
+    sampling: dict[str, Any] = field(default_factory=dict)
     data: DiTDataConfig = field(default_factory=DiTDataConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir=Path("runs/dit")))
@@ -277,7 +286,19 @@ class DiTTask:
         tokens, mask = self.text.encode_memoized(flat)  # (b * S, L, D)
         tokens = tokens.view(b, sequences, *tokens.shape[1:])
         mask = mask.view(b, sequences, -1)
+        teacher_forcing = latent_frames > 1 and float(torch.rand(1, generator=generator)) < self.config.teacher_forcing
         window = None
+        if teacher_forcing:
+            _, ph, pw = self.model.config.patch_size
+            shift = shift_for_tokens(latent_frames * (latents.shape[3] // ph) * (latents.shape[4] // pw),
+                                     self.config.flow)
+            t = sample_times((b, latent_frames), self.config.flow, shift, generator)
+            context_t = torch.rand(b, latent_frames, generator=generator) * self.config.teacher_forcing_context_noise
+            noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+            context_noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+            return {"latents": latents, "noise": noise, "t": t, "known": torch.zeros_like(t, dtype=torch.bool),
+                    "text": tokens, "text_mask": mask, "frame_text_index": frame_index,
+                    "context_t": context_t, "context_noise": context_noise}
         if latent_frames >= 6 and float(torch.rand(1, generator=generator)) < self.config.memory_windows:
             keep, known_count = sample_memory_window(latent_frames, generator)
             latents, frame_index = latents[:, :, keep], frame_index[:, keep]
@@ -298,10 +319,35 @@ class DiTTask:
 
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x0, noise, t = batch["latents"], batch["noise"], batch["t"]
+        if "context_t" in batch:
+            return self.teacher_forcing_loss(model, batch)
         xt = add_noise(x0, noise, t)
-        prediction = model(xt, t, batch["text"], batch["text_mask"], batch["frame_text_index"])
+        mask = None
+        if self.config.causal_attention:
+            from kinema.models.dit import block_causal
+
+            mask = block_causal(x0.shape[2], x0.device)
+        prediction = model(xt, t, batch["text"], batch["text_mask"], batch["frame_text_index"],
+                           attention_frames=mask)
         loss = flow_loss(prediction, x0, noise, batch["known"])
         return loss, {"known_frames": batch["known"].float().mean().detach()}
+
+
+    def teacher_forcing_loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Velocity loss on every frame of the noisy copy, each seeing the clean copies of the frames before it."""
+        from kinema.models.dit import teacher_forcing_frames
+
+        x0, noise, t = batch["latents"], batch["noise"], batch["t"]
+        frames = x0.shape[2]
+        clean = add_noise(x0, batch["context_noise"], batch["context_t"])  # (B, C, F', H', W')
+        noisy = add_noise(x0, noise, t)
+        index = batch["frame_text_index"]
+        positions = torch.arange(frames, device=x0.device).repeat(2)
+        prediction = model(torch.cat([clean, noisy], dim=2), torch.cat([batch["context_t"], t], dim=1),
+                           batch["text"], batch["text_mask"], torch.cat([index, index], dim=1),
+                           frame_positions=positions, attention_frames=teacher_forcing_frames(frames, x0.device))
+        loss = flow_loss(prediction[:, :, frames:], x0, noise, torch.zeros_like(t, dtype=torch.bool))
+        return loss, {"known_frames": torch.zeros((), device=x0.device), "teacher_forcing": torch.ones(())}
 
 
 def train_dit(config: DiTTrainConfig, resume: bool = False) -> TrainSummary:
@@ -333,7 +379,7 @@ def export_pipeline(config: DiTTrainConfig, out: str | Path, checkpoint: str | P
     model.load_state_dict(found.model | found.ema, strict=True)
     vae = VideoVAE.from_pretrained(config.vae)
     try:
-        sampling = SamplingDefaults(**(defaults or {}))
+        sampling = SamplingDefaults(**(config.sampling | (defaults or {})))
     except (TypeError, ValueError) as e:
         raise KinemaError(f"bad sampling defaults: {e}") from None
     pipe = KinemaPipeline(model.eval().to(dtype), vae.to(dtype), defaults=sampling, flow=config.flow,

@@ -116,11 +116,16 @@ class VAETrainConfig:
 
     model: str | dict[str, Any] = "tiny"  # a name in VAE_CONFIGS, or VideoVAE keyword arguments
     init: str | None = None  # a pretrained VAE folder to start from (warm start; the config must match)
+    # train the decoder only, from `init`: the encoder and the latent statistics stay as they are, so the latents
+    # a DiT was trained on keep their meaning while the decoder improves
+    freeze_encoder: bool = False
     data: VAEDataConfig = field(default_factory=VAEDataConfig)
     loss: VAELossConfig = field(default_factory=VAELossConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir=Path("runs/vae")))
 
     def __post_init__(self) -> None:
+        if self.freeze_encoder and not self.init:
+            raise ValueError("freeze_encoder needs init (the VAE whose encoder is kept)")
         if isinstance(self.model, str):
             from kinema.models.vae import VAE_CONFIGS
 
@@ -231,6 +236,9 @@ class VAETask:
         self.model = build_vae(config.model)
         if config.init:
             load_init_weights(self.model, config.init)
+        if config.freeze_encoder:
+            self.model.encoder.requires_grad_(False)
+            self.model.quant_conv.requires_grad_(False)
         self.source = WorldVideoSource(
             seed=data.seed, sizes=data.size_list(), frames=data.frames, fps=data.fps, shots=tuple(data.shots),
             occluder_probability=data.occluder_probability, paint_probability=data.paint_probability,
@@ -327,7 +335,11 @@ def export_vae(trainer: Trainer, task: VAETask, folder: Path) -> Path | None:
     vae = VideoVAE.from_config(live.config).to(trainer.runtime.device)
     vae.load_state_dict(model_state | ema_state, strict=True)
     vae.eval()
-    mean, std = measure_latent_stats(vae, task, trainer.runtime.device)
+    if task.config.freeze_encoder:  # the encoder is the init's: so are its statistics
+        mean = torch.tensor(live.config.latents_mean, dtype=torch.float64)
+        std = torch.tensor(live.config.latents_std, dtype=torch.float64)
+    else:
+        mean, std = measure_latent_stats(vae, task, trainer.runtime.device)
     vae.set_latent_stats(mean.tolist(), std.tolist())
     vae.to("cpu").save_pretrained(folder)
     logger.info(f"wrote the EMA weights to '{folder}' (latent mean {_short(mean)}, std {_short(std)})")
@@ -348,8 +360,9 @@ def export_checkpoint(config: VAETrainConfig, out: str | Path, checkpoint: str |
     vae = VideoVAE.from_config(task.model.config)
     vae.load_state_dict(found.model | found.ema, strict=True)
     vae.eval()
-    mean, std = measure_latent_stats(vae, task, torch.device("cpu"))
-    vae.set_latent_stats(mean.tolist(), std.tolist())
+    if not config.freeze_encoder:  # a frozen encoder keeps its init's statistics (from the model's config)
+        mean, std = measure_latent_stats(vae, task, torch.device("cpu"))
+        vae.set_latent_stats(mean.tolist(), std.tolist())
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()  # its hint about keeping modules in float32 does not apply here
