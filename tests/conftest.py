@@ -89,3 +89,35 @@ def run_bounded(command: list[str], timeout: float, **kwargs) -> subprocess.Comp
             with contextlib.suppress(ProcessLookupError):  # anything the command left behind in its group
                 os.killpg(process.pid, signal.SIGKILL)
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+POSTGRES_ENV = "KINEMA_TEST_POSTGRES"  # a server's URL (scripts/postgres_cluster.sh start DIR prints one)
+
+
+def _no_postgres(reason: str) -> None:
+    """Skip where no PostgreSQL server was given; in CI, which must give one (.ci/run), fail."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI runs the PostgreSQL tests: {reason}")
+    pytest.skip(f"{reason} (set {POSTGRES_ENV}=postgresql://...; scripts/postgres_cluster.sh starts a server)")
+
+
+@pytest.fixture
+def postgres_url():
+    """The URL of a fresh, empty PostgreSQL database on the server of $KINEMA_TEST_POSTGRES, dropped afterwards."""
+    import uuid
+    from urllib.parse import urlsplit
+
+    server = os.environ.get(POSTGRES_ENV)
+    if not server:
+        _no_postgres(f"{POSTGRES_ENV} is not set")
+    import psycopg
+
+    name = f"kinema_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(server, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as error:
+        _no_postgres(f"no PostgreSQL server at {POSTGRES_ENV}: {str(error).strip().splitlines()[0]}")
+    yield urlsplit(server)._replace(path=f"/{name}").geturl()
+    with psycopg.connect(server, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kinema.errors import KinemaError
 from kinema.serve.guard import error_body
-from kinema.serve.store import QueueFull
+from kinema.serve.store import QueueFull, StoreUnavailable
 from kinema.serve.uploads import UploadError
 
 log = logging.getLogger("kinema.serve")
@@ -73,6 +73,12 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(QueueFull)
     async def queue_full(_: Request, error: QueueFull) -> JSONResponse:
         return answer(429, str(error), None, "queue_full", "rate_limit_error", {"retry-after": "5"})
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(_: Request, error: StoreUnavailable) -> JSONResponse:
+        log.error("%s", error)
+        return answer(503, "the job store is unavailable; try again shortly", None, "store_unavailable",
+                      "server_error", {"retry-after": "5"})
 
     @app.exception_handler(UploadError)
     async def upload_error(_: Request, error: UploadError) -> JSONResponse:

@@ -1,14 +1,17 @@
 """The server's job store: what the API and the worker need from it, whatever database holds it.
 
 Every accepted job is committed before the request that submits it is answered, so it survives a crash of
-the server or of the machine. Jobs run in submission order. A job found ``in_progress`` when the server starts
-was interrupted: ``recover`` queues it again, unless it has already been started ``MAX_ATTEMPTS`` times (then
-it is failed, so a job that kills the server cannot keep it down). Characters (``kinema.serve.characters``)
-live in the same store.
+the server or of the machine. Jobs run in submission order. A worker claims a job with a lease that it renews
+while it works; a job whose worker is gone (killed, or its machine vanished: the lease ran out; or, with one
+server process on the store, any job it finds running when it starts) is queued again, unless it has already
+been started ``MAX_ATTEMPTS`` times (then it is failed, so a job that kills its worker cannot keep the workers
+down). Deleting a running job is how it is cancelled: its worker's next renewal finds it gone. Characters
+(``kinema.serve.characters``) live in the same store.
 
-``JobStore`` is the interface; ``kinema.serve.sqlite.SQLiteJobStore`` implements it on one SQLite file, and
-``kinema.serve.app.open_store`` picks the implementation the server runs on. Another database (PostgreSQL, for
-workers on several machines) is another subclass of ``JobStore`` and one more case there.
+``JobStore`` is the interface; ``kinema.serve.sql.SQLJobStore`` writes its queries once, and
+``kinema.serve.sqlite.SQLiteJobStore`` (one file, one server process) and
+``kinema.serve.postgres.PostgresJobStore`` (a server, and workers on any number of machines) run them.
+``kinema.serve.database.open_job_store`` picks one for ``--db``: a ``postgresql://`` URL, or the path of a SQLite file.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ STATUSES = ("queued", "in_progress", "completed", "failed")
 
 class QueueFull(KinemaError):
     """The queue holds as many jobs as the server allows."""
+
+
+class StoreUnavailable(KinemaError):
+    """The job database cannot be reached now (a network database that is down or out of reach)."""
 
 
 @dataclass
@@ -46,6 +53,9 @@ class Job:
     output: str | None
     error: dict[str, Any] | None
     attempts: int
+    worker: str | None = None  # the worker that holds the lease of a running job
+    lease_until: float | None = None  # when that lease runs out, in seconds of the database's clock
+    progress: int = 0  # percent done of a running job, as its worker last reported it
 
 
 @dataclass
@@ -60,6 +70,8 @@ class Character:
 
 class JobStore(ABC):
     """Jobs and characters, each call short and safe to make from the API's threads and the worker at once."""
+
+    shared: bool = False  # whether processes other than the server's (workers elsewhere) may run its jobs
 
     @abstractmethod
     def close(self) -> None: ...
@@ -92,25 +104,33 @@ class JobStore(ABC):
         """Remove a job; returns it as it was (its status says whether the worker was running it)."""
 
     @abstractmethod
-    def claim_next(self) -> Job | None:
-        """Mark the oldest queued job in_progress (one more attempt) and return it; None when nothing waits."""
+    def claim_next(self, worker: str, lease: float) -> Job | None:
+        """Take back the running jobs whose lease ran out (queued again, or failed after MAX_ATTEMPTS), then mark
+        the oldest queued job in_progress (one more attempt) under ``worker``'s lease of ``lease`` seconds and
+        return it; None when nothing waits. Two workers never claim the same job."""
 
     @abstractmethod
-    def complete(self, job_id: str, output: str) -> bool:
-        """Mark a running job completed; False when it was deleted meanwhile."""
+    def renew(self, job_id: str, worker: str, lease: float, progress: int) -> bool:
+        """Extend ``worker``'s lease on a running job by ``lease`` seconds from now and record its progress; False
+        when the job was deleted (cancelled) or is no longer this worker's (its lease ran out)."""
 
     @abstractmethod
-    def fail(self, job_id: str, code: str, message: str) -> bool:
-        """Mark a running job failed with an error code and a one-line message."""
+    def complete(self, job_id: str, worker: str, output: str) -> bool:
+        """Mark a running job completed; False when it was deleted meanwhile or is not ``worker``'s."""
 
     @abstractmethod
-    def requeue(self, job_id: str) -> bool:
-        """Put a running job back in the queue (the server is stopping); that attempt does not count."""
+    def fail(self, job_id: str, worker: str, code: str, message: str) -> bool:
+        """Mark a running job failed with an error code and a one-line message; False as for ``complete``."""
+
+    @abstractmethod
+    def requeue(self, job_id: str, worker: str) -> bool:
+        """Put a running job back in the queue (its worker is stopping); that attempt does not count."""
 
     @abstractmethod
     def recover(self) -> tuple[int, int]:
-        """At start-up: jobs left in_progress by a crash are queued again (or failed after MAX_ATTEMPTS).
-        Returns (requeued, failed)."""
+        """When a server starts: running jobs whose worker is gone are queued again (or failed after
+        MAX_ATTEMPTS): every running job where one process uses the store, those whose lease ran out where
+        workers elsewhere share it. Returns (requeued, failed)."""
 
     @abstractmethod
     def ids(self) -> set[str]:
@@ -128,4 +148,5 @@ class JobStore(ABC):
     @abstractmethod
     def characters(self) -> list[Character]:
         """Every character, oldest first."""
+
 
