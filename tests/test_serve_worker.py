@@ -7,6 +7,7 @@ import socket
 import sqlite3
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,7 +21,9 @@ from kinema.inference.pipeline import SamplingDefaults
 from kinema.inference.request import Request
 from kinema.media import write_video
 from kinema.serve.characters import expand
+from kinema.serve.database import open_job_store
 from kinema.serve.jobs import request_for, stored_params
+from kinema.serve.sql import SCHEMA
 from kinema.serve.sqlite import SQLiteJobStore
 from kinema.serve.store import MAX_ATTEMPTS, Character, JobStore, QueueFull
 from kinema.serve.uploads import UploadError, check_declared_type, check_image, check_video
@@ -37,16 +40,43 @@ def add(store: JobStore, media: Path, n: int, prompt: str = "a red ball", **fiel
     return job_id
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request, tmp_path) -> str:
+    """Where a job store lives: a SQLite file, or a fresh PostgreSQL database (skipped where none is reachable)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "jobs.sqlite")
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture
-def store(tmp_path):
-    store = SQLiteJobStore(tmp_path / "jobs.sqlite")
+def store(db):
+    store = open_job_store(db)
     yield store
     store.close()
 
 
-def test_store_is_wal_and_keeps_order_pages_and_limits(store, tmp_path):
-    with sqlite3.connect(store.path) as db:
-        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+def test_sqlite_store_is_wal(tmp_path):
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite")
+    store.close()
+    with sqlite3.connect(store.path) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_sqlite_file_from_before_leases_gets_their_columns(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as connection:  # the first schema's jobs table, with one queued job
+        connection.executescript(SCHEMA.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL").replace(
+            "    worker TEXT,\n    lease_until REAL,\n    progress INTEGER NOT NULL DEFAULT 0\n", "").replace(
+            "attempts INTEGER NOT NULL DEFAULT 0,", "attempts INTEGER NOT NULL DEFAULT 0"))
+        connection.execute("INSERT INTO jobs (id, status, created_at, model, prompt, seconds, size, params) "
+                           "VALUES ('video_1', 'queued', 0, 'm', 'p', '1', '8x8', '{}')")
+    store = SQLiteJobStore(path)
+    job = store.claim_next("w", 30)
+    assert (job.id, job.worker, job.progress) == ("video_1", "w", 0) and job.lease_until > time.time()
+    store.close()
+
+
+def test_store_keeps_order_pages_and_limits(store, tmp_path):
     ids = [add(store, tmp_path, n) for n in range(5)]
     page, more = store.list(limit=2)
     assert [j.id for j in page] == [ids[4], ids[3]] and more
@@ -58,21 +88,116 @@ def test_store_is_wal_and_keeps_order_pages_and_limits(store, tmp_path):
         store.list(after="video_" + "f" * 32)
     with pytest.raises(QueueFull, match="queue is full"):
         store.add("video_" + "e" * 32, model="m", prompt="p", seconds="1", size="8x8", params={}, max_queue=5)
-    assert [store.claim_next().id for _ in range(2)] == ids[:2]  # first in, first out
+    assert [store.claim_next("w", 30).id for _ in range(2)] == ids[:2]  # first in, first out
     assert store.counts() == {"queued": 3, "in_progress": 2, "completed": 0, "failed": 0}
+    assert store.position(store.get(ids[4])) == 2
+    assert store.delete(ids[0]).status == "in_progress" and store.get(ids[0]) is None
+    assert store.ids() == set(ids[1:])
 
 
-def test_store_requeues_interrupted_jobs_and_gives_up_after_max_attempts(store, tmp_path):
+def test_only_the_lease_holder_records_a_job_and_a_lapsed_lease_is_taken_over(store, tmp_path):
+    job_id = add(store, tmp_path, 1)
+    first = store.claim_next("first", 0.3)
+    assert (first.id, first.status, first.worker, first.attempts) == (job_id, "in_progress", "first", 1)
+    assert store.claim_next("second", 30) is None  # held
+    assert store.renew(job_id, "first", 0.3, 40) and store.get(job_id).progress == 40
+    assert not store.renew(job_id, "second", 30, 50)
+    time.sleep(0.5)  # the first worker stops renewing: its lease runs out
+    second = store.claim_next("second", 30)
+    assert (second.id, second.worker, second.attempts, second.progress) == (job_id, "second", 2, 0)
+    assert not store.renew(job_id, "first", 30, 90)  # the first worker learns that it lost the job
+    assert not store.complete(job_id, "first", "x/video.mp4") and not store.fail(job_id, "first", "c", "m")
+    assert not store.requeue(job_id, "first")
+    assert store.complete(job_id, "second", f"{job_id}/video.mp4")
+    job = store.get(job_id)
+    assert (job.status, job.output, job.progress, job.attempts) == ("completed", f"{job_id}/video.mp4", 100, 2)
+    assert not store.complete(job_id, "second", "again")  # completed once
+
+
+def test_a_job_whose_worker_keeps_vanishing_fails_after_max_attempts(store, tmp_path):
     job_id = add(store, tmp_path, 1)
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        claimed = store.claim_next()
+        claimed = store.claim_next(f"worker-{attempt}", 0.1)
         assert claimed.id == job_id and claimed.attempts == attempt
-        reopened = SQLiteJobStore(store.path)  # as after a crash: a new process opens the same file
+        time.sleep(0.2)
+    assert store.claim_next("last", 30) is None  # the lapsed third lease fails the job instead
+    job = store.get(job_id)
+    assert job.status == "failed" and job.error["code"] == "worker_lost" and "not retried" in job.error["message"]
+
+
+def test_a_starting_server_takes_back_running_jobs_whose_worker_is_gone(store, db, tmp_path):
+    """SQLite: one server process uses the file, so every running job it finds was interrupted. PostgreSQL: workers
+    elsewhere may hold jobs, so only those whose lease ran out are."""
+    held, lapsed = add(store, tmp_path, 1), add(store, tmp_path, 2)
+    assert store.claim_next("alive", 60).id == held
+    assert store.claim_next("gone", 0.1).id == lapsed
+    time.sleep(0.2)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        reopened = open_job_store(db)  # as after a crash: a new process opens the same store
         requeued, failed = reopened.recover()
         reopened.close()
-        assert (requeued, failed) == ((1, 0) if attempt < MAX_ATTEMPTS else (0, 1))
-    job = store.get(job_id)
-    assert job.status == "failed" and "not retried" in job.error["message"]
+        if store.shared:
+            assert (requeued, failed) == ((1, 0) if attempt == 1 else (0, 0))
+            assert store.get(held).status == "in_progress" and store.get(lapsed).status == "queued"
+            return
+        assert (requeued, failed) == ((2, 0) if attempt < MAX_ATTEMPTS else (0, 2))
+        if attempt < MAX_ATTEMPTS:
+            assert {store.claim_next("w", 60).id for _ in range(2)} == {held, lapsed}
+    assert store.get(held).status == store.get(lapsed).status == "failed"
+
+
+def test_workers_on_separate_connections_never_claim_the_same_job(store, db, tmp_path):
+    ids = {add(store, tmp_path, n) for n in range(40)}
+    stores = [open_job_store(db) for _ in range(4)]
+    claimed: list[list[str]] = [[] for _ in stores]
+
+    def drain(n: int) -> None:
+        while (job := stores[n].claim_next(f"worker-{n}", 30)) is not None:
+            claimed[n].append(job.id)
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        list(pool.map(drain, range(len(stores))))
+    for opened in stores:
+        opened.close()
+    everyone = [job_id for ids_of_one in claimed for job_id in ids_of_one]
+    assert sorted(everyone) == sorted(ids)  # each job once, none lost
+    assert store.counts()["in_progress"] == 40
+
+
+def test_the_queue_limit_holds_across_connections(store, db):
+    stores = [open_job_store(db) for _ in range(4)]
+
+    def submit(n: int) -> bool:
+        try:
+            stores[n % 4].add(f"video_{n:032x}", model="m", prompt="p", seconds="1", size="8x8", params={},
+                              max_queue=10)
+        except QueueFull:
+            return False
+        return True
+
+    with ThreadPoolExecutor(8) as pool:
+        accepted = sum(pool.map(submit, range(40)))
+    for opened in stores:
+        opened.close()
+    assert accepted == 10 and store.counts()["queued"] == 10
+
+
+def test_characters_are_unique_by_name_ignoring_case(store):
+    store.add_character(character("Rex", "a small red ball"))
+    with pytest.raises(KinemaError, match="a character of that name exists"):
+        store.add_character(Character("char_other", "REX", 1, "a blue box", {}, "reference.png"))
+    assert [c.name for c in store.characters()] == ["Rex"] and store.get_character("char_Rex").subject == {}
+    assert "char_Rex" in store.ids()
+
+
+def test_a_bad_job_database_is_a_one_line_error(tmp_path):
+    with pytest.raises(KinemaError, match="cannot open the job database"):
+        open_job_store(str(tmp_path))  # a folder
+    with pytest.raises(KinemaError, match=r"cannot be reached") as unreachable:
+        open_job_store("postgresql://kinema:secret@127.0.0.1:1/jobs?connect_timeout=2")
+    assert "secret" not in str(unreachable.value) and "\n" not in str(unreachable.value)
+    with pytest.raises(KinemaError, match="job database URL"):
+        open_job_store("postgresql://host/db?nonsense_option=1")
 
 
 def test_stored_params_round_trip_inside_the_job_folder(tmp_path):
@@ -153,6 +278,43 @@ def test_cancel_stops_a_running_job_and_stop_requeues_one(store, tmp_path):
     assert store.get(cancelled) is None
     job = store.get(stopped)
     assert job.status == "queued" and job.attempts == 0  # a clean stop does not count as an attempt
+
+
+def test_progress_and_cancellation_travel_through_the_store(store, db, tmp_path):
+    """A worker elsewhere: another connection to the store sees its progress, and deleting the job there stops it
+    at the worker's next lease renewal."""
+    media = tmp_path / "media"
+    job_id = add(store, media, 1, "a slow red ball", steps=1000)
+    after = add(store, media, 2, "a blue box")
+    worker = Worker(store, FakePipe(), media, lease=5, beat=0.05)
+    api = open_job_store(db)  # the API's own connection, as in another process
+    worker.start()
+    try:
+        wait_for(lambda: api.get(job_id).progress > 0)
+        running = api.get(job_id)
+        assert running.status == "in_progress" and running.worker == worker.name
+        assert api.delete(job_id).status == "in_progress"  # no call into the worker: only the store changed
+        wait_for(lambda: not (media / job_id).exists())
+        wait_for(lambda: api.get(after).status == "completed")  # the worker went on
+    finally:
+        worker.stop()
+        api.close()
+
+
+def test_a_worker_that_lost_its_lease_stops_and_leaves_the_job_to_its_holder(store, tmp_path):
+    media = tmp_path / "media"
+    job_id = add(store, media, 1, "a slow red ball", steps=1000)
+    worker = Worker(store, FakePipe(), media, lease=5, beat=0.05)
+    worker.start()
+    try:
+        wait_for(lambda: (worker.progress(job_id) or 0) > 0)
+        # As if its lease had run out while it stalled, and another worker took the job over.
+        assert store.requeue(job_id, worker.name) and store.claim_next("other", 60).id == job_id
+        wait_for(lambda: worker.progress(job_id) is None)
+    finally:
+        worker.stop()
+    job = store.get(job_id)
+    assert (job.status, job.worker) == ("in_progress", "other") and (media / job_id).is_dir()
 
 
 def character(name: str, description: str) -> Character:

@@ -1,9 +1,9 @@
 """The ``kinema`` command line: one typer app, each command group in a module of its own.
 
 ``generate`` (``kinema.cli.generate``), ``world`` (``world``), ``eval`` (``eval``), ``train`` (``train``),
-``vae`` (``vae``), ``serve`` (``serve``) and ``bench`` (``bench``). ``main`` is the entry point of the
-``kinema`` script, of ``python -m kinema`` and of ``torchrun -m kinema``; ``kinema.cli.errors`` says how it
-ends.
+``vae`` (``vae``), ``serve`` (``serve``), ``worker`` (``worker``) and ``bench`` (``bench``). ``main`` is the
+entry point of the ``kinema`` script, of ``python -m kinema`` and of ``torchrun -m kinema``;
+``kinema.cli.errors`` says how it ends.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from kinema.cli.generate import generate
 from kinema.cli.serve import serve
 from kinema.cli.train import train_app
 from kinema.cli.vae import vae_app
+from kinema.cli.worker import worker
 from kinema.cli.world import world_app
 
 __all__ = ["app", "main"]
@@ -29,6 +30,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(train_app, name="train")
 app.add_typer(vae_app, name="vae")
 app.command("serve")(serve)
+app.command("worker")(worker)
 app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(bench)
 
 

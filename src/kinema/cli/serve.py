@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from kinema.errors import KinemaError
+from kinema.serve.database import is_postgres_url
 
 
 def serve(
@@ -16,8 +17,15 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     token: Annotated[str | None, typer.Option(envvar="KINEMA_TOKEN", show_envvar=True,
                                               help="Bearer token every API call must send.")] = None,
-    db: Annotated[Path, typer.Option(help="SQLite job store; media go in '<name>-media' beside it.")] = Path(
+    db: Annotated[str, typer.Option(help="Job store: a SQLite file (media go in '<name>-media' beside it), or a "
+                                         "PostgreSQL URL shared with 'kinema worker' processes.")] = (
         "kinema-jobs.sqlite"),
+    media: Annotated[Path | None, typer.Option(help="Folder of inputs and outputs, shared with every worker "
+                                                    "(needed with PostgreSQL).")] = None,
+    workers: Annotated[int, typer.Option(help="Workers in this process: 1, or 0 to serve the API only while "
+                                              "'kinema worker' processes run the jobs (PostgreSQL).")] = 1,
+    lease_seconds: Annotated[float, typer.Option(help="How long a job waits for a worker that is gone before "
+                                                      "another runs it.")] = 30.0,
     model: Annotated[str | None, typer.Option(help="A model folder, or the name of a packaged model "
                                                    "(default: kinema-tiny).")] = None,
     max_queue: Annotated[int, typer.Option(help="Jobs waiting or running; more are answered 429.")] = 64,
@@ -44,12 +52,32 @@ def serve(
         raise KinemaError(f"log-level '{log_level}': choose critical, error, warning, info or debug")
     if token is not None and not token.strip():
         raise KinemaError("token is empty")
+    if workers not in (0, 1):
+        raise KinemaError(f"workers must be 0 or 1 (got {workers}); for more, start 'kinema worker' processes on "
+                          "a PostgreSQL job store")
+    check_store(db, media, lease_seconds)
+    if workers == 0 and not is_postgres_url(db):
+        raise KinemaError("--workers 0 needs a PostgreSQL job store (--db postgresql://...) that 'kinema worker' "
+                          "processes share; one server process uses a SQLite file")
     check_host(host, token)  # before anything heavy loads, so a refusal is immediate
     from kinema.inference.generate import load_pipeline
     from kinema.serve import ServerConfig, run_server
 
-    config = ServerConfig(db=db, token=token, max_queue=max_queue, max_upload_bytes=int(max_upload_mb * (1 << 20)),
-                          max_video_pixels=max_video_pixels, poll_after_ms=poll_after_ms)
-    pipe = load_pipeline(model)
-    pipe.text_encoder  # noqa: B018 (load it now: the first job should not wait, a broken install should fail here)
+    config = ServerConfig(db=db, media=media, workers=workers, lease=lease_seconds, token=token, max_queue=max_queue,
+                          max_upload_bytes=int(max_upload_mb * (1 << 20)), max_video_pixels=max_video_pixels,
+                          poll_after_ms=poll_after_ms)
+    pipe = load_pipeline(model)  # the API checks requests against the model's settings, whoever runs them
+    if workers:
+        pipe.text_encoder  # noqa: B018 (load it now: the first job should not wait, a broken install should fail here)
     run_server(config, pipe, host, port, log_level=log_level)
+
+
+def check_store(db: str, media: Path | None, lease_seconds: float) -> None:
+    """The job store's options, checked before anything loads."""
+    if not db.strip():
+        raise KinemaError("db is empty: give a SQLite file or a postgresql:// URL")
+    if is_postgres_url(db) and media is None:
+        raise KinemaError("a PostgreSQL job store needs --media: the folder the server and its workers share "
+                          "(a network mount across machines)")
+    if not (2.0 <= lease_seconds <= 3600.0):
+        raise KinemaError(f"lease-seconds must be between 2 and 3600 (got {lease_seconds:g})")

@@ -29,6 +29,7 @@ import contextlib
 import logging
 import shutil
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -37,18 +38,19 @@ from fastapi import FastAPI
 
 import kinema
 from kinema.errors import KinemaError
+from kinema.serve.database import is_postgres_url, open_job_store
 from kinema.serve.errors import add_error_handlers
 from kinema.serve.guard import PUBLIC_PATHS, GuardMiddleware, check_host
 from kinema.serve.jobs import CHARACTER_ID, JOB_ID
 from kinema.serve.routes import characters, edits, studio, videos
-from kinema.serve.sqlite import SQLiteJobStore
 from kinema.serve.state import ServerConfig, ServerState
 from kinema.serve.store import JobStore
-from kinema.serve.worker import Worker
+from kinema.serve.worker import Worker, log_to_stderr
 
 __all__ = ["ServerConfig", "create_app", "open_store", "run_server"]
 
 log = logging.getLogger("kinema.serve")
+STALE_SECONDS = 3600.0  # on a shared store: a file this old that no job owns is left over, not being written
 
 
 def create_app(config: ServerConfig, pipe: Any, store: JobStore | None = None) -> FastAPI:
@@ -57,13 +59,15 @@ def create_app(config: ServerConfig, pipe: Any, store: JobStore | None = None) -
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         opened = store or open_store(config)
-        worker = Worker(opened, pipe, config.media_folder)
+        worker = Worker(opened, pipe, config.media_folder, lease=config.lease) if config.workers else None
         app.state.kinema = ServerState(config, pipe, opened, worker)
-        worker.start()
+        if worker is not None:
+            worker.start()
         try:
             yield
         finally:
-            await asyncio.to_thread(worker.stop)
+            if worker is not None:
+                await asyncio.to_thread(worker.stop)
             opened.close()
 
     # redirect_slashes=False: '/v1/videos/' is a 404, not a redirect to a Location built from the Host header.
@@ -95,19 +99,40 @@ def create_app(config: ServerConfig, pipe: Any, store: JobStore | None = None) -
 def open_store(config: ServerConfig) -> JobStore:
     """Open the job store for ``config.db``, queue again the jobs a crash interrupted, and drop files no job
     owns."""
-    store = SQLiteJobStore(config.db)  # the one implementation so far (kinema.serve.store)
+    store = open_job_store(str(config.db))
     requeued, failed = store.recover()
     if requeued or failed:
         log.info("recovered %d interrupted jobs (%d queued again, %d failed)", requeued + failed, requeued, failed)
     media = config.media_folder
-    media.mkdir(parents=True, exist_ok=True)
-    known = store.ids()
-    for folder in [*media.glob("video_*"), *media.glob("characters/char_*")]:
-        if (JOB_ID.fullmatch(folder.name) or CHARACTER_ID.fullmatch(folder.name)) and folder.name not in known:
-            shutil.rmtree(folder, ignore_errors=True)  # a job that was never accepted, or one deleted mid-way
-    for temp in media.glob("*/.*.part"):
-        temp.unlink(missing_ok=True)
+    try:
+        media.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        store.close()
+        raise KinemaError(f"cannot use the media folder '{media}': {error.strerror or error}") from None
+    # Where other processes share the store, what a submission or a worker is writing right now is not stray:
+    # only what is older than any of that can be is.
+    clean_media(media, store.ids(), STALE_SECONDS if store.shared else 0.0)
     return store
+
+
+def clean_media(media: Path, known: set[str], older_than: float) -> None:
+    """Remove the folders of jobs and characters the store does not hold (never accepted, or deleted mid-way) and
+    unfinished temporary files, of those last changed more than ``older_than`` seconds ago."""
+    cutoff = time.time() - older_than
+
+    def stale(path: Path) -> bool:
+        try:
+            return path.stat().st_mtime <= cutoff
+        except OSError:
+            return False
+
+    for folder in [*media.glob("video_*"), *media.glob("characters/char_*")]:
+        if (JOB_ID.fullmatch(folder.name) or CHARACTER_ID.fullmatch(folder.name)) and folder.name not in known \
+                and stale(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+    for temp in media.glob("*/.*.part"):
+        if stale(temp):
+            temp.unlink(missing_ok=True)
 
 
 def _lock_database(db: Path) -> Any:
@@ -144,19 +169,16 @@ def run_server(config: ServerConfig, pipe: Any, host: str, port: int, *, log_lev
     import uvicorn
 
     check_host(host, config.token)
-    if not logging.getLogger("kinema").handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
-        logging.getLogger("kinema").addHandler(handler)
-        logging.getLogger("kinema").setLevel(log_level.upper())
-    lock = _lock_database(config.db)
+    log_to_stderr(log_level)
+    lock = None if is_postgres_url(str(config.db)) else _lock_database(Path(config.db))  # PostgreSQL is shared
     store = open_store(config)
     sock = _listen(host, port)
     app = create_app(config, pipe, store)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
                                            timeout_graceful_shutdown=5))
-    log.info("kinema %s serving '%s' on http://%s:%d (studio at /, API at /v1, %s)", kinema.__version__, pipe.name,
-             host, port, "bearer token required" if config.token else "no token")
+    log.info("kinema %s serving '%s' on http://%s:%d (studio at /, API at /v1, %s, %s)", kinema.__version__,
+             pipe.name, host, port, "bearer token required" if config.token else "no token",
+             "one worker in this process" if config.workers else "jobs run by 'kinema worker' processes")
     try:
         server.run(sockets=[sock])
     finally:

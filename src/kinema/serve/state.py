@@ -9,19 +9,24 @@ from typing import Any
 
 from fastapi import Request
 
+from kinema.errors import KinemaError
 from kinema.inference.settings import request_sampling, request_windows
 from kinema.media import DEFAULT_MAX_PIXELS
+from kinema.serve.database import is_postgres_url
 from kinema.serve.jobs import request_for
 from kinema.serve.store import Character, Job, JobStore
-from kinema.serve.worker import Worker
+from kinema.serve.worker import LEASE_SECONDS, Worker
 
 
 @dataclass
 class ServerConfig:
     """What ``kinema serve`` was started with."""
 
-    db: Path = Path("kinema-jobs.sqlite")
-    media: Path | None = None  # inputs and outputs; default: '<db name>-media' next to the database
+    db: str | Path = Path("kinema-jobs.sqlite")  # a SQLite file, or a PostgreSQL URL
+    # Inputs and outputs, shared with every worker; default (SQLite only): '<db name>-media' next to the database.
+    media: Path | None = None
+    workers: int = 1  # workers in the server's process; 0: the API only (``kinema worker`` processes run the jobs)
+    lease: float = LEASE_SECONDS  # seconds a job's claim lasts without renewal
     token: str | None = None  # bearer token; None: no auth (loopback only)
     max_queue: int = 64  # jobs waiting or running; more are answered 429
     max_upload_bytes: int = 32 << 20  # a request body, uploads included
@@ -31,7 +36,12 @@ class ServerConfig:
 
     @property
     def media_folder(self) -> Path:
-        return self.media if self.media is not None else self.db.with_name(self.db.stem + "-media")
+        if self.media is not None:
+            return self.media
+        if is_postgres_url(str(self.db)):
+            raise KinemaError("a PostgreSQL job store needs --media: the folder the server and its workers share")
+        db = Path(self.db)
+        return db.with_name(db.stem + "-media")
 
 
 @dataclass
@@ -39,7 +49,7 @@ class ServerState:
     config: ServerConfig
     pipe: Any
     store: JobStore
-    worker: Worker
+    worker: Worker | None  # None: workers run elsewhere
 
     @property
     def media(self) -> Path:
@@ -59,8 +69,9 @@ def video_object(state: ServerState, job: Job, *, position: bool = False) -> dic
     progress = 0
     if job.status == "completed":
         progress = 100
-    elif job.status == "in_progress":
-        progress = state.worker.progress(job.id) or 0
+    elif job.status == "in_progress":  # the store's record, or fresher, the server's own worker's
+        local = state.worker.progress(job.id) if state.worker is not None else None
+        progress = max(job.progress, local or 0)
     request = request_for(params, state.media / job.id)
     chosen, windows = request_sampling(state.pipe.defaults, request), request_windows(state.pipe.defaults, request)
     extension = {

@@ -178,7 +178,8 @@ async def submit(state: ServerState, job_id: str, folder: Path, *, prompt: str, 
     length = remixed_from.seconds if remixed_from is not None else seconds_text(seconds)  # a remix keeps the length
     job = state.store.add(job_id, model=state.pipe.name, prompt=prompt, seconds=length, size=size, params=params,
                           remixed_from=remixed_from.id if remixed_from else None, max_queue=state.config.max_queue)
-    state.worker.notify()
+    if state.worker is not None:
+        state.worker.notify()
     return video_object(state, job, position=True)
 
 

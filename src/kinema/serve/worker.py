@@ -1,17 +1,24 @@
-"""The server's worker: one thread that runs queued jobs in order on the pipeline loaded at start-up.
+"""A worker: one thread that runs queued jobs in order on a loaded pipeline, inside a server (``kinema serve``) or
+in a process of its own (``kinema worker``) beside any number of others on the same job store.
 
-Generation runs here, off the event loop. The sampler's callback reports progress (kept in memory:
-a job interrupted by a crash starts again from the beginning) and is where a job stops early: when
-it was deleted (cancel) or when the server is stopping (the job goes back to the queue). Outputs are
-written by ``kinema.media`` to a temporary name and moved into place, and the job is marked
-completed only after the video, thumbnail and spritesheet exist. Any failure inside a job, out of
-memory included, marks that job failed with a one-line message and the worker goes on.
+A worker claims the oldest queued job under a lease (``kinema.serve.store``), and a second thread renews the
+lease every ``beat`` seconds while the job runs, recording its progress in the store; so a worker that is
+killed, or whose machine vanishes, loses nothing: its lease runs out and another worker runs the job from the
+beginning. The sampler's callback is where a job stops early: when it was deleted (cancelled: the renewal
+finds it gone, or the server in the same process says so) or when the worker is stopping (the job goes back
+to the queue). Outputs are written by ``kinema.media`` to a temporary name and moved into place, in the job's
+folder of the media folder that the server and every worker share, and the job is marked completed only after
+the video, thumbnail and spritesheet exist. Any failure inside a job, out of memory included, marks that job
+failed with a one-line message and the worker goes on.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import shutil
+import socket
 import threading
 import time
 from pathlib import Path
@@ -27,6 +34,24 @@ from kinema.serve.store import Job, JobStore
 
 log = logging.getLogger("kinema.serve")
 OUT_OF_MEMORY = (MemoryError, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))
+LEASE_SECONDS = 30.0  # how long a job waits for its worker before another takes it, once that worker is gone
+BEAT_SECONDS = 1.0  # how often a running job's lease is renewed and its progress recorded (at most)
+POLL_SECONDS = 1.0  # how often an idle worker looks for a job (a server's own worker is also woken at once)
+
+
+def log_to_stderr(level: str) -> None:
+    """kinema's log lines on stderr, for a server or a worker process."""
+    logger = logging.getLogger("kinema")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(level.upper())
+
+
+def worker_name() -> str:
+    """A name no other worker has, that says where this one runs: host:pid:random."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class _Cancelled(Exception):
@@ -43,15 +68,25 @@ def one_line(error: BaseException) -> str:
 
 
 class Worker:
-    """Runs queued jobs one at a time, in submission order, on one loaded pipeline."""
+    """Runs queued jobs one at a time, in submission order, on one loaded pipeline.
 
-    def __init__(self, store: JobStore, pipe: Any, media: Path) -> None:
+    ``lease``: seconds a claim lasts without renewal; ``beat``: seconds between renewals (default: a third of
+    the lease, at most BEAT_SECONDS); ``poll``: seconds between looks for a job while the queue is empty."""
+
+    def __init__(self, store: JobStore, pipe: Any, media: Path, *, name: str | None = None,
+                 lease: float = LEASE_SECONDS, beat: float | None = None, poll: float = POLL_SECONDS) -> None:
         self.store = store
         self.pipe = pipe
         self.media = media
+        self.name = name or worker_name()
+        self.lease = lease
+        self.beat = beat if beat is not None else min(BEAT_SECONDS, lease / 3)
+        self.poll = poll
         self._thread = threading.Thread(target=self._loop, name="kinema-worker", daemon=True)
+        self._renewer = threading.Thread(target=self._renew_loop, name="kinema-lease", daemon=True)
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._done = threading.Event()  # the job loop has ended
         self._lock = threading.Lock()
         self._current: str | None = None
         self._cancelled: set[str] = set()
@@ -59,13 +94,23 @@ class Worker:
 
     def start(self) -> None:
         self._thread.start()
+        self._renewer.start()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop after the current sampler step; the running job is queued again."""
+    def stop(self, timeout: float = 30.0, wait: bool = True) -> None:
+        """Stop after the current sampler step; the running job is queued again. ``wait``: until it has stopped
+        (False: only ask, as a signal handler does)."""
         self._stop.set()
         self._wake.set()
+        if not wait:
+            return
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self._renewer.is_alive():
+            self._renewer.join(timeout)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the worker has stopped."""
+        self._thread.join(timeout)
 
     @property
     def alive(self) -> bool:
@@ -88,22 +133,45 @@ class Worker:
         return self._progress.get(job_id)
 
     def _loop(self) -> None:
+        try:
+            self._claim_and_run()
+        finally:
+            self._done.set()
+
+    def _claim_and_run(self) -> None:
         while not self._stop.is_set():
             try:
-                job = self.store.claim_next()
-            except Exception:
-                log.exception("cannot read the job store; retrying in 1 s")
-                self._stop.wait(1.0)
+                job = self.store.claim_next(self.name, self.lease)
+            except Exception as error:
+                log.warning("cannot claim a job (%s); retrying in %g s", one_line(error), self.poll)
+                self._stop.wait(self.poll)
                 continue
             if job is None:
-                self._wake.wait(1.0)
+                self._wake.wait(self.poll)
                 self._wake.clear()
                 continue
             try:
                 self._run(job)
-            except Exception:  # the store failed while recording the outcome; the job is retried after a restart
-                log.exception("job %s: cannot record its outcome", job.id)
-                self._stop.wait(1.0)
+            except Exception as error:  # the store failed while recording the outcome: the lease runs out, and
+                log.warning("job %s: cannot record its outcome (%s)", job.id, one_line(error))  # it runs again
+                self._stop.wait(self.poll)
+
+    def _renew_loop(self) -> None:
+        """Renew the running job's lease and record its progress every ``beat`` seconds; a job that is gone from
+        the store, or no longer this worker's, is stopped at the sampler's next step."""
+        while not self._done.wait(self.beat):
+            job_id = self._current
+            if job_id is None:
+                continue
+            try:
+                held = self.store.renew(job_id, self.name, self.lease, self._progress.get(job_id, 0))
+            except Exception as error:  # the store is out of reach: keep working, the lease may still hold
+                log.warning("job %s: cannot renew its lease (%s)", job_id, one_line(error))
+                continue
+            if not held:
+                with self._lock:
+                    if self._current == job_id:
+                        self._cancelled.add(job_id)
 
     def _run(self, job: Job) -> None:
         folder = self.media / job.id
@@ -113,13 +181,11 @@ class Worker:
         started = time.monotonic()
         try:
             self._generate(job, folder)
-            if self.store.complete(job.id, folder.name + "/video.mp4"):
-                log.info("job %s completed in %.1f s", job.id, time.monotonic() - started)
         except _Cancelled:
-            log.info("job %s cancelled", job.id)
+            log.info("job %s stopped: it was deleted, or another worker holds it now", job.id)
         except _Stopping:
-            self.store.requeue(job.id)
-            log.info("job %s queued again: the server is stopping", job.id)
+            self.store.requeue(job.id, self.name)
+            log.info("job %s queued again: the worker is stopping", job.id)
         except KinemaError as error:
             self._fail(job, "invalid_request", one_line(error))
         except OUT_OF_MEMORY as error:
@@ -130,6 +196,11 @@ class Worker:
         except Exception as error:  # a job must never take the worker down
             log.exception("job %s failed", job.id)
             self._fail(job, "generation_failed", f"generation failed: {type(error).__name__}: {one_line(error)}")
+        else:  # outside the handlers above: a store that cannot record it is the loop's to retry, not a failed job
+            if self.store.complete(job.id, self.name, folder.name + "/video.mp4"):
+                log.info("job %s completed in %.1f s by %s", job.id, time.monotonic() - started, self.name)
+            else:
+                log.info("job %s finished, but it was deleted or another worker holds it now", job.id)
         finally:
             with self._lock:
                 self._current = None
@@ -139,7 +210,7 @@ class Worker:
             shutil.rmtree(folder, ignore_errors=True)
 
     def _fail(self, job: Job, code: str, message: str) -> None:
-        self.store.fail(job.id, code, message)
+        self.store.fail(job.id, self.name, code, message)
         log.warning("job %s failed: %s", job.id, message)
 
     def _generate(self, job: Job, folder: Path) -> None:
@@ -159,3 +230,28 @@ class Worker:
         write_image(folder / THUMBNAIL_NAME, frames[len(frames) // 2], sidecar=False)
         sheet = contact_sheet(frames, columns=min(8, len(frames)), count=16, scale=1)
         write_image(folder / SPRITESHEET_NAME, sheet, sidecar=False)
+
+
+def run_worker(store: JobStore, pipe: Any, media: Path, *, lease: float = LEASE_SECONDS,
+               poll: float = POLL_SECONDS) -> None:
+    """``kinema worker``: run jobs from a shared store until SIGINT or SIGTERM, which stop it after the running
+    job's current step (that job goes back to the queue). SIGKILL loses nothing either: the lease runs out."""
+    import signal
+
+    worker = Worker(store, pipe, media, lease=lease, poll=poll)
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("worker %s stopping (%s)", worker.name, signal.Signals(signum).name)
+        worker.stop(wait=False)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    log.info("worker %s running '%s' on the jobs of %s, media in %s", worker.name, pipe.name,
+             getattr(store, "shown", "the job store"), media)
+    worker.start()
+    try:
+        while worker.alive:
+            worker.join(0.5)
+        worker.stop()  # the lease thread too
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -107,7 +107,9 @@ async def delete_video(request: Request, video_id: VideoId) -> dict:
     job = state.store.delete(video_id)
     if job is None:
         raise ApiError(404, f"no video '{video_id}'", "video_id", "not_found")
-    if not (job.status == "in_progress" and state.worker.cancel(job.id)):  # else the worker cleans up
+    # A job the server's own worker runs stops at its next step, and that worker cleans up; one that a worker
+    # elsewhere runs stops at its next lease renewal, and what it writes until then it removes itself.
+    if not (job.status == "in_progress" and state.worker is not None and state.worker.cancel(job.id)):
         await run_in_threadpool(shutil.rmtree, state.media / job.id, True)
     return {"id": job.id, "object": "video.deleted", "deleted": True}
 
