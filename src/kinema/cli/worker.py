@@ -34,15 +34,16 @@ def worker(
         raise KinemaError(f"poll-seconds must be between 0.05 and 60 (got {poll_seconds:g})")
     if log_level not in ("critical", "error", "warning", "info", "debug"):
         raise KinemaError(f"log-level '{log_level}': choose critical, error, warning, info or debug")
-    from kinema.inference.generate import load_pipeline
+    if not media.is_dir():
+        raise KinemaError(f"--media '{media}' is not a folder (the API creates it; give the same folder)")
     from kinema.serve.database import open_job_store
-    from kinema.serve.worker import log_to_stderr, run_worker
 
-    log_to_stderr(log_level)
     store = open_job_store(db)  # before the model loads: a wrong URL is told at once
     try:
-        if not media.is_dir():
-            raise KinemaError(f"--media '{media}' is not a folder (the API creates it; give the same folder)")
+        from kinema.inference.generate import load_pipeline
+        from kinema.serve.worker import log_to_stderr, run_worker
+
+        log_to_stderr(log_level)
         pipe = load_pipeline(model)
         pipe.text_encoder  # noqa: B018 (load it now: a broken install fails here, not in a job)
         run_worker(store, pipe, media, lease=lease_seconds, poll=poll_seconds)
