@@ -19,6 +19,10 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from kinema.errors import KinemaError
+from kinema.models.parallel import SequenceParallel
+
+# Sequence parallelism inside one pass: the group, and the pass's latent frames and tokens per frame.
+Shards = tuple[SequenceParallel, int, int]
 
 DIT_CONFIGS: dict[str, dict] = {
     # CPU default: 4.0M parameters.
@@ -161,18 +165,25 @@ class Attention(nn.Module):
         return x.unflatten(-1, (self.heads, -1)).transpose(-3, -2)  # (..., heads, n, d)
 
     def self_attention(self, x: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor | None = None,
-                       past: FrameKV | None = None) -> torch.Tensor:
+                       past: FrameKV | None = None, shards: Shards | None = None) -> torch.Tensor:
         """``past``: keys and values of earlier frames (a frame cache), attended to before x's own; the new keys
-        and values are left in ``past.new`` for the cache to keep if it commits these frames."""
+        and values are left in ``past.new`` for the cache to keep if it commits these frames. ``shards``: x holds
+        this rank's tokens only; attention runs on this rank's heads of every token (``kinema.models.parallel``),
+        and a frame cache holds those heads."""
         q = apply_rotary(self.split(self.norm_q(self.to_q(x))), rope)  # (B, heads, N, d)
         k = apply_rotary(self.split(self.norm_k(self.to_k(x))), rope)  # (B, heads, N, d)
         v = self.split(self.to_v(x))  # (B, heads, N, d)
+        if shards is not None:  # one all-to-all for q, k and v: (3B, heads, N_local, d) -> (3B, heads / P, N, d)
+            group, frames, per_frame = shards
+            q, k, v = group.heads_to_tokens(torch.cat([q, k, v]), frames, per_frame).chunk(3)
         if past is not None:
             past.new = (k, v)
             if past.keys is not None:
                 k = torch.cat([past.keys, k], dim=2)  # (B, heads, N_past + N, d)
                 v = torch.cat([past.values, v], dim=2)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, heads, N, d)
+        if shards is not None:
+            out = group.tokens_to_heads(out, frames, per_frame)  # (B, heads, N_local, d)
         return self.to_out(out.transpose(1, 2).flatten(2))  # (B, N, D)
 
     def text_kv(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -250,11 +261,11 @@ class DiTBlock(nn.Module):
     def forward(self, x: torch.Tensor, modulation: torch.Tensor, text: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
                 text_mask: torch.Tensor | None, frame_text_index: torch.Tensor | None,
                 rope: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                past: FrameKV | None = None) -> torch.Tensor:
+                past: FrameKV | None = None, shards: Shards | None = None) -> torch.Tensor:
         frames = modulation.shape[1]
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.scale_shift_table + modulation).unbind(2)  # (B, F', D)
         h = self.attn1.self_attention(modulate(self.norm1(x), shift1, scale1, frames), rope,
-                                      attention_mask, past)  # (B, N, D)
+                                      attention_mask, past, shards)  # (B, N, D)
         x = add_gated(x, h, gate1, frames)
         x = x + self.attn2.cross_attention(self.norm2(x), text, text_mask, frame_text_index, frames)
         h = self.ffn(modulate(self.norm3(x), shift2, scale2, frames))  # (B, N, D)
@@ -375,7 +386,15 @@ class VideoDiT(ModelMixin, ConfigMixin):
         self.blocks = nn.ModuleList([DiTBlock(dim, ffn_dim, num_attention_heads, eps) for _ in range(num_layers)])
         self.final = FinalLayer(dim, out_channels * math.prod(patch_size), eps)
         self.gradient_checkpointing = False
+        self.sequence_parallel: SequenceParallel | None = None  # set_sequence_parallel
         self.initialize_weights()
+
+    def set_sequence_parallel(self, group: SequenceParallel | None) -> None:
+        """Share every pass's tokens among the ranks of ``group`` (Ulysses; inference only), or stop (None).
+        Each rank must then call the model with the same inputs; each gets the whole output."""
+        if group is not None:
+            group.check_heads(self.config.num_attention_heads)
+        self.sequence_parallel = group
 
     @classmethod
     def from_name(cls, name: str, **overrides) -> VideoDiT:
@@ -480,6 +499,11 @@ class VideoDiT(ModelMixin, ConfigMixin):
         elif self.config.causal:
             mask = frame_attention_mask(block_causal(frames, x.device), per_frame)
         h = self.patchify(x)  # (B, N, D)
+        shards = None
+        if self.sequence_parallel is not None:  # this rank's share of every frame's tokens
+            shards = (self.sequence_parallel, frames, per_frame)
+            tokens = self.sequence_parallel.local_tokens(frames, per_frame, x.device)
+            h, rope = h[:, tokens], rope[tokens]  # (B, N_local, D), (N_local, d/2, 2)
         temb = self.time_embedder(t)  # (B, F', D)
         modulation = self.time_proj(F.silu(temb)).unflatten(-1, (6, -1))  # (B, F', 6, D)
         for n, block in enumerate(self.blocks):
@@ -489,6 +513,8 @@ class VideoDiT(ModelMixin, ConfigMixin):
                                                       rope, mask, use_reentrant=False)
             else:
                 past = None if cache is None else cache.layers[n]
-                h = block(h, modulation, context, text.mask, frame_text_index, rope, mask, past)  # (B, N, D)
+                h = block(h, modulation, context, text.mask, frame_text_index, rope, mask, past, shards)  # (B, N, D)
         h = self.final(h, temb)  # (B, N, C * pt * ph * pw)
+        if shards is not None:
+            h = self.sequence_parallel.gather_tokens(h, frames, per_frame)  # every rank's tokens
         return self.unpatchify(h, frames, height, width)  # (B, C, F', H', W')
