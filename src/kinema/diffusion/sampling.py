@@ -44,6 +44,19 @@ def guided(model: Model, guidance_scale: float, cond: dict, uncond: dict) -> Mod
     return both
 
 
+def guided_split(model: Model, guidance_scale: float, own: dict,
+                 exchange: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> Model:
+    """Classifier-free guidance with its two passes in different processes (guidance parallelism): this one runs
+    the model with ``own`` (the conditional or the unconditional keyword arguments) and ``exchange(v)`` gives
+    (v_cond, v_uncond) from both; every process then takes the same guided step."""
+
+    def one(x: torch.Tensor, t: torch.Tensor, **extra) -> torch.Tensor:
+        v_cond, v_uncond = exchange(model(x, t, **own, **extra))
+        return v_uncond + guidance_scale * (v_cond - v_uncond)
+
+    return one
+
+
 def _hold_known(x: torch.Tensor, known: torch.Tensor | None, known_latents: torch.Tensor | None):
     """(x with known frames set, the (B, 1, F', 1, 1) mask or None)."""
     if known is None:

@@ -23,13 +23,14 @@ from diffusers.utils import BaseOutput
 from diffusers.utils import logging as diffusers_logging
 
 from kinema.diffusion.flow import FlowConfig, shift_for_tokens
-from kinema.diffusion.sampling import SAMPLERS, flow_schedule, guided, sample_autoregressive_cached
+from kinema.diffusion.sampling import SAMPLERS, flow_schedule, guided, guided_split, sample_autoregressive_cached
 from kinema.errors import KinemaError
 from kinema.frames import MAX_FRAMES, MAX_PROMPT_CHARS, MAX_SIDE, MODES, is_latent_length, latent_count, latent_length
 from kinema.inference.conditioning import ConditioningItem, KnownLatents, conditioning_for_mode, hold
 from kinema.inference.settings import Sampling, sampling
 from kinema.media import resize_crop
 from kinema.models.dit import FrameCache, VideoDiT
+from kinema.models.parallel import ParallelLayout
 from kinema.models.text import TextEncoder, pad_token_batches
 from kinema.models.vae import VideoVAE
 
@@ -146,6 +147,16 @@ class KinemaPipeline(DiffusionPipeline):
         self.flow = flow or FlowConfig()
         self.name = "kinema"
         self.weights_sha256: str | None = None
+        self.parallel: ParallelLayout | None = None  # enable_parallel
+
+    def enable_parallel(self, split_guidance: bool = True) -> ParallelLayout:
+        """Generate each video on all ranks of the default process group (torchrun) together: guidance's two
+        passes on two halves of the ranks (``split_guidance``, with an even number of ranks) and every pass's
+        tokens shared within a half (``kinema.models.parallel``). Every rank must call this, then make the
+        same calls with the same arguments; each gets the whole video."""
+        self.parallel = ParallelLayout.create(split_guidance)
+        self.transformer.set_sequence_parallel(self.parallel.sequence_group)
+        return self.parallel
 
     # -- loading and saving ----------------------------------------------------------------------
 
@@ -302,7 +313,11 @@ class KinemaPipeline(DiffusionPipeline):
         batch = latents.shape[0]
         cond = {k: v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 else v for k, v in cond.items()}
         uncond = {k: v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 else v for k, v in uncond.items()}
-        fn = guided(model, guidance_scale, cond, uncond)
+        layout = self.parallel
+        if layout is not None and layout.branches == 2 and guidance_scale != 1.0:  # this rank runs one pass
+            fn = guided_split(model, guidance_scale, uncond if layout.branch else cond, layout.exchange)
+        else:
+            fn = guided(model, guidance_scale, cond, uncond)
         times = flow_schedule(steps, shift=shift, start=start)
         if frame_by_frame:
             context_time = self.defaults.ar_context_noise
