@@ -193,18 +193,9 @@ def test_rotary_rotates_interleaved_pairs(monkeypatch):
 
 def test_matches_diffusers_wan_transformer():
     """With the same weights, VideoDiT is diffusers' WanTransformer3DModel (text-to-video layout)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
+    from conftest import bench_module
 
-    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_dit.py"
-    spec = importlib.util.spec_from_file_location("bench_dit_for_test", bench)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(bench.parent))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(bench.parent))
+    module = bench_module("dit")
     torch.manual_seed(0)
     model = VideoDiT(num_layers=2, num_attention_heads=2, attention_head_dim=32, ffn_dim=64, text_dim=16).eval()
     reference = module.diffusers_twin(dict(model.config)).eval()

@@ -7,30 +7,18 @@ come from the same code. It needs a PostgreSQL server ($KINEMA_TEST_POSTGRES; sk
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import run_bounded
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def bench_cluster():
-    spec = importlib.util.spec_from_file_location("bench_cluster_for_test", BENCHMARKS / "bench_cluster.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+from conftest import bench_module, run_bounded
 
 
 def test_chaos_100_clients_3_workers_two_killed_mid_job_lose_nothing(postgres_url, tmp_path):
     """One API process and three workers; 100 clients submit at once; two workers are SIGKILLed while they run a job
     and one is started again. Every accepted job completes (or fails with a message), none is completed twice,
     none is lost, and the jobs of the killed workers are run again by others."""
-    cluster = bench_cluster()
+    cluster = bench_module("cluster")
     model = cluster.tiny_model(tmp_path / "model")
     report = cluster.chaos(postgres_url, tmp_path / "cluster", model, clients=100, timeout=400)
     print(report)  # the figures, for the record (-s shows them)

@@ -1,9 +1,19 @@
-"""``kinema generate``: a video (or an image) from a prompt, in any mode, one request or a batch."""
+"""``kinema generate``: a video (or an image) from a prompt, in any mode, one request or a batch.
+
+Under ``torchrun --nproc_per_node N -m kinema generate ...`` the N processes make each video together
+(``KinemaPipeline.enable_parallel``: guidance's two passes on two halves of the ranks, every pass's tokens shared
+within a half) and rank 0 writes it: the same video as one process makes.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -53,6 +63,9 @@ def generate(
     expand: Annotated[bool, typer.Option(
         "--expand/--no-expand", help="Expand the prompt into the caption style the model was trained on "
                                      "(printed and stored in the metadata).")] = True,
+    split_guidance: Annotated[bool, typer.Option(
+        "--split-guidance/--no-split-guidance", help="Under torchrun: guidance's two passes on two halves of the "
+                                                     "ranks (an even number), or every rank on every pass.")] = True,
 ) -> None:
     """Generate a video (or an image) from a prompt, in any mode; writes provenance metadata and a sidecar JSON."""
     from kinema.inference.generate import load_pipeline
@@ -72,7 +85,42 @@ def generate(
     requests = requests_for(prompt, output, prompts, out_dir, settings)
     for request in requests:
         validate(request)  # every request is checked before the model is loaded
-    run_all(load_pipeline(model), requests)
+    pipe = load_pipeline(model)
+    with parallel_ranks(pipe, split_guidance) as rank:
+        if rank == 0:
+            run_all(pipe, requests)
+        else:  # the same work; rank 0 writes the files
+            with tempfile.TemporaryDirectory() as scratch:
+                run_all(pipe, scratch_outputs(requests, Path(scratch)), quiet=True)
+
+
+@contextlib.contextmanager
+def parallel_ranks(pipe: Any, split_guidance: bool = True) -> Iterator[int]:
+    """Under torchrun: join the process group and make each video on all ranks together; yields this rank (0 in
+    one process). The ranks leave the group together when the block ends well, at once when it raises."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        yield 0
+        return
+    from kinema.train.distributed import cleanup, init_distributed
+
+    on_gpu = next(pipe.transformer.parameters()).is_cuda
+    runtime = init_distributed(device="cuda" if on_gpu else "cpu")  # gloo for a pipeline on the CPU
+    finished = False
+    try:
+        layout = pipe.enable_parallel(split_guidance)
+        if runtime.rank == 0:
+            typer.echo(f"{runtime.world_size} ranks make each video: guidance's passes on {layout.branches} "
+                       f"{'halves' if layout.branches == 2 else 'group'} of {layout.sequence} rank"
+                       f"{'s' if layout.sequence > 1 else ''}, sharing each pass's tokens", err=True)
+        yield runtime.rank
+        finished = True
+    finally:
+        cleanup(synchronize=finished)
+
+
+def scratch_outputs(requests: list, folder: Path) -> list:
+    """The requests with their outputs in ``folder`` (each under its own number), for ranks that do not write."""
+    return [dataclasses.replace(r, output=str(folder / f"{n}{Path(r.output).suffix}")) for n, r in enumerate(requests)]
 
 
 def storyboard_settings(prompt: str | None, path: Path | None, shots: list[str] | None) -> dict:
@@ -110,17 +158,18 @@ def requests_for(prompt: str | None, output: Path, prompts: Path | None, out_dir
     return requests
 
 
-def run_all(pipe, requests: list) -> None:
-    """Generate each request in turn with a progress bar; print where each went."""
+def run_all(pipe, requests: list, quiet: bool = False) -> None:
+    """Generate each request in turn with a progress bar; print where each went (``quiet``: neither)."""
     from tqdm import tqdm
 
     from kinema.inference.generate import run
 
     for request in requests:
-        with tqdm(desc=Path(request.output).name, unit="step", disable=None, leave=False) as bar:
+        with tqdm(desc=Path(request.output).name, unit="step", disable=True if quiet else None, leave=False) as bar:
             def progress(step: int, total: int, _latents, bar=bar) -> None:
                 bar.total = total
                 bar.update(step - bar.n)
 
-            written = run(pipe, request, progress, log=tqdm.write)
-        typer.echo(f"wrote {written}")
+            written = run(pipe, request, progress, log=None if quiet else tqdm.write)
+        if not quiet:
+            typer.echo(f"wrote {written}")
