@@ -106,11 +106,15 @@ class Cluster:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _spawn(self, args: list[str], log: Path) -> subprocess.Popen:
+    def _spawn(self, args: list[str], log: Path, ranks: int = 1) -> subprocess.Popen:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+        launch = [sys.executable, "-m", "kinema.cli"]
+        if ranks > 1:  # one worker on several ranks
+            launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
+                      "-m", "kinema.cli"]
         with open(log, "a") as out:
-            return subprocess.Popen([sys.executable, "-m", "kinema.cli", *args], stdout=out, stderr=subprocess.STDOUT,
-                                    env=env, start_new_session=True)
+            return subprocess.Popen([*launch, *args], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True)
 
     def start_api(self, max_queue: int = 1000, timeout: float = 180) -> None:
         self.media.mkdir(parents=True, exist_ok=True)
@@ -128,12 +132,13 @@ class Cluster:
             time.sleep(0.2)
         raise RuntimeError(f"the API did not start in {timeout:g} s: {self.log('api')}")
 
-    def start_worker(self, ready_timeout: float | None = None) -> subprocess.Popen:
-        """A new worker process; with ``ready_timeout``, wait until it has loaded the model and looks for jobs."""
+    def start_worker(self, ready_timeout: float | None = None, ranks: int = 1) -> subprocess.Popen:
+        """A new worker process (on ``ranks`` processes under torchrun); with ``ready_timeout``, wait until it has
+        loaded the model and looks for jobs."""
         n = len(self.workers)
         process = self._spawn(["worker", "--db", self.db, "--media", str(self.media), "--model", str(self.model),
                                "--lease-seconds", str(self.lease), "--poll-seconds", "0.2"],
-                              self.folder / f"worker-{n}.log")
+                              self.folder / f"worker-{n}.log", ranks)
         self.workers.append(process)
         if ready_timeout is not None:
             self.wait_ready(n, ready_timeout)

@@ -7,6 +7,7 @@ come from the same code. It needs a PostgreSQL server ($KINEMA_TEST_POSTGRES; sk
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -32,6 +33,39 @@ def test_chaos_100_clients_3_workers_two_killed_mid_job_lose_nothing(postgres_ur
     # The killed workers' jobs ran again elsewhere after their lease ran out.
     assert set(report["killed_jobs"].values()) == {"completed"}, report
     assert all(n >= 2 for n in report["killed_jobs_attempts"].values()), report
+
+
+def test_a_worker_on_two_ranks_runs_cancels_and_stops_jobs(postgres_url, tmp_path):
+    """`torchrun --nproc_per_node 2 -m kinema worker`: both ranks make each video (rank 0 holds the lease and
+    writes); a job deleted while it runs stops on both ranks and the worker goes on; SIGTERM ends it cleanly."""
+    import signal
+    import time
+
+    import httpx
+
+    harness = bench_module("cluster")
+    cluster = harness.Cluster(postgres_url, tmp_path / "cluster", harness.tiny_model(tmp_path / "model"))
+    try:
+        cluster.start_api()
+        worker = cluster.start_worker(ready_timeout=300, ranks=2)
+        with httpx.Client(base_url=cluster.url, headers=harness.AUTH, timeout=60) as http:
+            slow = http.post("/v1/videos", json={**harness.job_body(0, 2, 1000), "size": "48x80"}).json()["id"]
+            quick = [http.post("/v1/videos", json=harness.job_body(n, 2, 2)).json()["id"] for n in (1, 2)]
+            deadline = time.monotonic() + 120
+            while http.get(f"/v1/videos/{slow}").json()["progress"] == 0:
+                assert time.monotonic() < deadline, cluster.log("worker-0")[-3000:]
+                time.sleep(0.1)
+            assert http.delete(f"/v1/videos/{slow}").status_code == 200
+            done, _ = harness.wait_all(cluster.url, quick, timeout=120)
+            assert [done[i]["status"] for i in quick] == ["completed", "completed"], cluster.log("worker-0")[-3000:]
+        log = cluster.log("worker-0")
+        assert "2 ranks make each video" in log and f"job {slow} stopped" in log
+        assert not (cluster.media / slow).exists()
+        os.killpg(worker.pid, signal.SIGTERM)  # torchrun and its ranks, as a service manager stops them
+        worker.wait(60)  # torchrun itself reports a signal as a failure; what matters is that the ranks end
+        assert "stopping (SIGTERM)" in cluster.log("worker-0")
+    finally:
+        cluster.stop()
 
 
 def kinema(*args: str) -> tuple[int, list[str]]:

@@ -1,8 +1,13 @@
 """``kinema worker``: a process that runs the jobs of a shared job store (PostgreSQL), beside a ``kinema serve
---workers 0`` API and any number of other workers, on this machine or others."""
+--workers 0`` API and any number of other workers, on this machine or others.
+
+Under ``torchrun --nproc_per_node N -m kinema worker ...`` one worker makes each video on N ranks (GPUs) together:
+rank 0 claims the jobs and writes the results, the others follow it (``kinema.serve.ranks``).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +29,9 @@ def worker(
                                                       "vanish, before another worker runs it.")] = 30.0,
     poll_seconds: Annotated[float, typer.Option(help="How often an idle worker looks for a job.")] = 1.0,
     log_level: Annotated[str, typer.Option(help="critical, error, warning, info or debug.")] = "info",
+    split_guidance: Annotated[bool, typer.Option(
+        "--split-guidance/--no-split-guidance", help="Under torchrun: guidance's two passes on two halves of the "
+                                                     "ranks (an even number), or every rank on every pass.")] = True,
 ) -> None:
     """Run queued jobs, oldest first, until stopped (SIGINT or SIGTERM put the running job back in the queue)."""
     if not is_postgres_url(db):
@@ -38,14 +46,24 @@ def worker(
         raise KinemaError(f"--media '{media}' is not a folder (the API creates it; give the same folder)")
     from kinema.serve.database import open_job_store
 
-    store = open_job_store(db)  # before the model loads: a wrong URL is told at once
+    leader = int(os.environ.get("RANK", "0") or 0) == 0
+    store = open_job_store(db) if leader else None  # before the model loads: a wrong URL is told at once
     try:
+        from kinema.cli.generate import parallel_ranks
         from kinema.inference.generate import load_pipeline
+        from kinema.serve.ranks import RankChannel, follow
         from kinema.serve.worker import log_to_stderr, run_worker
 
         log_to_stderr(log_level)
         pipe = load_pipeline(model)
         pipe.text_encoder  # noqa: B018 (load it now: a broken install fails here, not in a job)
-        run_worker(store, pipe, media, lease=lease_seconds, poll=poll_seconds)
+        with parallel_ranks(pipe, split_guidance) as rank:
+            ranks = RankChannel() if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else None
+            if store is not None:
+                run_worker(store, pipe, media, lease=lease_seconds, poll=poll_seconds, ranks=ranks)
+            else:
+                assert ranks is not None and rank != 0
+                follow(pipe, media, ranks)
     finally:
-        store.close()
+        if store is not None:
+            store.close()

@@ -30,6 +30,7 @@ from kinema.errors import KinemaError
 from kinema.inference.generate import run
 from kinema.media import contact_sheet, read_video, write_image
 from kinema.serve.jobs import SPRITESHEET_NAME, THUMBNAIL_NAME, request_for
+from kinema.serve.ranks import CANCEL, GO, STOP, RankChannel
 from kinema.serve.store import Job, JobStore
 
 log = logging.getLogger("kinema.serve")
@@ -74,8 +75,10 @@ class Worker:
     the lease, at most BEAT_SECONDS); ``poll``: seconds between looks for a job while the queue is empty."""
 
     def __init__(self, store: JobStore, pipe: Any, media: Path, *, name: str | None = None,
-                 lease: float = LEASE_SECONDS, beat: float | None = None, poll: float = POLL_SECONDS) -> None:
+                 lease: float = LEASE_SECONDS, beat: float | None = None, poll: float = POLL_SECONDS,
+                 ranks: RankChannel | None = None) -> None:
         self.store = store
+        self.ranks = ranks  # under torchrun: the other ranks, which make each video with this one
         self.pipe = pipe
         self.media = media
         self.name = name or worker_name()
@@ -136,6 +139,8 @@ class Worker:
         try:
             self._claim_and_run()
         finally:
+            if self.ranks is not None:
+                self.ranks.send({"stop": True})
             self._done.set()
 
     def _claim_and_run(self) -> None:
@@ -147,6 +152,8 @@ class Worker:
                 self._stop.wait(self.poll)
                 continue
             if job is None:
+                if self.ranks is not None:  # keep the other ranks' wait shorter than a collective's timeout
+                    self.ranks.send({"idle": True})
                 self._wake.wait(self.poll)
                 self._wake.clear()
                 continue
@@ -215,11 +222,16 @@ class Worker:
 
     def _generate(self, job: Job, folder: Path) -> None:
         request = request_for(job.params, folder)
+        if self.ranks is not None:
+            self.ranks.send({"job": job.id, "params": job.params})
 
         def progress(step: int, total: int, _latents: Any) -> None:
-            if self._stop.is_set():
+            word = STOP if self._stop.is_set() else CANCEL if job.id in self._cancelled else GO
+            if self.ranks is not None:
+                self.ranks.verdict(word)  # every rank stops at the same step
+            if word == STOP:
                 raise _Stopping
-            if job.id in self._cancelled:
+            if word == CANCEL:
                 raise _Cancelled
             self._progress[job.id] = min(95, int(95 * step / max(total, 1)))
 
@@ -233,12 +245,13 @@ class Worker:
 
 
 def run_worker(store: JobStore, pipe: Any, media: Path, *, lease: float = LEASE_SECONDS,
-               poll: float = POLL_SECONDS) -> None:
+               poll: float = POLL_SECONDS, ranks: RankChannel | None = None) -> None:
     """``kinema worker``: run jobs from a shared store until SIGINT or SIGTERM, which stop it after the running
-    job's current step (that job goes back to the queue). SIGKILL loses nothing either: the lease runs out."""
+    job's current step (that job goes back to the queue). SIGKILL loses nothing either: the lease runs out.
+    ``ranks``: under torchrun, on rank 0, the other ranks (``kinema.serve.ranks.follow``)."""
     import signal
 
-    worker = Worker(store, pipe, media, lease=lease, poll=poll)
+    worker = Worker(store, pipe, media, lease=lease, poll=poll, ranks=ranks)
 
     def stop(signum: int, _frame: Any) -> None:
         log.info("worker %s stopping (%s)", worker.name, signal.Signals(signum).name)
