@@ -138,3 +138,17 @@ def bench_module(name: str):
     finally:
         sys.path.remove(str(path.parent))
     return module
+
+
+def random_dit(**config):
+    """A VideoDiT (seed 0) whose zero-initialised layers get small random values too, so that every path carries
+    signal; eval mode."""
+    from kinema.models.dit import VideoDiT
+
+    torch.manual_seed(0)
+    model = VideoDiT(**config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0, 0.05)
+    return model.eval()

@@ -10,6 +10,7 @@ import sys
 import torch
 import torch.distributed as dist
 
+from conftest import random_dit  # this script's folder, tests/, comes first on sys.path
 from kinema.models.dit import FrameCache, VideoDiT, block_causal
 from kinema.models.parallel import SequenceParallel
 
@@ -34,14 +35,8 @@ class Words:
 
 
 def tiny_dit(heads: int = 4) -> VideoDiT:
-    torch.manual_seed(0)
-    model = VideoDiT(num_layers=2, num_attention_heads=heads, attention_head_dim=12, ffn_dim=64, text_dim=16,
-                     in_channels=4, out_channels=4)
-    with torch.no_grad():  # give the zero-initialised layers values, so that every path carries signal
-        for p in model.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0, 0.05)
-    return model.eval()
+    return random_dit(num_layers=2, num_attention_heads=heads, attention_head_dim=12, ffn_dim=64, text_dim=16,
+                      in_channels=4, out_channels=4)
 
 
 def dit_cases(model: VideoDiT, group: SequenceParallel) -> dict[str, float]:

@@ -6,19 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import random_dit
 from kinema.diffusion.sampling import flow_schedule, guided, sample_autoregressive, sample_autoregressive_cached
 from kinema.models.dit import FrameCache, VideoDiT, block_causal, teacher_forcing_frames
 
 
 def tiny() -> VideoDiT:
-    torch.manual_seed(0)
-    model = VideoDiT(num_layers=2, num_attention_heads=2, attention_head_dim=24, ffn_dim=64, text_dim=16,
-                     in_channels=4, out_channels=4)
-    with torch.no_grad():  # give the zero-initialised layers values, so that every path carries signal
-        for p in model.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0, 0.05)
-    return model.eval()
+    return random_dit(num_layers=2, num_attention_heads=2, attention_head_dim=24, ffn_dim=64, text_dim=16,
+                      in_channels=4, out_channels=4)
 
 
 def test_block_causal_frames_do_not_see_later_frames():
