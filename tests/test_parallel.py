@@ -19,6 +19,10 @@ import torch
 
 from conftest import bench_module, run_bounded
 
+# Each test launches two or three commands that load torch and a model in one or two processes: minutes on a busy
+# 2-core machine.
+pytestmark = pytest.mark.timeout(900)
+
 TESTS = Path(__file__).resolve().parent
 PROMPT = "a red ball is thrown to the right"
 

@@ -15,6 +15,7 @@ import pytest
 from conftest import bench_module, run_bounded
 
 
+@pytest.mark.timeout(900)  # four processes start and load a model: minutes on a busy 2-core machine
 def test_chaos_100_clients_3_workers_two_killed_mid_job_lose_nothing(postgres_url, tmp_path):
     """One API process and three workers; 100 clients submit at once; two workers are SIGKILLed while they run a job
     and one is started again. Every accepted job completes (or fails with a message), none is completed twice,
@@ -35,6 +36,7 @@ def test_chaos_100_clients_3_workers_two_killed_mid_job_lose_nothing(postgres_ur
     assert all(n >= 2 for n in report["killed_jobs_attempts"].values()), report
 
 
+@pytest.mark.timeout(900)
 def test_a_worker_on_two_ranks_runs_cancels_and_stops_jobs(postgres_url, tmp_path):
     """`torchrun --nproc_per_node 2 -m kinema worker`: both ranks make each video (rank 0 holds the lease and
     writes); a job deleted while it runs stops on both ranks and the worker goes on; SIGTERM ends it cleanly."""
