@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kinema.cli import main as kinema_main
-from kinema.errors import ConfigError
+from kinema.errors import ConfigError, KinemaError
 from kinema.train import checkpoint as checkpoint_module
 from kinema.train.checkpoint import latest_checkpoint, load_checkpoint
 from kinema.train.vae import HELD_OUT_SEED_OFFSET, VAETask, load_vae_config, ssim, train_vae, video_psnr_ssim
@@ -198,3 +198,22 @@ def test_freeze_encoder_keeps_the_latents_and_trains_the_decoder(tmp_path):
     assert tuned.config.latents_std == init.config.latents_std
     with pytest.raises(ConfigError, match="freeze_encoder needs init"):
         train_vae(config(tmp_path / "third", "freeze_encoder=true"))
+
+
+def test_a_wider_decoder_trains_on_a_frozen_encoder(tmp_path):
+    """decoder_base_dim widens the decoder only; with freeze_encoder it starts fresh on the init's encoder, whose
+    latents (and statistics) stay exactly the init's, and a narrower model folder does not fit as init otherwise."""
+    from kinema.models.vae import VideoVAE
+
+    train_vae(config(tmp_path / "first"))
+    first = tmp_path / "first" / "vae"
+    wide = ('model={"base_dim": 4, "z_dim": 4, "dim_mult": [1, 1, 1, 1], "num_res_blocks": 1, '
+            '"mid_attention": false, "decoder_base_dim": 8, "decoder_num_res_blocks": 2}')
+    train_vae(config(tmp_path / "second", wide, f"init={first}", "freeze_encoder=true"))
+    init, tuned = VideoVAE.from_pretrained(first), VideoVAE.from_pretrained(tmp_path / "second" / "vae")
+    assert tuned.config.decoder_base_dim == 8 and len(tuned.decoder.up_blocks[0].resnets) == 3
+    video = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    assert torch.equal(tuned.encode(video).mode(), init.encode(video).mode())
+    assert tuned.decode(init.encode(video).mode()).shape == video.shape
+    with pytest.raises(KinemaError, match="does not match the model config"):
+        train_vae(config(tmp_path / "third", wide, f"init={first}"))

@@ -403,6 +403,8 @@ class VideoVAE(ModelMixin, ConfigMixin):
         latents_mean: list[float] | None = None,
         latents_std: list[float] | None = None,
         patch_size: int = 1,
+        decoder_base_dim: int | None = None,
+        decoder_num_res_blocks: int | None = None,
     ) -> None:
         super().__init__()
         dim_mult, temporal_downsample = list(dim_mult), [bool(t) for t in temporal_downsample]
@@ -420,7 +422,10 @@ class VideoVAE(ModelMixin, ConfigMixin):
                                  temporal_downsample, mid_attention, dropout)
         self.quant_conv = CausalConv3d(z_dim * 2, z_dim * 2, 1)
         self.post_quant_conv = CausalConv3d(z_dim, z_dim, 1)
-        self.decoder = Decoder3d(base_dim, z_dim, out_channels * patch_pixels, dim_mult, num_res_blocks,
+        # The decoder may be wider or deeper than the encoder: it draws the pixels, and a decoder trained alone on a
+        # frozen encoder's latents (train.vae's freeze_encoder) keeps the latents a DiT learned.
+        self.decoder = Decoder3d(decoder_base_dim or base_dim, z_dim, out_channels * patch_pixels, dim_mult,
+                                 num_res_blocks if decoder_num_res_blocks is None else decoder_num_res_blocks,
                                  temporal_downsample[::-1], mid_attention, dropout)
         self.initialize_weights()
 

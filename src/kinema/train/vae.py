@@ -151,13 +151,25 @@ def build_vae(model: str | dict[str, Any]) -> nn.Module:
         raise KinemaError(f"config key 'model': {error}") from None
 
 
-def load_init_weights(model: nn.Module, folder: str) -> None:
-    """Copy the weights of a pretrained VideoVAE folder into ``model`` (same architecture required)."""
+def load_init_weights(model: nn.Module, folder: str, encoder_only: bool = False) -> None:
+    """Copy the weights of a pretrained VideoVAE folder into ``model`` (same architecture required), or with
+    ``encoder_only`` its encoder and quant_conv and whatever else has the same shape (a wider or deeper decoder
+    starts fresh)."""
     from kinema.models.vae import VideoVAE
 
     pretrained = VideoVAE.from_pretrained(folder)
+    state = pretrained.state_dict()
     try:
-        model.load_state_dict(pretrained.state_dict(), strict=True)
+        if encoder_only:
+            shapes = model.state_dict()
+            encoder = [k for k in shapes if k.startswith(("encoder.", "quant_conv."))]
+            differ = [k for k in encoder if k not in state or state[k].shape != shapes[k].shape]
+            if differ:
+                raise RuntimeError(f"encoder tensors differ: {', '.join(differ[:3])}")
+            model.load_state_dict({k: v for k, v in state.items()
+                                   if k in shapes and shapes[k].shape == v.shape}, strict=False)
+        else:
+            model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise KinemaError(f"config key 'init': '{folder}' does not match the model config "
                           f"({str(error).splitlines()[0]})") from None
@@ -235,7 +247,7 @@ class VAETask:
         data = config.data
         self.model = build_vae(config.model)
         if config.init:
-            load_init_weights(self.model, config.init)
+            load_init_weights(self.model, config.init, encoder_only=config.freeze_encoder)
         if config.freeze_encoder:
             self.model.encoder.requires_grad_(False)
             self.model.quant_conv.requires_grad_(False)
