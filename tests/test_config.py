@@ -415,3 +415,23 @@ def test_every_shipped_config_loads(path):
         from kinema.train.dit import build_dit
 
         assert build_dit(config.model).config.num_layers >= 1  # the model section names a buildable DiT
+
+
+def test_the_probe_suite_is_held_out_from_the_other_suites_and_every_prompt_parses():
+    from kinema.inference.suite import load_suite
+    from kinema.world.caption import parse_prompt
+
+    root = Path(__file__).parents[1]
+
+    def prompts(name: str) -> set[str]:
+        suite = load_suite(root / "configs" / "eval" / f"{name}.yaml")
+        return {" ".join(str(item.prompt).lower().split()) for item in suite.items}
+
+    probe = prompts("probe")
+    assert len(probe) == 32
+    for other in ("basic", "long", "storyboard", "readme"):
+        assert not probe & prompts(other), other
+    for prompt in probe:
+        parsed = parse_prompt(prompt)
+        assert parsed["objects"] and parsed["sky"] and parsed["ground"], prompt
+        assert all(o["color"] and o["shape"] for o in parsed["objects"]), prompt
