@@ -209,7 +209,8 @@ def sample_autoregressive_cached(
     """``sample_autoregressive`` with a frame cache: each step runs the model on the frame being made only, which
     attends to the cached keys and values of the frames before it; a frame, once made, is run once more at its
     context level and committed (``cache.commit``). ``model(x, t, cache=cache, **extra)`` places x after the
-    cached frames. Known frames must come first (a prefix): they are committed together at their known time.
+    cached frames. Known frames must come first (a prefix): they are committed together at their known time. Before
+    a call whose keys and values it commits, the sampler sets ``cache.committing``.
     """
     extra_args = extra_args or {}
     b, frames = x.shape[0], x.shape[2]
@@ -222,6 +223,7 @@ def sample_autoregressive_cached(
         raise ValueError("the frame cache needs the known frames first")
     held = torch.as_tensor(known_time, dtype=torch.float32, device=x.device).expand(b, frames)
     if prefix:
+        cache.committing = True  # this call's keys and values are kept: every block must run
         model(out[:, :, :prefix], held[:, :prefix], cache=cache, **extra_args)
         cache.commit(prefix)
     steps = len(times) - 1
@@ -239,6 +241,7 @@ def sample_autoregressive_cached(
             seen = frame
             if context_time > 0 and context_noise is not None:
                 seen = (1.0 - context_time) * frame + context_time * context_noise[:, :, k:k + 1]
+            cache.committing = True
             model(seen, torch.full((b, 1), context_time, device=x.device), cache=cache, **extra_args)
             cache.commit(1)
     return out

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.cache_utils import CacheMixin
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
@@ -258,10 +259,12 @@ class DiTBlock(nn.Module):
         self.ffn = FeedForward(dim, ffn_dim)
         self.scale_shift_table = nn.Parameter(torch.zeros(1, 1, 6, dim))
 
-    def forward(self, x: torch.Tensor, modulation: torch.Tensor, text: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
-                text_mask: torch.Tensor | None, frame_text_index: torch.Tensor | None,
-                rope: torch.Tensor, attention_mask: torch.Tensor | None = None,
+    def forward(self, hidden_states: torch.Tensor, modulation: torch.Tensor,
+                text: torch.Tensor | tuple[torch.Tensor, torch.Tensor], text_mask: torch.Tensor | None,
+                frame_text_index: torch.Tensor | None, rope: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 past: FrameKV | None = None, shards: Shards | None = None) -> torch.Tensor:
+        """hidden_states: (B, N, D), named as diffusers' blocks name it, which its cache hooks look up."""
+        x = hidden_states
         frames = modulation.shape[1]
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.scale_shift_table + modulation).unbind(2)  # (B, F', D)
         h = self.attn1.self_attention(modulate(self.norm1(x), shift1, scale1, frames), rope,
@@ -305,9 +308,15 @@ class FrameCache:
         self.layers = [FrameKV() for _ in range(blocks)]
         self.frames = 0  # latent frames held
         self.tokens_per_frame = 0
+        # Set by a sampler before the call whose keys and values it will commit: that call must run every block
+        # (a step cache must not reuse an earlier call's residual for it). ``commit`` clears it.
+        self.committing = False
 
     def commit(self, frames: int) -> None:
         """Keep the keys and values of the last call's frames (those just made, at their context noise level)."""
+        if any(layer.new is None for layer in self.layers):
+            raise KinemaError("frame cache: the call before a commit did not run every block")
+        self.committing = False
         for layer in self.layers:
             k, v = layer.new
             layer.keys = k if layer.keys is None else torch.cat([layer.keys, k], dim=2)
@@ -345,8 +354,12 @@ class TextContext:
     mask: torch.Tensor | None
 
 
-class VideoDiT(ModelMixin, ConfigMixin):
-    """Predicts the flow-matching velocity of latent video (B, C, F', H', W')."""
+class VideoDiT(ModelMixin, ConfigMixin, CacheMixin):
+    """Predicts the flow-matching velocity of latent video (B, C, F', H', W').
+
+    ``CacheMixin`` is diffusers' own: ``enable_cache(FirstBlockCacheConfig(threshold=...))`` reuses the residual of
+    the blocks after the first while the first block's output barely changes from one call to the next (step
+    caching; see ``enable_cache``)."""
 
     _supports_gradient_checkpointing = True
     _repeated_blocks = ("DiTBlock",)  # regional compilation: ``model.compile_repeated_blocks()``
@@ -395,6 +408,23 @@ class VideoDiT(ModelMixin, ConfigMixin):
         if group is not None:
             group.check_heads(self.config.num_attention_heads)
         self.sequence_parallel = group
+
+    def enable_cache(self, config) -> None:
+        """diffusers' step caching (``CacheMixin.enable_cache``). First-Block Cache applies as it is: its hooks find
+        the blocks by diffusers' registry of transformer blocks, where ``DiTBlock`` is entered here (hidden_states
+        in, hidden_states out, as Wan's block). The other techniques do not: Pyramid Attention Broadcast and
+        FasterCache wrap diffusers' own attention classes, TaylorSeer and MagCache need a step index or per-model
+        calibration from the pipeline; they are refused in one line.
+
+        A caller wraps each call in ``cache_context(name)`` and calls ``_reset_stateful_cache()`` between
+        generations, as diffusers' pipelines do; ``KinemaPipeline.denoise`` does both."""
+        from diffusers.hooks import FirstBlockCacheConfig
+        from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
+
+        if not isinstance(config, FirstBlockCacheConfig):
+            raise KinemaError(f"{type(config).__name__}: VideoDiT supports diffusers' FirstBlockCacheConfig only")
+        TransformerBlockRegistry.register(DiTBlock, TransformerBlockMetadata(return_hidden_states_index=0))
+        super().enable_cache(config)
 
     @classmethod
     def from_name(cls, name: str, **overrides) -> VideoDiT:
@@ -486,6 +516,9 @@ class VideoDiT(ModelMixin, ConfigMixin):
             raise KinemaError(f"text batch {text.states.shape[0]} does not match the latent batch {b}")
         mask = None
         per_frame = (height // ph) * (width // pw)
+        if cache is not None:
+            for layer in cache.layers:  # each block that runs sets its own; a block skipped leaves None
+                layer.new = None
         if cache is not None and frame_positions is None:
             frame_positions = torch.arange(cache.frames, cache.frames + frames, device=x.device)
         rope = self.rope(frames, height // ph, width // pw, x.device, frame_positions)
