@@ -42,6 +42,8 @@ def eval_suite(
                                                               "(pooled in the summary).")] = 1,
     steps: Annotated[int | None, typer.Option(help="Sampling steps for every prompt.")] = None,
     guidance: Annotated[float | None, typer.Option(help="Guidance scale for every prompt.")] = None,
+    step_cache: Annotated[float | None, typer.Option(
+        help="First-Block Cache threshold in [0, 1] for every prompt (0: off; default: the model's).")] = None,
     expand: Annotated[bool | None, typer.Option("--expand/--no-expand",
                                                 help="Prompt expansion for every prompt (default: on).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON alone on standard output "
@@ -55,7 +57,8 @@ def eval_suite(
     from kinema.inference.suite import load_suite, run_suite
 
     spec = load_suite(suite)
-    overrides = {k: v for k, v in (("steps", steps), ("guidance", guidance), ("expand", expand)) if v is not None}
+    overrides = {k: v for k, v in (("steps", steps), ("guidance", guidance), ("expand", expand),
+                                   ("step_cache", step_cache)) if v is not None}
     pipe = load_pipeline(model)
     folder = out or Path("runs") / "eval" / spec.name
     report = run_suite(spec, pipe, folder, limit=limit, overrides=overrides, samples=samples)

@@ -66,6 +66,9 @@ def generate(
     split_guidance: Annotated[bool, typer.Option(
         "--split-guidance/--no-split-guidance", help="Under torchrun: guidance's two passes on two halves of the "
                                                      "ranks (an even number), or every rank on every pass.")] = True,
+    step_cache: Annotated[float | None, typer.Option(
+        help="Step caching: reuse the later blocks' residual while the first block's changes by less than this "
+             "(diffusers' First-Block Cache; 0.05-0.2 is typical, 0: off; default: the model's).")] = None,
 ) -> None:
     """Generate a video (or an image) from a prompt, in any mode; writes provenance metadata and a sidecar JSON."""
     from kinema.inference.generate import load_pipeline
@@ -76,7 +79,7 @@ def generate(
                     extend=str(extend) if extend else None, direction=direction, loop=loop,
                     connect=[str(c) for c in connect] if connect else [], edit=str(edit) if edit else None,
                     strength=strength, sampler=sampler, window=window, context=context,
-                    context_noise=context_noise, anchor=anchor, expand=expand)
+                    context_noise=context_noise, anchor=anchor, expand=expand, step_cache=step_cache)
     if storyboard is not None or shot:
         if prompts is not None:
             raise KinemaError("--storyboard/--shot make one video; they cannot be combined with --prompts")

@@ -72,7 +72,7 @@ def run(pipe, request: Request, progress=None, log=None) -> Path:
     result = pipe(prompt, num_frames=plan.frames, height=plan.height, width=plan.width,
                   num_inference_steps=chosen.steps, guidance_scale=chosen.guidance, generator=generator,
                   negative_prompt=request.negative_prompt, mode=plan.mode, sampler=chosen.sampler,
-                  callback=progress, **inputs)
+                  callback=progress, step_cache=chosen.step_cache, **inputs)
     frames_out: np.ndarray = result.frames[0]
     metadata = _metadata(pipe, request, plan._replace(frames=len(frames_out)), chosen, expand=request.expand,
                          expanded_prompt=expanded)
@@ -97,8 +97,10 @@ def _metadata(pipe, request: Request, plan: Plan, chosen: Sampling, **extra) -> 
     return {
         "prompt": request.prompt, "negative_prompt": request.negative_prompt, "mode": plan.mode, "seed": request.seed,
         "steps": chosen.steps, "guidance": chosen.guidance, "sampler": chosen.sampler,
+        "few_step": chosen.few_step, "step_cache": chosen.step_cache,
         "size": f"{plan.width}x{plan.height}", "fps": plan.fps, "frames": plan.frames, "model": pipe.name,
-        "model_sha256": pipe.weights_sha256, **extra,
+        "model_sha256": pipe.weights_sha256, **({"few_step_sha256": pipe.few_step_sha256} if chosen.few_step else {}),
+        **extra,
         "inputs": {k: v for k, v in asdict(request).items() if k in ("image", "extend", "connect", "edit") and v},
     }
 
@@ -128,7 +130,7 @@ def _run_long(pipe, request: Request, plan: Plan, chosen: Sampling, windows: Win
     frames_out = longvideo.generate_long(
         pipe, texts, plan.frames, plan.height, plan.width, shot_starts=shot_starts, num_inference_steps=chosen.steps,
         guidance_scale=chosen.guidance, generator=generator, negative_prompt=request.negative_prompt, image=image,
-        video=video, sampler=chosen.sampler, callback=progress, **windows.as_dict())
+        video=video, sampler=chosen.sampler, callback=progress, step_cache=chosen.step_cache, **windows.as_dict())
     metadata = _metadata(pipe, request, plan._replace(frames=len(frames_out)), chosen,
                          expand=request.expand and board is None, expanded_prompt=expanded, **windows.as_dict(),
                          storyboard=board.to_dict() if board else None, shot_texts=texts, shot_starts=shot_starts)

@@ -165,7 +165,8 @@ def generate_long(pipe, texts: list[str], num_frames: int, height: int, width: i
                   window: int | None = None, context: int | None = None, memory: int | None = None,
                   sampler: str | None = None, shift: float | None = None,
                   callback: Callable[[int, int, torch.Tensor], None] | None = None, output_type: str = "np",
-                  context_noise: float | None = None, anchor: float | None = None) -> np.ndarray | torch.Tensor:
+                  context_noise: float | None = None, anchor: float | None = None,
+                  step_cache: float | None = None) -> np.ndarray | torch.Tensor:
     """A video of any length in windows: ``texts`` holds one caption per shot (one for a plain prompt) and
     ``shot_starts`` the first video frame of each (cuts on frames 1 + 4k). Returns uint8 frames (F, H, W, 3),
     or the normalized latents (1, C, F', H', W') with ``output_type="latent"``. ``image`` is frame 0 (image to
@@ -177,7 +178,7 @@ def generate_long(pipe, texts: list[str], num_frames: int, height: int, width: i
     from kinema.diffusion.flow import shift_for_tokens
 
     # 1. Check inputs and resolve the settings.
-    chosen = sampling(pipe.defaults, num_inference_steps, guidance_scale, sampler)
+    chosen = sampling(pipe.defaults, num_inference_steps, guidance_scale, sampler, step_cache=step_cache)
     settings = windows(pipe.defaults, window, context, memory, context_noise, anchor)
     shot_starts = shot_starts or [0]
     mode = check_long(texts, num_frames, height, width, chosen, settings, shot_starts, image, video)
@@ -222,7 +223,7 @@ def generate_long(pipe, texts: list[str], num_frames: int, height: int, width: i
 
         out = pipe.denoise(x, known if known_count else None, x if known_count else None, frame_cond, frame_uncond,
                            chosen.steps, chosen.guidance, 1.0, shift, chosen.sampler, progress, known_time=known_time,
-                           generator=generator)
+                           generator=generator, few_step=chosen.few_step, step_cache=chosen.step_cache)
         new = out[:, :, known_count:]
         if settings.anchor > 0:
             new = anchor_levels(new, latents, win.start, text_index, references, settings.anchor)
@@ -249,7 +250,7 @@ def check_long(texts: list[str], num_frames: int, height: int, width: int, chose
     if not texts:
         raise KinemaError("no caption to generate from")
     mode = "i2v" if image is not None else "extend_forward" if video is not None else "t2v"
-    check_request(texts, num_frames, height, width, chosen.steps, chosen.guidance, mode, 1.0)
+    check_request(texts, num_frames, height, width, chosen.steps, chosen.guidance, mode, 1.0, chosen.step_cache)
     if len(shot_starts) != len(texts) or shot_starts[0] != 0 or not all(
             is_latent_length(s) for s in shot_starts[1:]) or sorted(set(shot_starts)) != shot_starts:
         raise KinemaError(f"shot starts {shot_starts}: need one per caption, from 0, increasing, cuts on 1 + 4k")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from kinema.diffusion.sampling import SAMPLERS, flow_schedule, guided, guided_sp
 from kinema.errors import KinemaError
 from kinema.frames import MAX_FRAMES, MAX_PROMPT_CHARS, MAX_SIDE, MODES, is_latent_length, latent_count, latent_length
 from kinema.inference.conditioning import ConditioningItem, KnownLatents, conditioning_for_mode, hold
-from kinema.inference.settings import Sampling, sampling
+from kinema.inference.settings import FewStep, Sampling, few_step_from, sampling
 from kinema.media import resize_crop
 from kinema.models.dit import FrameCache, VideoDiT
 from kinema.models.parallel import ParallelLayout
@@ -69,6 +69,14 @@ class SamplingDefaults:
     # The "ar" sampler makes latent frames one at a time, each attending to the ones before it (a frame-causal
     # model): frames already made enter later ones noised to this flow time (0: clean).
     ar_context_noise: float = 0.0
+    # A few-step transformer beside this one (kinema train distill), picked by the steps a request asks for.
+    few_step: FewStep | None = None
+    # Step caching: diffusers' First-Block Cache at this threshold (the relative change of the first block's
+    # residual under which the other blocks' residual of the call before is reused); 0: off.
+    step_cache: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.few_step = few_step_from(self.few_step)
 
 
 SAMPLER_NAMES = (*SAMPLERS, "ar")  # "ar": frame by frame with a frame cache (sample_autoregressive_cached)
@@ -84,7 +92,7 @@ def known_prefix(known: torch.Tensor | None) -> bool:
 
 
 def check_request(prompt: Any, num_frames: int, height: int, width: int, steps: int, guidance_scale: float,
-                  mode: str, strength: float) -> None:
+                  mode: str, strength: float, step_cache: float = 0.0) -> None:
     """Limits checked before anything is allocated; one-line errors naming the field."""
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
@@ -111,6 +119,8 @@ def check_request(prompt: Any, num_frames: int, height: int, width: int, steps: 
         raise KinemaError(f"guidance_scale {guidance_scale}: must be between 0 and 50")
     if mode == "edit" and not (0.0 < strength <= 1.0):
         raise KinemaError(f"strength {strength}: must be in (0, 1]")
+    if not (0.0 <= step_cache <= 1.0):
+        raise KinemaError(f"step_cache {step_cache}: must be a threshold in [0, 1] (0: off)")
 
 
 def frames_to_tensor(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
@@ -124,6 +134,15 @@ def frames_to_tensor(frames: np.ndarray, height: int, width: int) -> torch.Tenso
         frames = resize_crop(frames, height, width)
     x = torch.from_numpy(np.ascontiguousarray(frames)).float().div(127.5).sub(1.0)  # (F, H, W, 3)
     return x.permute(3, 0, 1, 2)[None]  # (1, 3, F, H, W)
+
+
+def same_tensor(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    """Whether two tensors are the same view of the same, unchanged storage (None matches None)."""
+    if a is None or b is None:
+        return a is b
+    same_storage = a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+    return (same_storage and a.storage_offset() == b.storage_offset() and a.shape == b.shape
+            and a.stride() == b.stride() and a.dtype == b.dtype and a._version == b._version)
 
 
 def trim_to_latent_length(frames: np.ndarray) -> np.ndarray:
@@ -148,6 +167,14 @@ class KinemaPipeline(DiffusionPipeline):
         self.name = "kinema"
         self.weights_sha256: str | None = None
         self.parallel: ParallelLayout | None = None  # enable_parallel
+        self.few_step_folder: Path | None = None  # where the few-step transformer loads from, on first use
+        self.few_step_sha256: str | None = None
+        self.few_step_model: VideoDiT | None = None
+        # (the text tensors, the transformer, their TextContext): the latest generation's text (text_context)
+        self.text_memo: tuple[list[torch.Tensor | None], VideoDiT, Any] | None = None
+        # Called by ``denoise`` with what it is asked and the step callback, returning the callback to use: how
+        # ``kinema train distill`` records a teacher's trajectories (kinema.train.distill). None: nothing recorded.
+        self.trace: Callable[[dict, Any], Any] | None = None
 
     def enable_parallel(self, split_guidance: bool = True) -> ParallelLayout:
         """Generate each video on all ranks of the default process group (torchrun) together: guidance's two
@@ -155,7 +182,9 @@ class KinemaPipeline(DiffusionPipeline):
         tokens shared within a half (``kinema.models.parallel``). Every rank must call this, then make the
         same calls with the same arguments; each gets the whole video."""
         self.parallel = ParallelLayout.create(split_guidance)
-        self.transformer.set_sequence_parallel(self.parallel.sequence_group)
+        for model in (self.transformer, self.few_step_model):
+            if model is not None:
+                model.set_sequence_parallel(self.parallel.sequence_group)
         return self.parallel
 
     # -- loading and saving ----------------------------------------------------------------------
@@ -203,6 +232,17 @@ class KinemaPipeline(DiffusionPipeline):
         if encoder_name != "minilm" and not Path(encoder_name).is_absolute():
             encoder_name = str(folder / encoder_name)
         pipe = cls(transformer.eval(), vae.eval(), text_encoder, defaults, flow, encoder_name)
+        if defaults.few_step is not None:
+            few_step = folder / defaults.few_step.transformer
+            if not (few_step / "config.json").is_file():
+                raise KinemaError(f"model folder '{folder}': model_index.json names a few-step transformer "
+                                  f"'{defaults.few_step.transformer}' that the folder does not hold")
+            pipe.few_step_folder = few_step
+            few_step_weights = few_step / "diffusion_pytorch_model.safetensors"
+            if few_step_weights.is_file():
+                from kinema.media import file_sha256
+
+                pipe.few_step_sha256 = file_sha256(few_step_weights)
         pipe.name = kinema.get("name", folder.name)
         weights = folder / "transformer" / "diffusion_pytorch_model.safetensors"
         if weights.is_file():
@@ -216,6 +256,8 @@ class KinemaPipeline(DiffusionPipeline):
         folder.mkdir(parents=True, exist_ok=True)
         self.transformer.save_pretrained(folder / "transformer")
         self.vae.save_pretrained(folder / "vae")
+        if self.defaults.few_step is not None:
+            self.few_step_transformer.save_pretrained(folder / self.defaults.few_step.transformer)
         index = {
             "_class_name": "KinemaPipeline",
             "_diffusers_version": __import__("diffusers").__version__,
@@ -224,11 +266,33 @@ class KinemaPipeline(DiffusionPipeline):
             "kinema": {
                 "name": self.name,
                 "text_encoder": self.text_encoder_name,
-                "defaults": self.defaults.__dict__,
+                "defaults": asdict(self.defaults),
                 "flow": {k: v for k, v in self.flow.__dict__.items()},
             },
         }
         (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+    @property
+    def few_step_transformer(self) -> VideoDiT:
+        """The few-step transformer the folder holds beside the teacher (``defaults.few_step``), loaded on first use
+        onto the teacher's device and dtype."""
+        if self.few_step_model is None:
+            if self.few_step_folder is None:
+                raise KinemaError(f"model '{self.name}' has no few-step transformer")
+            try:
+                model = VideoDiT.from_pretrained(self.few_step_folder, local_files_only=True)
+            except KinemaError:
+                raise
+            except Exception as e:  # diffusers raises many types for a broken folder
+                message = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise KinemaError(f"cannot load the few-step transformer from '{self.few_step_folder}': "
+                                  f"{message}") from None
+            if tuple(model.config.patch_size) != tuple(self.transformer.config.patch_size):
+                raise KinemaError(f"few-step transformer '{self.few_step_folder}': its patch size differs")
+            self.few_step_model = model.eval().to(self.transformer.device, self.transformer.dtype)
+            if self.parallel is not None:
+                self.few_step_model.set_sequence_parallel(self.parallel.sequence_group)
+        return self.few_step_model
 
     # -- pieces ------------------------------------------------------------------------------------
 
@@ -273,63 +337,123 @@ class KinemaPipeline(DiffusionPipeline):
     def denoise(self, latents: torch.Tensor, known: torch.Tensor | None, known_latents: torch.Tensor | None,
                 cond: dict, uncond: dict, steps: int, guidance_scale: float, start: float, shift: float,
                 sampler: str, callback, known_time: float | torch.Tensor = 0.0,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, few_step: bool = False,
+                step_cache: float = 0.0) -> torch.Tensor:
         """Run the sampler on latents (B, C, F', H', W') from flow time ``start`` to 0, padded (replicating the
         edge) to whole patches; one transformer pass for every step. The pipeline's call and each window of a
         long video (``kinema.inference.longvideo``) end here.
 
         ``known`` (B, F') marks the latent frames held at ``known_latents`` with flow time ``known_time``.
         ``cond``/``uncond`` hold ``text`` (B, L, D) or (B, S, L, D), ``text_mask`` and optionally
-        ``frame_text_index`` (B, F'): which of the S sequences each latent frame attends to.
+        ``frame_text_index`` (B, F'): which of the S sequences each latent frame attends to. ``few_step``: sample
+        with the few-step transformer (``SamplingDefaults.few_step``) instead. ``step_cache`` > 0 turns diffusers'
+        First-Block Cache on at that threshold for this pass (unless the transformer has a cache on already).
 
         The "ar" sampler makes the frames one at a time with a frame cache (``sample_autoregressive_cached``) when
         the known frames come first and sampling starts from noise; otherwise (extending backward, connecting,
         closing a loop, editing) it samples every frame jointly with Euler steps. ``generator`` draws the noise
-        its context frames are re-noised with (``ar_context_noise``)."""
+        its context frames are re-noised with (``ar_context_noise``).
+
+        With step caching on the transformer (``enable_cache``), each call runs in its cache context, and the cache
+        starts afresh with every pass, every frame of the "ar" sampler and every call whose keys and values the
+        frame cache keeps."""
         if sampler not in SAMPLER_NAMES:
             raise KinemaError(f"sampler '{sampler}': choose from {', '.join(SAMPLER_NAMES)}")
         frame_by_frame = sampler == "ar" and start == 1.0 and known_prefix(known)
         if sampler == "ar" and not frame_by_frame:
             sampler = "euler"
+        transformer = self.few_step_transformer if few_step else self.transformer
         h, w = latents.shape[-2:]
-        _, ph, pw = self.transformer.config.patch_size
+        _, ph, pw = transformer.config.patch_size
         pad = (0, (-w) % pw, 0, (-h) % ph, 0, 0)
         if any(pad):
             latents = torch.nn.functional.pad(latents, pad, mode="replicate")
             if known_latents is not None:
                 known_latents = torch.nn.functional.pad(known_latents, pad, mode="replicate")
-
-        prepared: list = []  # (text, mask, TextContext): the text's keys and values, computed once per run
-
-        def model(x, t, text, text_mask, frame_text_index=None, cache=None):
-            if not prepared or prepared[0][0] is not text or prepared[0][1] is not text_mask:
-                context = self.transformer.prepare_text(text.to(self.transformer.dtype), text_mask)
-                prepared[:] = [(text, text_mask, context)]
-            if cache is not None and frame_text_index is not None:  # x holds the frames after the cached ones
-                frame_text_index = frame_text_index[:, cache.frames:cache.frames + x.shape[2]]
-            return self.transformer(x.to(self.transformer.dtype), t, prepared[0][2],
-                                    frame_text_index=frame_text_index, cache=cache).float()
-
         batch = latents.shape[0]
         cond = {k: v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 else v for k, v in cond.items()}
         uncond = {k: v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 else v for k, v in uncond.items()}
         layout = self.parallel
-        if layout is not None and layout.branches == 2 and guidance_scale != 1.0:  # this rank runs one pass
-            fn = guided_split(model, guidance_scale, uncond if layout.branch else cond, layout.exchange)
+        split = layout is not None and layout.branches == 2 and guidance_scale != 1.0  # this rank runs one pass
+        own = (uncond if layout.branch else cond) if split else cond
+        text = self.text_context(transformer, own, None if guidance_scale == 1.0 or split else uncond)
+        if step_cache > 0 and layout is not None:
+            # each rank would decide on its own shard of tokens whether to skip, and the ranks' collectives of the
+            # skipped blocks would no longer pair up
+            raise KinemaError("step caching cannot be combined with generation on several ranks")
+        own_cache = step_cache > 0 and not transformer.is_cache_enabled
+        if own_cache:
+            from diffusers.hooks import FirstBlockCacheConfig
+
+            transformer.enable_cache(FirstBlockCacheConfig(threshold=step_cache))
+        caching = transformer.is_cache_enabled
+        if caching:
+            transformer._reset_stateful_cache()  # as diffusers' pipelines do after each call: a pass starts afresh
+        cached_frames = [0]  # frames the frame cache held at the last call
+
+        def model(x, t, frame_text_index=None, cache=None):
+            if cache is not None and frame_text_index is not None:  # x holds the frames after the cached ones
+                frame_text_index = frame_text_index[:, cache.frames:cache.frames + x.shape[2]]
+            if not caching:
+                return transformer(x.to(transformer.dtype), t, text, frame_text_index=frame_text_index,
+                                   cache=cache).float()
+            if cache is not None and (cache.committing or cache.frames != cached_frames[0]):
+                transformer._reset_stateful_cache()  # a new frame, or keys and values to keep: every block runs
+                cached_frames[0] = cache.frames
+            with transformer.cache_context("denoise"):
+                return transformer(x.to(transformer.dtype), t, text, frame_text_index=frame_text_index,
+                                   cache=cache).float()
+
+        per_frame = [k for k in cond if k == "frame_text_index"]  # the text itself is in `text`, both halves
+        if split:
+            fn = guided_split(model, guidance_scale, {k: own[k] for k in per_frame}, layout.exchange)
         else:
-            fn = guided(model, guidance_scale, cond, uncond)
+            fn = guided(model, guidance_scale, {k: cond[k] for k in per_frame},
+                        {k: uncond[k] for k in per_frame})
         times = flow_schedule(steps, shift=shift, start=start)
-        if frame_by_frame:
-            context_time = self.defaults.ar_context_noise
-            noise = torch.randn(latents.shape, generator=generator) if context_time > 0 else None
-            out = sample_autoregressive_cached(fn, latents, times, FrameCache(len(self.transformer.blocks)),
-                                               known=known, known_latents=known_latents, callback=callback,
-                                               known_time=known_time, context_time=context_time,
-                                               context_noise=noise)
-        else:
-            out = SAMPLERS[sampler](fn, latents, times, known=known, known_latents=known_latents,
-                                    callback=callback, known_time=known_time)
+        context_time = self.defaults.ar_context_noise if frame_by_frame else 0.0
+        noise = torch.randn(latents.shape, generator=generator) if context_time > 0 else None
+        if self.trace is not None:
+            callback = self.trace(dict(sampler="ar" if frame_by_frame else sampler, latents=latents, known=known,
+                                       known_latents=known_latents, known_time=known_time, times=times, cond=cond,
+                                       guidance=guidance_scale, context_time=context_time, context_noise=noise),
+                                  callback)
+        try:
+            if frame_by_frame:
+                out = sample_autoregressive_cached(fn, latents, times, FrameCache(len(transformer.blocks)),
+                                                   known=known, known_latents=known_latents, callback=callback,
+                                                   known_time=known_time, context_time=context_time,
+                                                   context_noise=noise)
+            else:
+                out = SAMPLERS[sampler](fn, latents, times, known=known, known_latents=known_latents,
+                                        callback=callback, known_time=known_time)
+        finally:
+            if own_cache:
+                transformer.disable_cache()
+            elif caching:
+                transformer._reset_stateful_cache()
         return out[..., :h, :w]
+
+    def text_context(self, transformer: VideoDiT, cond: dict, uncond: dict | None) -> Any:
+        """The text as every step reads it: projected, with each block's cross-attention keys and values
+        (``VideoDiT.prepare_text``), the conditional and unconditional halves batched as ``guided`` batches them
+        (``uncond`` None: the conditional text alone). Computed once per generation: kept while the same text
+        tensors come back (every window of a long video, a loop's opening pass), compared by storage, view and
+        version, and held so that their storage cannot be reused by other tensors meanwhile."""
+        parts = [cond["text"], cond.get("text_mask")]
+        if uncond is not None:
+            parts += [uncond["text"], uncond.get("text_mask")]
+        memo = self.text_memo
+        if memo is not None and memo[1] is transformer and len(memo[0]) == len(parts) and all(
+                same_tensor(a, b) for a, b in zip(memo[0], parts)):
+            return memo[2]
+        text, mask = parts[0], parts[1]
+        if uncond is not None:
+            text = torch.cat([text, parts[2]])
+            mask = None if mask is None else torch.cat([mask, parts[3]])
+        context = transformer.prepare_text(text.to(transformer.dtype), mask)
+        self.text_memo = (parts, transformer, context)
+        return context
 
     # -- the call ------------------------------------------------------------------------------------
 
@@ -354,6 +478,7 @@ class KinemaPipeline(DiffusionPipeline):
         callback=None,
         output_type: str = "np",
         conditioning: Sequence[ConditioningItem] | None = None,
+        step_cache: float | None = None,
     ) -> KinemaPipelineOutput:
         """Generate videos.
 
@@ -362,12 +487,15 @@ class KinemaPipeline(DiffusionPipeline):
         seamless loop of ``num_frames`` = 4k frames), connect (``video`` ... ``video_end``),
         edit (SDEdit of ``video`` at ``strength``). ``conditioning`` lists known frames directly
         (``ConditioningItem``: frames that open or close the video) instead of ``image``/``video``/
-        ``video_end``. Frames are uint8 (B, F, H, W, 3).
+        ``video_end``. Frames are uint8 (B, F, H, W, 3). ``step_cache``: a First-Block Cache threshold (default: the
+        model's ``step_cache``; 0: off). Asking for at most the few-step transformer's ``max_steps`` steps, when the
+        model holds one (``SamplingDefaults.few_step``), samples with it.
         """
         # 1. Check inputs, resolve the settings, and say which frames are known.
         mode = mode or ("image" if num_frames == 1 else "i2v" if image is not None else "t2v")
-        chosen = sampling(self.defaults, num_inference_steps, guidance_scale, sampler)
-        check_request(prompt, num_frames, height, width, chosen.steps, chosen.guidance, mode, strength)
+        chosen = sampling(self.defaults, num_inference_steps, guidance_scale, sampler, step_cache=step_cache)
+        check_request(prompt, num_frames, height, width, chosen.steps, chosen.guidance, mode, strength,
+                      chosen.step_cache)
         prompts, negatives = prompt_lists(prompt, negative_prompt)
         if conditioning is None:
             conditioning = conditioning_for_mode(mode, image, video, video_end)
@@ -401,7 +529,8 @@ class KinemaPipeline(DiffusionPipeline):
 
         # 5. Denoise.
         latents = self.denoise(latents, mask, known_latents, cond, uncond, chosen.steps, chosen.guidance, start,
-                               shift, chosen.sampler, callback, generator=generator)
+                               shift, chosen.sampler, callback, generator=generator, few_step=chosen.few_step,
+                               step_cache=chosen.step_cache)
 
         # 6. Decode.
         if output_type == "latent":
@@ -449,7 +578,8 @@ class KinemaPipeline(DiffusionPipeline):
         batch, channels, lh, lw, plh, plw = grid
         head_noise = torch.randn((batch, channels, 2, plh, plw), generator=generator)
         head = self.denoise(head_noise[..., :lh, :lw], None, None, cond, uncond, chosen.steps, chosen.guidance, 1.0,
-                            shift, chosen.sampler, None, generator=generator)
+                            shift, chosen.sampler, None, generator=generator, few_step=chosen.few_step,
+                            step_cache=chosen.step_cache)
         return [KnownLatents(head[:, :, :1], "start"), KnownLatents(head[:, :, 1:], "end")]
 
 

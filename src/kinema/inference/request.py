@@ -58,6 +58,7 @@ class Request:
     context_noise: float | None = None  # long videos: flow time of later passes' context frames (the model's)
     anchor: float | None = None  # long videos: pull of each later pass back to its shot's latent levels (the model's)
     expand: bool = True  # expand the prompt into a training-style caption (kinema.inference.expand); not storyboards
+    step_cache: float | None = None  # First-Block Cache threshold in [0, 1] (default: the model's; 0: off)
 
     def mode(self) -> str:
         chosen = [name for name, on in (("image", self.image), ("extend", self.extend), ("loop", self.loop),
@@ -96,7 +97,7 @@ FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "connect": ((list,), "a list of two file paths"), "edit": ((str,), "a file path"), "strength": _NUMBER,
     "sampler": ((str,), "a string"), "storyboard": ((dict,), "a mapping with 'shots'"),
     "window": ((int,), "an integer"), "context": ((int,), "an integer"), "context_noise": _NUMBER, "anchor": _NUMBER,
-    "expand": ((bool,), "true or false"),
+    "expand": ((bool,), "true or false"), "step_cache": _NUMBER,
 }
 OPTIONAL = frozenset(f.name for f in fields(Request) if f.default is None)
 
@@ -163,6 +164,8 @@ def _check_ranges(request: Request) -> None:
         raise KinemaError(f"context noise must be a number in [0, 1) (got {request.context_noise!r})")
     if request.anchor is not None and not 0 <= request.anchor <= 1:
         raise KinemaError(f"anchor must be a number in [0, 1] (got {request.anchor!r})")
+    if request.step_cache is not None and not 0 <= request.step_cache <= 1:
+        raise KinemaError(f"step cache must be a threshold in [0, 1] (got {request.step_cache!r})")
 
 
 def _frames(request: Request, mode: str, fps: float) -> int:

@@ -9,8 +9,42 @@ with a video says exactly what made it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from kinema.errors import KinemaError
+
+
+@dataclass(frozen=True)
+class FewStep:
+    """A few-step transformer that a model folder holds beside its own (``kinema train distill`` writes it): a
+    request for at most ``max_steps`` steps is sampled with it instead, guidance folded in."""
+
+    transformer: str = "transformer_few_step"  # its subfolder
+    steps: int = 4  # the steps it was distilled for: what a request that picks it without giving steps gets
+    max_steps: int = 4  # requests of at most this many steps pick it
+    guidance_scale: float = 1.0  # 1: one pass a step, the teacher's guidance is in the weights
+    sampler: str | None = None  # None: the model's sampler
+    default: bool = False  # a request that gives no steps picks it too (when it matches the teacher)
+    distilled_from: dict | None = None  # how it was made (teacher, its steps and guidance, method, windows)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.steps, int) or not 1 <= self.steps <= self.max_steps:
+            raise KinemaError(f"few_step: steps {self.steps!r} must be an integer in [1, max_steps {self.max_steps}]")
+        if not isinstance(self.transformer, str) or not self.transformer or "/" in self.transformer:
+            raise KinemaError(f"few_step: transformer {self.transformer!r} must name a subfolder of the model")
+
+
+def few_step_from(value: Any) -> FewStep | None:
+    """A model folder's ``few_step`` entry (a mapping, as model_index.json holds it) as a FewStep."""
+    if value is None or isinstance(value, FewStep):
+        return value
+    if not isinstance(value, dict):
+        raise KinemaError(f"few_step must be a mapping (got {type(value).__name__})")
+    unknown = sorted(set(value) - {f.name for f in fields(FewStep)})
+    if unknown:
+        raise KinemaError(f"few_step: unknown key(s) {', '.join(unknown)}")
+    return FewStep(**value)
 
 
 @dataclass(frozen=True)
@@ -18,6 +52,8 @@ class Sampling:
     steps: int
     guidance: float
     sampler: str
+    few_step: bool = False  # sampled with the model's few-step transformer (FewStep)
+    step_cache: float = 0.0  # First-Block Cache threshold (0: every block runs at every step)
 
 
 @dataclass(frozen=True)
@@ -42,11 +78,19 @@ def default_guidance(defaults: Any, storyboard: bool) -> float:
 
 
 def sampling(defaults: Any, steps: int | None = None, guidance: float | None = None, sampler: str | None = None,
-             storyboard: bool = False) -> Sampling:
-    """Steps, guidance and sampler: the given ones, else the model's (``default_guidance`` for guidance)."""
+             storyboard: bool = False, step_cache: float | None = None) -> Sampling:
+    """Steps, guidance, sampler and step cache: the given ones, else the model's (``default_guidance`` for
+    guidance). A model with a few-step transformer (``defaults.few_step``) samples with it when the steps asked for
+    are at most its ``max_steps`` (or none are asked for and it is the default), at its own steps and guidance
+    unless given, and without the model's step cache (a few steps leave nothing to reuse)."""
+    few = getattr(defaults, "few_step", None)
+    if few is not None and (few.default if steps is None else steps <= few.max_steps):
+        return Sampling(few.steps if steps is None else steps, few.guidance_scale if guidance is None else guidance,
+                        sampler or few.sampler or defaults.sampler, few_step=True, step_cache=step_cache or 0.0)
     return Sampling(defaults.steps if steps is None else steps,
                     default_guidance(defaults, storyboard) if guidance is None else guidance,
-                    sampler or defaults.sampler)
+                    sampler or defaults.sampler,
+                    step_cache=getattr(defaults, "step_cache", 0.0) if step_cache is None else step_cache)
 
 
 def windows(defaults: Any, window: int | None = None, context: int | None = None, memory: int | None = None,
@@ -61,7 +105,8 @@ def windows(defaults: Any, window: int | None = None, context: int | None = None
 
 def request_sampling(defaults: Any, request: Any) -> Sampling:
     """What a ``Request`` samples with (a storyboard gets the model's storyboard guidance)."""
-    return sampling(defaults, request.steps, request.guidance, request.sampler, request.storyboard is not None)
+    return sampling(defaults, request.steps, request.guidance, request.sampler, request.storyboard is not None,
+                    request.step_cache)
 
 
 def request_windows(defaults: Any, request: Any) -> Windows:

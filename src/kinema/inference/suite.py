@@ -49,9 +49,12 @@ from kinema.frames import is_windowed, latent_count
 from kinema.inference.request import Plan, Request, validate
 from kinema.inference.settings import request_sampling, request_windows
 
-SETTINGS = ("seconds", "size", "fps", "steps", "guidance", "seed", "sampler", "negative_prompt", "expand")
+SETTINGS = ("seconds", "size", "fps", "steps", "guidance", "seed", "sampler", "negative_prompt", "expand",
+            "step_cache")
 MAX_PROMPTS = 10_000
 MAX_SAMPLES = 64  # videos per prompt
+# settings that videos made before they were recorded were made with
+UNRECORDED = {"few_step": False, "step_cache": 0.0}
 SAMPLE_SEED_STRIDE = 100_000  # sample k of a prompt uses its seed + k * this (beyond any prompt's default seed)
 
 
@@ -142,7 +145,7 @@ def _same_run(path: Path, wanted: dict, storyboard: dict | None = None) -> bool:
         metadata = read_metadata(path)
     except KinemaError:
         return False
-    if not all(metadata.get(k) == v for k, v in wanted.items()):
+    if not all(metadata.get(k, UNRECORDED.get(k)) == v for k, v in wanted.items()):
         return False
     if storyboard is None:
         return "storyboard" not in metadata or metadata["storyboard"] is None
@@ -248,7 +251,10 @@ def _generated_and_scored(pipe, run: SuiteRun) -> dict:
     chosen, windows = request_sampling(pipe.defaults, request), request_windows(pipe.defaults, request)
     wanted = {"prompt": request.prompt, "seed": request.seed, "size": f"{width}x{height}", "fps": fps,
               "steps": chosen.steps, "guidance": chosen.guidance, "model_sha256": pipe.weights_sha256,
-              "frames": frames, "expand": request.expand and storyboard is None}
+              "frames": frames, "expand": request.expand and storyboard is None, "few_step": chosen.few_step,
+              "step_cache": chosen.step_cache}
+    if chosen.few_step:
+        wanted["few_step_sha256"] = pipe.few_step_sha256
     latent_frames = latent_count(frames, mode, pipe.vae.temporal_compression)
     windowed = is_windowed(mode, latent_frames, windows.window, storyboard is not None)
     if windowed:
