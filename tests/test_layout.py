@@ -27,7 +27,8 @@ ALLOWED = {
     "kinema.inference": BOTTOM | {"kinema.media", "kinema.world", "kinema.models", "kinema.diffusion", "kinema.eval",
                                   "kinema.weights"},
     "kinema.train": BOTTOM | {"kinema.media", "kinema.world", "kinema.models", "kinema.diffusion", "kinema.data",
-                              "kinema.inference.pipeline", "kinema.inference.settings"},
+                              "kinema.inference.pipeline", "kinema.inference.settings",
+                              "kinema.inference.longvideo"},  # distillation records a teacher's long videos
     "kinema.serve": BOTTOM | {"kinema.media", "kinema.inference", "kinema.eval"},
     "kinema.cli": {"*"},
     "kinema.__main__": {"kinema.cli"},

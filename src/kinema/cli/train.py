@@ -72,6 +72,48 @@ def dit(config: ConfigPath, resume: Resume = False, overrides: Overrides = None)
         typer.echo(f"trained {summary.step} steps (loss {loss}, {summary.skipped_steps} skipped)")
 
 
+@train_app.command("distill")
+def distill(config: ConfigPath, resume: Resume = False, overrides: Overrides = None) -> None:
+    """Distil a model folder into a few-step transformer (guidance folded in): record the teacher, train the
+    student, write OUT/pipeline, the teacher's folder with the student beside it (picked by --steps)."""
+    from kinema.train.distill import load_distill_config, train_distill
+    from kinema.train.distributed import cleanup
+    from kinema.weights import find_model
+
+    _setup_logging()
+    settings = load_distill_config(config, overrides or [])
+    settings.teacher = str(find_model(settings.teacher))
+    try:
+        summary = train_distill(settings, resume=resume)
+    except BaseException:
+        cleanup()
+        raise
+    cleanup(synchronize=True)
+    if rank() == 0:
+        loss = "n/a" if summary.loss is None else f"{summary.loss:.4g}"
+        done = summary.step >= settings.train.steps
+        where = f"; wrote {Path(settings.train.out_dir) / 'pipeline'}" if done else "; --resume continues"
+        typer.echo(f"trained {summary.step} steps (loss {loss}, {summary.skipped_steps} skipped){where}")
+
+
+@train_app.command("export-distill")
+def export_distill_command(
+    config: ConfigPath,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Pipeline folder to write.")],
+    checkpoint: Annotated[Path | None, typer.Option(help="A checkpoint directory (default: the newest).")] = None,
+    overrides: Overrides = None,
+) -> None:
+    """Export a distillation run (even one still going): the teacher's folder with the student beside it."""
+    from kinema.train.distill import export_distilled, load_distill_config
+    from kinema.weights import find_model
+
+    _setup_logging()
+    settings = load_distill_config(config, overrides or [])
+    settings.teacher = str(find_model(settings.teacher))
+    folder, step = export_distilled(settings, output, checkpoint)
+    typer.echo(f"wrote {folder} (few-step transformer: EMA weights of step {step})")
+
+
 @train_app.command("cache-latents")
 def cache_latents_command(
     config: ConfigPath,
