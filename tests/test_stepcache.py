@@ -138,3 +138,17 @@ def test_the_text_is_prepared_once_per_generation(pipe, monkeypatch):
     unmemoized = generate_long(pipe, ["a red ball", "a blue box"], 33, 32, 32, shot_starts=[0, 17],
                                num_inference_steps=2, output_type="latent", generator=torch.Generator().manual_seed(0))
     assert len(again) >= 2 and torch.equal(unmemoized, board)
+
+
+def test_text_made_under_inference_mode_is_kept_by_identity(pipe):
+    """Tensors made under torch.inference_mode keep no version count: the memo compares them by identity."""
+    with torch.inference_mode():
+        made = [generate_long_latents(pipe) for _ in range(2)]
+    assert torch.equal(made[0], made[1]) and pipe.text_memo is not None
+
+
+def generate_long_latents(pipe: KinemaPipeline) -> torch.Tensor:
+    from kinema.inference.longvideo import generate_long
+
+    return generate_long(pipe, ["a red ball rolls"], 33, 32, 32, num_inference_steps=2, output_type="latent",
+                         generator=torch.Generator().manual_seed(0))
