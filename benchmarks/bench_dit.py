@@ -17,6 +17,14 @@
   the first call took (compiling included) as ``kinema_compile_s`` and ``diffusers_compile_s``.
 - ``--train``: seconds per training step (forward + MSE loss + backward + AdamW) of each model, batch 8 of
   (16, 5, 8, 8) latents, one timestep per sample, the steps of the two models alternating.
+- ``--loop``: the transformer in a sampling loop, text states, guidance and all: 20 Euler steps (``--loop-steps``)
+  with guidance 4 from the same noise and the same text (64 tokens, and 64 of the empty prompt), each step's update
+  done the same way on both sides. kinema as its pipeline drives it: the text's keys and values prepared once
+  (``prepare_text``), the conditional and unconditional passes in one batch. diffusers as ``WanPipeline`` drives
+  ``WanTransformer3DModel``: a conditional and an unconditional call a step, each projecting the text again
+  (``diffusers_batched_s``: the two in one batch, for reference). ``--loop-cache T`` adds both models under
+  diffusers' First-Block Cache at threshold T (kinema's through ``enable_cache``, the same hooks), with the
+  share of block calls each skipped. ``max_abs_diff_vs_diffusers`` compares the final latents.
 
 Shared machines are noisy: every line carries the load average at the time it was measured.
 """
@@ -171,6 +179,103 @@ def train_step_time(name: str, batch: int, latent: tuple[int, ...], steps: int) 
     }
 
 
+def sampling_loop(name: str, shape: tuple[int, ...], steps: int, repeats: int, guidance: float = 4.0,
+                  cache: float | None = None) -> dict:
+    """Seconds of a guided Euler sampling loop: kinema (text prepared once, guidance batched) against diffusers'
+    WanTransformer3DModel called as WanPipeline calls it (conditional, then unconditional, each with the text)."""
+    from kinema.diffusion.sampling import flow_schedule
+
+    model, reference = twins(name)
+    noise, _, text, mask = _inputs(shape, model.config.text_dim)
+    negative = torch.randn(text.shape, generator=torch.Generator().manual_seed(2))
+    times = flow_schedule(steps, shift=1.24)
+    skipped: dict[str, list[int]] = {}
+    if cache is not None:
+        from diffusers.hooks import FirstBlockCacheConfig
+
+        for key, module in (("kinema", model), ("diffusers", reference)):
+            module.enable_cache(FirstBlockCacheConfig(threshold=cache))
+            skipped[key] = _count_tail_calls(module)
+
+    def kinema() -> torch.Tensor:
+        context = model.prepare_text(torch.cat([text, negative]), torch.cat([mask, mask]))  # once a video
+        x = noise
+        for i in range(steps):
+            t = torch.full((2 * x.shape[0],), float(times[i]))
+            with _cache_context(model, cache, "denoise"):
+                v_cond, v_uncond = model(torch.cat([x, x]), t, context).chunk(2)
+            x = x + (float(times[i + 1]) - float(times[i])) * (v_uncond + guidance * (v_cond - v_uncond))
+        _reset(model, cache)
+        return x
+
+    def diffusers(batched: bool = False) -> torch.Tensor:
+        x = noise
+        for i in range(steps):
+            t = torch.full((x.shape[0],), float(times[i]) * 1000.0)
+            if batched:
+                v_cond, v_uncond = reference(hidden_states=torch.cat([x, x]), timestep=torch.cat([t, t]),
+                                             encoder_hidden_states=torch.cat([text, negative]),
+                                             return_dict=False)[0].chunk(2)
+            else:
+                with _cache_context(reference, cache, "cond"):
+                    v_cond = reference(hidden_states=x, timestep=t, encoder_hidden_states=text, return_dict=False)[0]
+                with _cache_context(reference, cache, "uncond"):
+                    v_uncond = reference(hidden_states=x, timestep=t, encoder_hidden_states=negative,
+                                         return_dict=False)[0]
+            x = x + (float(times[i + 1]) - float(times[i])) * (v_uncond + guidance * (v_cond - v_uncond))
+        _reset(reference, cache)
+        return x
+
+    runs = {"kinema": kinema, "diffusers": diffusers}
+    if cache is None:
+        runs["diffusers_batched"] = lambda: diffusers(batched=True)
+    with torch.inference_mode():
+        max_abs_diff = (kinema() - diffusers()).abs().max().item()
+        for counts in skipped.values():
+            counts[:] = [0, 0]
+        times_taken = _median_times(runs, repeats)
+    wall = {key: value[0] for key, value in times_taken.items()}
+    cpu = {key: value[1] for key, value in times_taken.items()}
+    _, _, frames, height, width = shape
+    line = {
+        "benchmark": "dit_sampling_loop", "config": name, "latent_shape": list(shape), "steps": steps,
+        "guidance": guidance, "tokens": frames * (height // 2) * (width // 2), "text_tokens": TEXT_TOKENS,
+        "repeats": repeats, "kinema_s": round(wall["kinema"], 3), "diffusers_s": round(wall["diffusers"], 3),
+        "speedup_vs_diffusers": round(wall["diffusers"] / wall["kinema"], 2),
+        "cpu_speedup_vs_diffusers": round(cpu["diffusers"] / cpu["kinema"], 2),
+        "max_abs_diff_vs_diffusers": float(f"{max_abs_diff:.3g}"), **_machine(),
+    }
+    if cache is None:
+        line |= {"diffusers_batched_s": round(wall["diffusers_batched"], 3),
+                 "speedup_vs_diffusers_batched": round(wall["diffusers_batched"] / wall["kinema"], 2)}
+    else:
+        line |= {"first_block_cache": cache,
+                 **{f"{key}_blocks_skipped": round(1 - counts[1] / max(counts[0], 1), 3)
+                    for key, counts in skipped.items()}}
+    return line
+
+
+def _count_tail_calls(module) -> list[int]:
+    """[first block calls, last block calls], counted by hooks on their feed-forward layers (a skipped block's
+    does not run)."""
+    counts = [0, 0]
+    blocks = module.blocks
+    for n, block in ((0, blocks[0]), (1, blocks[-1])):
+        block.ffn.register_forward_hook(lambda *_, n=n: counts.__setitem__(n, counts[n] + 1))
+    return counts
+
+
+def _cache_context(module, cache: float | None, name: str):
+    import contextlib
+
+    return module.cache_context(name) if cache is not None else contextlib.nullcontext()
+
+
+def _reset(module, cache: float | None) -> None:
+    if cache is not None:
+        module._reset_stateful_cache()  # a video ends: as diffusers' pipelines do
+
+
 def _shape(text: str, channels: int = 16) -> tuple[int, ...]:
     """'BxFxHxW' (latent sizes) -> (B, 16, F', H', W')."""
     try:
@@ -192,6 +297,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--compile", action="store_true",
                         help="also time forwards with both models' blocks compiled (compile_repeated_blocks)")
     parser.add_argument("--train-steps", type=int, default=3)
+    parser.add_argument("--loop", action="store_true",
+                        help="also time a guided 20-step sampling loop of each case at batch 1 (text prepared once "
+                             "and guidance batched for kinema; WanPipeline's two calls a step for diffusers)")
+    parser.add_argument("--loop-steps", type=int, default=20)
+    parser.add_argument("--loop-cache", type=float, nargs="*", default=[],
+                        help="also run the loop with both models under First-Block Cache at these thresholds")
     parser.add_argument("--json", action="store_true", help="accepted for `kinema bench dit --json`; always JSON")
     args = parser.parse_args(argv)
     if args.threads:
@@ -212,6 +323,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 emit(forward_speed(name, shape, args.repeats, compile_blocks=True))
         if args.train:
             emit(train_step_time(name, batch=8, latent=(16, 5, 8, 8), steps=args.train_steps))
+        for shape in cases if args.loop else []:
+            single = (1, *shape[1:])
+            emit(sampling_loop(name, single, args.loop_steps, args.repeats))
+            for threshold in args.loop_cache:
+                emit(sampling_loop(name, single, args.loop_steps, args.repeats, cache=threshold))
     return results
 
 

@@ -21,6 +21,9 @@
   from process CPU time).
 - ``--default-model MODEL``: seconds for kinema alone to generate the same clip from a pipeline folder or a
   packaged model (``kinema.weights.find_model``, e.g. ``kinema-tiny``) with its default sampling settings.
+- ``--compile`` (with ``--default-model``): the same clip per video with the transformer's repeated blocks
+  compiled by ``torch.compile`` (``compile_repeated_blocks``) against eager, alternating; ``first_video_s`` is the
+  first compiled video, compiling included (a C++ compiler is needed on the CPU).
 
 Shared machines are noisy: every line carries the load average at the time it was measured.
 """
@@ -31,6 +34,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +157,32 @@ def default_model(folder: Path, encoder: TextEncoder, frames: int, width: int, h
     }
 
 
+def compiled_video(folder: Path, encoder: TextEncoder, frames: int, width: int, height: int, repeats: int,
+                   fps: float) -> dict:
+    eager = KinemaPipeline.from_pretrained(folder, text_encoder=encoder)
+    compiled = KinemaPipeline.from_pretrained(folder, text_encoder=encoder)
+    compiled.transformer.compile_repeated_blocks()
+
+    def video(pipe: KinemaPipeline):
+        return lambda: pipe(PROMPT, num_frames=frames, height=height, width=width,
+                            generator=torch.Generator().manual_seed(0)).frames
+
+    start = time.perf_counter()
+    first = video(compiled)()
+    first_s = time.perf_counter() - start
+    times = _median_times({"eager": video(eager), "compiled": video(compiled)}, repeats)
+    difference = np.abs(first.astype(np.int16) - video(eager)().astype(np.int16))
+    return {
+        "benchmark": "pipeline_compiled", "model": str(folder), "frames": frames, "fps": fps,
+        "seconds_of_video": round((frames - 1) / fps, 2), "size": f"{width}x{height}",
+        "defaults": {"steps": eager.defaults.steps, "guidance": eager.defaults.guidance_scale}, "repeats": repeats,
+        "first_video_s": round(first_s, 2), "eager_s": round(times["eager"][0], 3),
+        "compiled_s": round(times["compiled"][0], 3), "speedup": round(times["eager"][0] / times["compiled"][0], 2),
+        "cpu_speedup": round(times["eager"][1] / times["compiled"][1], 2),
+        "max_abs_diff_uint8": int(difference.max()), **_machine(),
+    }
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dit", default="tiny", help="DiT config of both pipelines")
@@ -169,6 +199,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--default-model", default=None,
                         help="also time kinema alone with this model (a pipeline folder or a packaged name such as "
                              "kinema-tiny) and its default settings")
+    parser.add_argument("--compile", action="store_true",
+                        help="with --default-model: also time videos with the transformer's blocks compiled")
     parser.add_argument("--json", action="store_true",
                         help="accepted for `kinema bench pipeline --json`; always JSON")
     args = parser.parse_args(argv)
@@ -189,6 +221,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.default_model is not None:
         folder = find_model(args.default_model)
         emit(default_model(folder, encoder, args.frames, width, height, args.repeats, args.fps))
+        if args.compile:
+            emit(compiled_video(folder, encoder, args.frames, width, height, args.repeats, args.fps))
     return results
 
 
