@@ -124,6 +124,10 @@ def test_recording_resumes_and_refuses_other_settings(tmp_path, word_encoder):
     files[2].unlink()
     record_trajectories(cfg, pipe, folder)  # only the missing one is made again
     assert [f.stat().st_mtime_ns for f in sorted(folder.glob("*.safetensors"))][:2] == stamps[:2]
+    moved = config(tmp_path)
+    moved.data.seed = 5
+    with pytest.raises(KinemaError, match="another generation than the config plans"):
+        record_trajectories(moved, pipe, folder)
     other = config(tmp_path, windows=1)
     with pytest.raises(KinemaError, match="recorded for 3 windows"):
         DistillTask(other, pipe.transformer, folder, pipe.weights_sha256)

@@ -250,7 +250,9 @@ def record_trajectories(config: DistillConfig, pipe, folder: str | Path, rank: i
     todo = [g for g in generations(config, pipe.defaults.fps) if g.index % world_size == rank]
     for done, item in enumerate(todo):
         path = folder / f"{item.index:06d}.safetensors"
-        if not path.is_file():
+        if path.is_file():
+            check_recorded(path, item)
+        else:
             recorder = TrajectoryRecorder(config.windows)
             guidance = config.teacher_guidance
             if guidance is None:  # as a generation would: storyboards at the model's storyboard guidance
@@ -262,11 +264,27 @@ def record_trajectories(config: DistillConfig, pipe, folder: str | Path, rank: i
                               generator=torch.Generator().manual_seed(item.seed))
             finally:
                 pipe.trace = None
-            write_trajectories(path, recorder.calls, {"texts": item.texts, "guidance": guidance, "steps": steps,
-                                                      "windows": config.windows, "teacher": pipe.weights_sha256})
+            write_trajectories(path, recorder.calls, {"texts": item.texts, "seed": item.seed, "guidance": guidance,
+                                                      "steps": steps, "windows": config.windows,
+                                                      "teacher": pipe.weights_sha256})
         if progress is not None:
             progress(done + 1, len(todo))
     return folder
+
+
+def check_recorded(path: Path, item: Generation) -> None:
+    """A trajectory file that exists must be of the generation planned under its name (the same texts and seed):
+    a config changed between runs would otherwise mix other videos in."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            about = json.loads((f.metadata() or {}).get("about", "{}"))
+    except Exception as e:  # safetensors raises several types for broken files
+        raise KinemaError(f"corrupt trajectory file '{path}': {' '.join(str(e).split())[:160]}") from None
+    if about.get("texts") != item.texts or about.get("seed") != item.seed:
+        raise KinemaError(f"'{path}' holds another generation than the config plans under its name (data.record "
+                          f"or data.seed changed?); record into a new train.out_dir")
 
 
 def write_trajectories(path: Path, calls: list[dict], about: dict) -> None:
