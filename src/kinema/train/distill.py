@@ -92,6 +92,9 @@ class DistillConfig:
     teacher_guidance: float | None = None  # default: the teacher's (storyboard guidance for multi-shot clips)
     boundary: float = 0.5  # share of training points at a window's start, where the K-step sampler asks
     max_steps: int | None = None  # requests of at most this many steps pick the student (default: windows)
+    # recorded videos kept out of training, spread over the recording: every train.eval_every steps (and at the
+    # end) the student samples each of their passes in K steps from its noise, against the teacher's result
+    holdout: int = 0
     default: bool = False  # a request that gives no steps picks the student too
     dtype: Literal["fp16", "fp32"] = "fp16"  # of the exported folder
     data: DistillDataConfig = field(default_factory=DistillDataConfig)
@@ -106,6 +109,8 @@ class DistillConfig:
             raise ValueError(f"boundary must be in [0, 1] (got {self.boundary})")
         if self.max_steps is not None and self.max_steps < self.windows:
             raise ValueError(f"max_steps must be >= windows {self.windows} (got {self.max_steps})")
+        if self.holdout < 0:
+            raise ValueError(f"holdout must be >= 0 (got {self.holdout})")
 
 
 def load_distill_config(path: str | Path, overrides: list[str] | None = None) -> DistillConfig:
@@ -310,19 +315,27 @@ def write_trajectories(path: Path, calls: list[dict], about: dict) -> None:
 # ----------------------------------------------------------------------------- 2. train
 
 
-class TrajectorySource:
-    """The recorded passes of a folder, served in batches of one shape (latents, text sequences, kind), each epoch
-    in a new order (``kinema.data.batching.epoch_batches``)."""
+def trajectory_files(folder: str | Path, holdout: int = 0) -> tuple[list[Path], list[Path]]:
+    """The trajectory files of a folder, split into those to train on and ``holdout`` held out, spread evenly
+    over the recording (so that every kind of generation is among them)."""
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if len(files) <= holdout:
+        raise KinemaError(f"{len(files)} trajectory files in '{folder}': nothing left to train on after holding "
+                          f"out {holdout}")
+    held = {round((n + 0.5) * len(files) / holdout) for n in range(holdout)} if holdout else set()
+    return [f for n, f in enumerate(files) if n not in held], [f for n, f in enumerate(files) if n in held]
 
-    def __init__(self, folder: str | Path, windows: int, teacher: str | None, seed: int = 0) -> None:
+
+class TrajectorySource:
+    """Recorded passes, served in batches of one shape (latents, text sequences, kind), each epoch in a new order
+    (``kinema.data.batching.epoch_batches``)."""
+
+    def __init__(self, files: list[Path], windows: int, teacher: str | None, seed: int = 0) -> None:
         from safetensors import safe_open
 
         self.seed = seed
         self.items: list[tuple[Path, int, str]] = []  # (file, pass, kind)
         groups: dict[tuple, list[int]] = {}
-        files = sorted(Path(folder).glob("*.safetensors"))
-        if not files:
-            raise KinemaError(f"no trajectory files in '{folder}'")
         for path in files:
             try:
                 with safe_open(str(path), framework="pt") as f:
@@ -355,14 +368,18 @@ class TrajectorySource:
         return self._plan[position]
 
     def batch(self, index: int, batch_size: int, rank: int = 0, world_size: int = 1) -> dict:
-        """The rank's rows of batch ``index``: each tensor stacked, text padded to the longest."""
-        from safetensors import safe_open
-
+        """The rank's rows of batch ``index``."""
         from kinema.data.batching import rank_rows
 
         ids = self.plan(index, batch_size)
+        return self.rows([ids[r] for r in rank_rows(batch_size, rank, world_size)])
+
+    def rows(self, ids: list[int]) -> dict:
+        """Passes of one shape: each tensor stacked, text padded to the longest."""
+        from safetensors import safe_open
+
         rows = []
-        for i in (ids[r] for r in rank_rows(batch_size, rank, world_size)):
+        for i in ids:
             path, n, kind = self.items[i]
             with safe_open(str(path), framework="pt") as f:
                 names = [key for key in f.keys() if key.split(".", 1)[0] == str(n)]  # noqa: SIM118 (not a dict)
@@ -392,7 +409,11 @@ class DistillTask:
                  teacher_sha256: str | None = None) -> None:
         self.config = config
         self.model = copy.deepcopy(teacher).float().train().requires_grad_(True)
-        self.source = TrajectorySource(folder, config.windows, teacher_sha256, seed=config.data.seed)
+        train, held = trajectory_files(folder, config.holdout)
+        self.source = TrajectorySource(train, config.windows, teacher_sha256, seed=config.data.seed)
+        self.heldout = TrajectorySource(held, config.windows, teacher_sha256) if held else None
+        if self.heldout is not None:
+            self.evaluate = self.endpoint_error  # the Trainer evaluates a task that has ``evaluate``
 
     @torch.no_grad()
     def batch(self, index: int, rank: int, world_size: int) -> dict:
@@ -413,22 +434,50 @@ class DistillTask:
         return batch
 
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        x, index = batch["x"], batch["frame_text_index"]
-        if batch["causal"]:  # every frame at once, each seeing the frames before it as the frame cache holds them
-            from kinema.models.dit import teacher_forcing_frames
-
-            frames = x.shape[2]
-            both = None if index is None else torch.cat([index, index], dim=1)
-            prediction = model(torch.cat([batch["context"], x], dim=2), torch.cat([batch["context_t"], batch["t"]], 1),
-                               batch["text"], batch["text_mask"], both,
-                               frame_positions=torch.arange(frames, device=x.device).repeat(2),
-                               attention_frames=teacher_forcing_frames(frames, x.device))[:, :, frames:]
-        else:
-            prediction = model(x, batch["t"], batch["text"], batch["text_mask"], index)
-        err = (prediction.float() - batch["target"].float()) ** 2  # (B, C, F', H, W)
+        err = (predict(model, batch).float() - batch["target"].float()) ** 2  # (B, C, F', H, W)
         weight = (~batch["known"]).to(err.dtype)[:, None, :, None, None].expand_as(err)
         loss = (err * weight).sum() / weight.sum().clamp_min(1.0)
         return loss, {"causal": torch.tensor(float(batch["causal"]))}
+
+    @torch.no_grad()
+    def endpoint_error(self, model: nn.Module) -> dict[str, float]:
+        """The student's K Euler steps from each held-out pass's noise (frame by frame: every frame at once, each
+        given the teacher's frames before it) against the teacher's result: mean |difference| over the made
+        frames, relative to the mean |latent| of the teacher's."""
+        device = next(model.parameters()).device
+        errors, scales = [], []
+        for i in range(len(self.heldout.items)):
+            raw = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.heldout.rows([i]).items()}
+            states, times, known = raw["states"], raw["times"], raw["known"]  # (1, K + 1, C, F', H, W)
+            held = known[:, None, :, None, None]
+            x = states[:, 0]
+            for j in range(states.shape[1] - 1):
+                t = torch.where(known, raw["known_time"], times[:, j:j + 1].expand_as(known))
+                batch = {"x": x, "t": t, "text": raw["text"].float(), "text_mask": raw["text_mask"],
+                         "frame_text_index": raw.get("frame_text_index"), "causal": raw["kind"] == "ar",
+                         "context": raw.get("context"), "context_t": raw.get("context_time")}
+                step = (times[:, j + 1] - times[:, j])[:, None, None, None, None]
+                x = torch.where(held, x, x + step * predict(model, batch).float())
+            made = (~held).expand_as(x)
+            errors.append(float((x - states[:, -1]).abs()[made].mean()))
+            scales.append(float(states[:, -1].abs()[made].mean()))
+        return {"endpoint_error": sum(errors) / max(sum(scales), 1e-12)}
+
+
+def predict(model: nn.Module, batch: dict) -> torch.Tensor:
+    """The student's velocity for ``batch["x"]`` at ``batch["t"]``: a joint pass, or frame by frame every frame at
+    once, each seeing the frames before it as the frame cache holds them (the teacher-forcing layout)."""
+    x, index = batch["x"], batch["frame_text_index"]
+    if not batch["causal"]:
+        return model(x, batch["t"], batch["text"], batch["text_mask"], index)
+    from kinema.models.dit import teacher_forcing_frames
+
+    frames = x.shape[2]
+    both = None if index is None else torch.cat([index, index], dim=1)
+    positions = torch.arange(frames, device=x.device).repeat(2)
+    return model(torch.cat([batch["context"], x], dim=2), torch.cat([batch["context_t"], batch["t"]], 1),
+                 batch["text"], batch["text_mask"], both, frame_positions=positions,
+                 attention_frames=teacher_forcing_frames(frames, x.device))[:, :, frames:]
 
 
 # ----------------------------------------------------------------------------- the command
