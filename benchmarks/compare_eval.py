@@ -11,6 +11,9 @@ prompts' spread, so it is wider). ``within_noise`` is true when the other run is
 the band. Measures: attributes, motion direction, bounces, permanence, colour drift, vanish and appear events a
 clip (single clips); drift, permanence and window seams (60 s clips); cuts kept and attributes per shot
 (storyboards).
+
+Only the clips both runs made are compared (matched by file name), so a run with ``--limit N`` or fewer
+``--samples`` is set against the same prompts and seeds of a fuller reference run.
 """
 
 from __future__ import annotations
@@ -65,8 +68,16 @@ def noise(by_file: dict[str, float]) -> float | None:
     return float(np.std(flat, ddof=1) / np.sqrt(len(flat))) if len(flat) > 1 else None
 
 
+def common_clips(reference: dict, other: dict) -> tuple[dict, dict]:
+    """Both reports reduced to the clips (file names) they share."""
+    shared = {c["file"] for c in reference["clips"]} & {c["file"] for c in other["clips"]}
+    return tuple({**report, "clips": [c for c in report["clips"] if c["file"] in shared]}
+                 for report in (reference, other))
+
+
 def compare(reference: dict, other: dict) -> list[dict]:
     lines = []
+    reference, other = common_clips(reference, other)
     for measure, (_, lower_is_better) in MEASURES.items():
         ref, oth = values(reference, measure), values(other, measure)
         if not ref or not oth:

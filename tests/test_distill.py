@@ -49,6 +49,22 @@ def teacher(word_encoder, sampler: str = "euler", transformer: VideoDiT | None =
     return pipe
 
 
+def benchmark_module(name: str):
+    """A script of benchmarks/ as a module (they import their neighbours by file name)."""
+    import importlib.util
+    import sys
+
+    path = ROOT / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_for_tests", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
+
+
 def config(out: Path, teacher_folder: Path | str = "unused", **changes) -> DistillConfig:
     """Two 1 s clips, a 4 s clip (two windows) and a 4 s clip of two shots, at 32x32."""
     data = DistillDataConfig(sizes=["32x32"], record=[RecordEntry(1.0, (1, 1), 2), RecordEntry(4.0, (1, 1), 1),
@@ -236,9 +252,6 @@ def test_few_step_declarations_are_checked(tmp_path, word_encoder):
 def test_the_distillation_step_runs_on_a_tiny_wan_transformer(tmp_path, word_encoder):
     """A tiny random WanTransformer3DModel folder (diffusers' class, save_pretrained), loaded into VideoDiT as the
     teacher: recording and a training step of the student run, and the student's weights move."""
-    import importlib.util
-    import sys
-
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(0)
@@ -249,14 +262,7 @@ def test_the_distillation_step_runs_on_a_tiny_wan_transformer(tmp_path, word_enc
         for tensor in wan.state_dict().values():
             tensor.normal_(0.0, 0.05)
     wan.save_pretrained(tmp_path / "wan")
-    bench = ROOT / "benchmarks" / "bench_dit.py"
-    spec = importlib.util.spec_from_file_location("bench_dit_for_distill", bench)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(bench.parent))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(bench.parent))
+    module = benchmark_module("bench_dit")
     loaded = WanTransformer3DModel.from_pretrained(tmp_path / "wan")
     dit = VideoDiT(in_channels=4, out_channels=4, num_layers=2, num_attention_heads=2, attention_head_dim=24,
                    ffn_dim=64, text_dim=16)
@@ -315,3 +321,27 @@ def test_distill_command_line(tmp_path, tiny_model_folder):
     result = run("train", "distill", "--config", str(cfg), "windows=0")
     assert result.returncode == 2 and "windows must be >= 1" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_two_suite_runs_are_compared_on_the_clips_both_made_with_the_references_noise():
+    """compare_eval sets a student's run against the teacher's: only the clips both made (a --limit run against a
+    full one), the band 2 standard errors of the reference's per-sample means, a drop beyond it flagged."""
+    compare = benchmark_module("compare_eval").compare
+
+    def report(scores: dict[str, float]) -> dict:
+        return {"clips": [{"file": name, "scores": {"attributes": value}} for name, value in scores.items()]}
+
+    # Three samples of two prompts; sample means 0.6, 0.7, 0.8 -> std 0.1, band 2 * 0.1 / sqrt(3) = 0.1155.
+    teacher_run = report({"0000.mp4": 0.5, "0001.mp4": 0.7, "0000-1.mp4": 0.6, "0001-1.mp4": 0.8,
+                          "0000-2.mp4": 0.7, "0001-2.mp4": 0.9})
+    close = report({"0000.mp4": 0.45, "0001.mp4": 0.7, "0000-1.mp4": 0.6, "0001-1.mp4": 0.8, "0000-2.mp4": 0.7,
+                    "0001-2.mp4": 0.8})
+    [line] = compare(teacher_run, close)
+    assert line["noise_band"] == pytest.approx(0.1155, abs=1e-4) and line["within_noise"]
+    assert line["difference"] == pytest.approx(-0.025, abs=1e-4)
+    far = report({name: 0.4 for name in ("0000.mp4", "0001.mp4", "0000-1.mp4", "0001-1.mp4", "0000-2.mp4",
+                                         "0001-2.mp4")})
+    assert not compare(teacher_run, far)[0]["within_noise"]
+    # A run of the first prompt alone is compared with the reference's first prompt alone.
+    [line] = compare(teacher_run, report({"0000.mp4": 0.5, "0000-1.mp4": 0.6, "0000-2.mp4": 0.7}))
+    assert line["reference"] == pytest.approx(0.6) and line["clips"] == [3, 3] and line["difference"] == 0
