@@ -236,12 +236,13 @@ def test_storyboards_as_json_and_as_a_multipart_string(server, tmp_path):
         {"seconds": 1, "framing": "closeup", "prompt": "the red ball bounces"}]}
     with server.http() as http:
         created = http.post("/v1/videos", json={"storyboard": board, "size": "64x64", "seed": 1, "anchor": 0.5,
-                                                "context_noise": 0.2})
+                                                "context_noise": 0.2, "step_cache": 0.1})
         assert created.status_code == 200, created.text
         video = created.json()
         assert video["prompt"] == board["scene"] and video["kinema"]["mode"] == "storyboard"
         assert video["kinema"]["storyboard"] == board
         assert video["kinema"]["anchor"] == 0.5 and video["kinema"]["context_noise"] == 0.2
+        assert video["kinema"]["step_cache"] == 0.1 and video["kinema"]["few_step"] is False
     client = server.client()
     as_string = client.videos.create(prompt="a sunny day on the grass", size="64x64",
                                      extra_body={"storyboard": json.dumps({"shots": board["shots"]}), "seed": 1})
@@ -253,8 +254,10 @@ def test_storyboards_as_json_and_as_a_multipart_string(server, tmp_path):
     metadata = json.loads(client.videos.download_content(video["id"], variant="metadata").content)
     assert [shot["framing"] for shot in metadata["storyboard"]["shots"]] == ["wide", "closeup"]
     assert metadata["anchor"] == 0.5 and metadata["context_noise"] == 0.2, "the long-video settings reach the run"
+    assert metadata["step_cache"] == 0.1
     other = json.loads(client.videos.download_content(as_string.id, variant="metadata").content)
     assert other["anchor"] == 0.0 and other["context_noise"] == 0.3, "else the model's defaults"
+    assert other["step_cache"] == 0.0
 
 
 def test_characters_condition_prompts(server, tmp_path):
@@ -456,6 +459,8 @@ BAD_REQUESTS = [
     ("POST", V, {"json": {"prompt": "a", "anchor": 1.5}}, "anchor"),
     ("POST", V, {"json": {"prompt": "a", "anchor": "strong"}}, "anchor"),
     ("POST", V, {"json": {"prompt": "a", "context_noise": 1.0}}, "context_noise"),
+    ("POST", V, {"json": {"prompt": "a", "step_cache": 1.5}}, "step_cache"),
+    ("POST", V, {"json": {"prompt": "a", "step_cache": "fast"}}, "step_cache"),
     ("POST", V, {"json": {"prompt": "a", "mode": "sideways"}}, "mode"),
     ("POST", V, {"json": {"prompt": "a", "mode": "connect"}}, "video"),
     ("POST", V, {"data": {"prompt": "a", "mode": "loop"}, "files": {"input_reference": ("a.png", CORRUPT_PNG,

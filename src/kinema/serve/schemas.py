@@ -44,6 +44,10 @@ class Sampling(BaseModel):
     anchor: float | None = Field(None, ge=0, le=1, description="kinema, long videos: strength in [0, 1] with which "
                                  "each later pass keeps the levels and contrast of its shot's opening (default: the "
                                  "model's; 0: off)")
+    step_cache: float | None = Field(None, ge=0, le=1, description="kinema: step caching threshold in [0, 1]: the "
+                                     "later blocks' residual is reused while the first block's output changes by "
+                                     "less than this between steps (First-Block Cache; 0.1 is typical; default: "
+                                     "the model's; 0: off)")
 
 
 class CreateVideo(Sampling):
@@ -120,7 +124,7 @@ def sampling_fields(params: Sampling) -> dict:
               "negative_prompt": params.negative_prompt}
     if params.expand is not None:
         fields["expand"] = params.expand
-    for name in ("context_noise", "anchor"):
+    for name in ("context_noise", "anchor", "step_cache"):
         if getattr(params, name) is not None:
             fields[name] = getattr(params, name)
     return fields

@@ -77,7 +77,8 @@ def video_object(state: ServerState, job: Job, *, position: bool = False) -> dic
     extension = {
         "mode": server.get("mode"), "seed": params.get("seed"), "steps": chosen.steps, "guidance": chosen.guidance,
         "negative_prompt": params.get("negative_prompt"), "storyboard": params.get("storyboard"),
-        "context_noise": windows.context_noise, "anchor": windows.anchor,
+        "context_noise": windows.context_noise, "anchor": windows.anchor, "step_cache": chosen.step_cache,
+        "few_step": chosen.few_step,
         "expanded_prompt": params.get("prompt") if params.get("prompt") != job.prompt else None,
         "characters": server.get("characters", []),
     }
