@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -32,20 +33,27 @@ Overrides = Annotated[list[str] | None, typer.Argument(help="Config overrides KE
                                                             "train.lr=2e-4.", show_default=False)]
 
 
-@train_app.command("vae")
-def vae(config: ConfigPath, resume: Resume = False, overrides: Overrides = None) -> None:
-    """Train the video VAE on simulated-world clips; writes checkpoints, metrics.jsonl and OUT/vae/."""
+def run_training(train: Callable[..., Any], settings: Any, resume: bool) -> Any:
+    """``train(settings, resume=resume)``, leaving the process group however it ends (at once when it raises)."""
     from kinema.train.distributed import cleanup
-    from kinema.train.vae import load_vae_config, train_vae
 
-    _setup_logging()
-    settings = load_vae_config(config, overrides or [])
     try:
-        summary = train_vae(settings, resume=resume)
+        summary = train(settings, resume=resume)
     except BaseException:
         cleanup()
         raise
     cleanup(synchronize=True)
+    return summary
+
+
+@train_app.command("vae")
+def vae(config: ConfigPath, resume: Resume = False, overrides: Overrides = None) -> None:
+    """Train the video VAE on simulated-world clips; writes checkpoints, metrics.jsonl and OUT/vae/."""
+    from kinema.train.vae import load_vae_config, train_vae
+
+    _setup_logging()
+    settings = load_vae_config(config, overrides or [])
+    summary = run_training(train_vae, settings, resume)
     if rank() == 0:
         loss = "n/a" if summary.loss is None else f"{summary.loss:.4g}"
         evaluation = "".join(f", {key} {value:.4g}" for key, value in summary.metrics.items())
@@ -56,17 +64,11 @@ def vae(config: ConfigPath, resume: Resume = False, overrides: Overrides = None)
 @train_app.command("dit")
 def dit(config: ConfigPath, resume: Resume = False, overrides: Overrides = None) -> None:
     """Train the diffusion transformer with flow matching on VAE latents of simulated-world clips."""
-    from kinema.train.distributed import cleanup
     from kinema.train.dit import load_dit_config, train_dit
 
     _setup_logging()
     settings = load_dit_config(config, overrides or [])
-    try:
-        summary = train_dit(settings, resume=resume)
-    except BaseException:
-        cleanup()
-        raise
-    cleanup(synchronize=True)
+    summary = run_training(train_dit, settings, resume)
     if rank() == 0:
         loss = "n/a" if summary.loss is None else f"{summary.loss:.4g}"
         typer.echo(f"trained {summary.step} steps (loss {loss}, {summary.skipped_steps} skipped)")
@@ -77,18 +79,12 @@ def distill(config: ConfigPath, resume: Resume = False, overrides: Overrides = N
     """Distil a model folder into a few-step transformer (guidance folded in): record the teacher, train the
     student, write OUT/pipeline, the teacher's folder with the student beside it (picked by --steps)."""
     from kinema.train.distill import load_distill_config, train_distill
-    from kinema.train.distributed import cleanup
     from kinema.weights import find_model
 
     _setup_logging()
     settings = load_distill_config(config, overrides or [])
     settings.teacher = str(find_model(settings.teacher))
-    try:
-        summary = train_distill(settings, resume=resume)
-    except BaseException:
-        cleanup()
-        raise
-    cleanup(synchronize=True)
+    summary = run_training(train_distill, settings, resume)
     if rank() == 0:
         loss = "n/a" if summary.loss is None else f"{summary.loss:.4g}"
         done = summary.step >= settings.train.steps

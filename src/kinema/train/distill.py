@@ -35,9 +35,8 @@ from torch import nn
 from kinema.config import config_to_dict, load_config, parse_size
 from kinema.diffusion.distill import sample_points, window_boundaries, window_point
 from kinema.errors import KinemaError
-from kinema.frames import MAX_SIDE
 from kinema.train import distributed as dist_utils
-from kinema.train.loop import TrainConfig, Trainer, TrainSummary, derived_seed, seed_everything
+from kinema.train.loop import TrainConfig, Trainer, TrainSummary, check_sizes, derived_seed, seed_everything
 
 logger = logging.getLogger("kinema.train")
 
@@ -73,13 +72,7 @@ class DistillDataConfig:
         RecordEntry(4.0, (1, 1), 600), RecordEntry(11.5, (1, 1), 60), RecordEntry(10.0, (3, 4), 60)])
 
     def __post_init__(self) -> None:
-        if not self.sizes:
-            raise ValueError("sizes must list at least one WIDTHxHEIGHT")
-        for text in self.sizes:
-            try:
-                parse_size(text, multiple=8, max_side=MAX_SIDE)
-            except KinemaError as error:
-                raise ValueError(f"sizes: {error}") from None
+        check_sizes(self.sizes)
         if sum(entry.count for entry in self.record) < 1:
             raise ValueError("record must ask for at least one generation")
 

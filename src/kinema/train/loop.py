@@ -38,7 +38,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from kinema.config import parse_size
 from kinema.errors import KinemaError
+from kinema.frames import MAX_SIDE
 from kinema.train import distributed as dist_utils
 from kinema.train.checkpoint import (
     Checkpoint,
@@ -165,6 +167,18 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 
 
 # ----------------------------------------------------------------------------- randomness
+
+
+def check_sizes(sizes: list[str]) -> None:
+    """A data config's ``sizes``: at least one WIDTHxHEIGHT, each a multiple of 8 within MAX_SIDE (ValueError, as
+    config checks raise)."""
+    if not sizes:
+        raise ValueError("sizes must list at least one WIDTHxHEIGHT")
+    for text in sizes:
+        try:
+            parse_size(text, multiple=8, max_side=MAX_SIDE)
+        except KinemaError as error:
+            raise ValueError(f"sizes: {error}") from None
 
 
 def derived_seed(*keys: int) -> int:

@@ -29,7 +29,7 @@ from kinema.config import config_to_dict, load_config, parse_size
 from kinema.errors import KinemaError
 from kinema.frames import MAX_SIDE, is_latent_length
 from kinema.train import distributed as dist_utils
-from kinema.train.loop import TrainConfig, Trainer, TrainSummary, derived_seed, seed_everything
+from kinema.train.loop import TrainConfig, Trainer, TrainSummary, check_sizes, derived_seed, seed_everything
 
 __all__ = ["VAEDataConfig", "VAELossConfig", "VAETask", "VAETrainConfig", "export_checkpoint", "export_vae", "ssim",
            "train_vae"]
@@ -59,13 +59,7 @@ class VAEDataConfig:
     stats_batches: int = 4  # training batches the latent mean/std are measured on
 
     def __post_init__(self) -> None:
-        if not self.sizes:
-            raise ValueError("sizes must list at least one WIDTHxHEIGHT")
-        for text in self.sizes:
-            try:
-                parse_size(text, multiple=8, max_side=MAX_SIDE)
-            except KinemaError as error:
-                raise ValueError(f"sizes: {error}") from None
+        check_sizes(self.sizes)
         if not is_latent_length(self.frames):
             raise ValueError(f"frames must be 1 + 4k (1, 5, 9, 13, 17, ...) (got {self.frames})")
         if not 0 < self.fps <= 60:
