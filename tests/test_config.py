@@ -405,10 +405,12 @@ def test_parse_size_rejects_bad_sizes(text: str, message: str) -> None:
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_shipped_config_loads(path):
     from kinema.inference.suite import load_suite
+    from kinema.train.distill import load_distill_config
     from kinema.train.dit import load_dit_config
     from kinema.train.vae import load_vae_config
 
-    loader = {"vae": load_vae_config, "dit": load_dit_config, "eval": load_suite}[path.parent.name]
+    loader = {"vae": load_vae_config, "dit": load_dit_config, "eval": load_suite,
+              "distill": load_distill_config}[path.parent.name]
     config = loader(path)
     assert config is not None
     if path.parent.name == "dit":
