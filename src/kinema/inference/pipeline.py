@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -23,16 +23,27 @@ from diffusers.utils import BaseOutput
 from diffusers.utils import logging as diffusers_logging
 
 from kinema.diffusion.flow import FlowConfig, shift_for_tokens
-from kinema.diffusion.sampling import SAMPLERS, flow_schedule, guided, guided_split, sample_autoregressive_cached
+from kinema.diffusion.sampling import (
+    SAMPLERS,
+    experts,
+    flow_schedule,
+    guided,
+    guided_split,
+    sample_autoregressive_cached,
+    sample_scheduler,
+    scheduler_start,
+)
 from kinema.errors import KinemaError
 from kinema.frames import MAX_FRAMES, MAX_PROMPT_CHARS, MAX_SIDE, MODES, is_latent_length, latent_count, latent_length
 from kinema.inference.conditioning import ConditioningItem, KnownLatents, conditioning_for_mode, hold
 from kinema.inference.settings import Sampling, sampling
 from kinema.media import resize_crop
+from kinema.models import wan
 from kinema.models.dit import FrameCache, VideoDiT
 from kinema.models.parallel import ParallelLayout
-from kinema.models.text import TextEncoder, pad_token_batches
+from kinema.models.text import TextEncoder, UMT5TextEncoder, pad_token_batches
 from kinema.models.vae import VideoVAE
+from kinema.models.wan import wan_index
 
 diffusers_logging.set_verbosity_error()  # no hints about optional packages in the CLI's output
 
@@ -69,9 +80,15 @@ class SamplingDefaults:
     # The "ar" sampler makes latent frames one at a time, each attending to the ones before it (a frame-causal
     # model): frames already made enter later ones noised to this flow time (0: clean).
     ar_context_noise: float = 0.0
+    negative_prompt: str = ""  # what a call without a negative prompt steers away from (Wan's own for Wan models)
+    expand: bool = True  # expand prompts with the world's captioner (only for models trained on its captions)
+    guidance_scale_2: float | None = None  # Wan2.2 A14B: the low-noise expert's guidance (None: guidance_scale)
+    width: int = 64  # the size a request that names none is made at
+    height: int = 64
 
 
-SAMPLER_NAMES = (*SAMPLERS, "ar")  # "ar": frame by frame with a frame cache (sample_autoregressive_cached)
+SAMPLER_NAMES = (*SAMPLERS, "ar", "scheduler")  # "ar": frame by frame with a frame cache
+# (sample_autoregressive_cached); "scheduler": the steps of a model folder's own diffusers scheduler (Wan)
 
 
 def known_prefix(known: torch.Tensor | None) -> bool:
@@ -134,13 +151,24 @@ def trim_to_latent_length(frames: np.ndarray) -> np.ndarray:
 class KinemaPipeline(DiffusionPipeline):
     """Text-to-video and every 'prompt with images and video' mode on one diffusion transformer."""
 
-    model_cpu_offload_seq = "transformer->vae"
+    model_cpu_offload_seq = "transformer->transformer_2->vae"
+    _optional_components: ClassVar[list[str]] = ["transformer_2"]
 
     def __init__(self, transformer: VideoDiT, vae: VideoVAE, text_encoder: TextEncoder | None = None,
                  defaults: SamplingDefaults | None = None, flow: FlowConfig | None = None,
-                 text_encoder_name: str = "minilm") -> None:
+                 text_encoder_name: str = "minilm", scheduler: Any = None, transformer_2: VideoDiT | None = None,
+                 boundary: float | None = None) -> None:
         super().__init__()
-        self.register_modules(transformer=transformer.eval(), vae=vae.eval())
+        self.register_modules(transformer=transformer.eval(), vae=vae.eval(),
+                              transformer_2=None if transformer_2 is None else transformer_2.eval())
+        # A diffusers scheduler that steps the flow ODE (the sampler "scheduler"; Wan folders bring UniPC), and
+        # for Wan2.2 A14B the flow time from which down the low-noise expert ``transformer_2`` takes over.
+        self.scheduler = scheduler
+        self.boundary = boundary
+        self.release_text_encoder = False  # free the text encoder after each encoding (it reloads when needed)
+        self.text_encoder_device: str | torch.device = "cpu"
+        self.text_encoder_dtype = torch.float32
+        self.size_multiple = 8  # width and height are multiples of this (a Wan model: VAE compression x patch)
         self._text_encoder = text_encoder
         self.text_encoder_name = text_encoder_name
         self.defaults = defaults or SamplingDefaults()
@@ -155,30 +183,48 @@ class KinemaPipeline(DiffusionPipeline):
         tokens shared within a half (``kinema.models.parallel``). Every rank must call this, then make the
         same calls with the same arguments; each gets the whole video."""
         self.parallel = ParallelLayout.create(split_guidance)
-        self.transformer.set_sequence_parallel(self.parallel.sequence_group)
+        for transformer in (self.transformer, self.transformer_2):  # Wan2.2 A14B's second expert too
+            if transformer is not None:
+                transformer.set_sequence_parallel(self.parallel.sequence_group)
         return self.parallel
 
     # -- loading and saving ----------------------------------------------------------------------
 
     @property
-    def text_encoder(self) -> TextEncoder:
+    def text_encoder(self) -> TextEncoder | UMT5TextEncoder:
         if self._text_encoder is None:
-            if self.text_encoder_name == "minilm":
+            name = self.text_encoder_name
+            if name == "minilm":
                 self._text_encoder = TextEncoder.default()
+            elif (Path(name) / "text_encoder").is_dir():  # a diffusers Wan folder: its UMT5 and tokenizer
+                self._text_encoder = UMT5TextEncoder(Path(name) / "text_encoder", Path(name) / "tokenizer",
+                                                     device=self.text_encoder_device, dtype=self.text_encoder_dtype)
             else:
-                self._text_encoder = TextEncoder(self.text_encoder_name)
+                self._text_encoder = TextEncoder(name)
         return self._text_encoder
+
+    def encoded(self, encode: Callable[[Any], Any]) -> Any:
+        """``encode(text_encoder)``, then the encoder freed when ``release_text_encoder`` is set (a Wan UMT5 holds
+        several GB that sampling does not need; it loads again for the next prompt)."""
+        result = encode(self.text_encoder)
+        if self.release_text_encoder:
+            self._text_encoder = None
+        return result
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, text_encoder: TextEncoder | None = None,
+                        device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                         **_: Any) -> KinemaPipeline:
-        """Load a pipeline folder: model_index.json, transformer/, vae/. Never downloads."""
+        """Load a pipeline folder: kinema's (model_index.json, transformer/, vae/) or a diffusers Wan folder
+        (``from_wan_folder``). Never downloads."""
         folder = Path(path)
         index_file = folder / "model_index.json"
         if not folder.is_dir():
             raise KinemaError(f"model folder '{folder}' does not exist")
         if not index_file.is_file():
             raise KinemaError(f"model folder '{folder}' has no model_index.json")
+        if wan_index(folder) is not None:
+            return cls.from_wan_folder(folder, device, dtype, text_encoder)
         try:
             index = json.loads(index_file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -211,6 +257,37 @@ class KinemaPipeline(DiffusionPipeline):
             pipe.weights_sha256 = file_sha256(weights)
         return pipe
 
+    @classmethod
+    def from_wan_folder(cls, folder: Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                        text_encoder: Any = None) -> KinemaPipeline:
+        """A diffusers Wan2.1 / Wan2.2 folder (``kinema.models.wan``): its transformer(s) in ``dtype`` (default
+        bf16 on a GPU, fp32 on the CPU), its VAE in fp32 (as diffusers keeps it), the UMT5 text encoder loaded on
+        first use, the folder's scheduler, and Wan's sampling defaults for the model's kind."""
+        device = torch.device(device)
+        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        index = wan_index(folder) or {}
+        if index.get("_class_name") == "WanImageToVideoPipeline" and index.get("image_encoder", [None])[0]:
+            raise KinemaError(f"model folder '{folder}': Wan2.1 image-to-video (CLIP image encoder) is not "
+                              f"supported yet; use a text-to-video or a Wan2.2 TI2V folder")
+        transformer = wan.load_transformer(folder / "transformer", device, dtype) if (folder / "transformer").is_dir() \
+            else None
+        transformer_2 = wan.load_transformer(folder / "transformer_2", device, dtype) \
+            if index.get("transformer_2", [None])[0] and (folder / "transformer_2").is_dir() else None
+        if transformer is None:
+            raise KinemaError(f"model folder '{folder}': transformer/ is missing")
+        vae = wan.load_vae(folder / "vae", device, torch.float32)
+        scheduler = wan.load_scheduler(folder / "scheduler")
+        kind = wan.wan_kind(index, transformer, vae)
+        boundary = index.get("boundary_ratio") if transformer_2 is not None else None
+        defaults = SamplingDefaults(**wan.wan_defaults(kind, scheduler))
+        pipe = cls(transformer, vae, text_encoder, defaults, FlowConfig(), str(folder), scheduler, transformer_2,
+                   boundary)
+        pipe.text_encoder_device, pipe.text_encoder_dtype = device, dtype
+        pipe.name = f"{folder.name} ({kind})"
+        pipe.size_multiple = wan.size_multiple(vae, transformer)
+        pipe.weights_sha256 = wan.folder_sha256(folder / "transformer")
+        return pipe
+
     def save_pretrained(self, path: str | os.PathLike, **_: Any) -> None:
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
@@ -233,8 +310,8 @@ class KinemaPipeline(DiffusionPipeline):
     # -- pieces ------------------------------------------------------------------------------------
 
     def encode_text(self, prompts: list[str], negative: list[str]) -> tuple[dict, dict]:
-        tokens, mask = self.text_encoder.encode(prompts)
-        neg = [self.text_encoder.encode_cached(n) for n in negative]
+        tokens, mask, neg = self.encoded(lambda encoder: (*encoder.encode(prompts),
+                                                          [encoder.encode_cached(n) for n in negative]))
         neg_tokens, neg_mask = pad_token_batches(neg)
         both_tokens, both_masks = pad_token_batches([(tokens, mask), (neg_tokens, neg_mask)])
         tokens, neg_tokens = both_tokens.split([len(prompts), len(negative)])
@@ -299,36 +376,42 @@ class KinemaPipeline(DiffusionPipeline):
             if known_latents is not None:
                 known_latents = torch.nn.functional.pad(known_latents, pad, mode="replicate")
 
-        prepared: list = []  # (text, mask, TextContext): the text's keys and values, computed once per run
-
-        def model(x, t, text, text_mask, frame_text_index=None, cache=None):
-            if not prepared or prepared[0][0] is not text or prepared[0][1] is not text_mask:
-                context = self.transformer.prepare_text(text.to(self.transformer.dtype), text_mask)
-                prepared[:] = [(text, text_mask, context)]
-            if cache is not None and frame_text_index is not None:  # x holds the frames after the cached ones
-                frame_text_index = frame_text_index[:, cache.frames:cache.frames + x.shape[2]]
-            return self.transformer(x.to(self.transformer.dtype), t, prepared[0][2],
-                                    frame_text_index=frame_text_index, cache=cache).float()
-
         batch = latents.shape[0]
         cond = {k: v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 else v for k, v in cond.items()}
         uncond = {k: v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 else v for k, v in uncond.items()}
         layout = self.parallel
-        if layout is not None and layout.branches == 2 and guidance_scale != 1.0:  # this rank runs one pass
-            fn = guided_split(model, guidance_scale, uncond if layout.branch else cond, layout.exchange)
-        else:
-            fn = guided(model, guidance_scale, cond, uncond)
-        times = flow_schedule(steps, shift=shift, start=start)
+        split = layout is not None and layout.branches == 2 and guidance_scale != 1.0  # this rank runs one pass
+
+        def guide(transformer: VideoDiT, scale: float) -> Callable[..., torch.Tensor]:
+            if split:
+                return guided_split(velocity_of(transformer), scale, uncond if layout.branch else cond,
+                                    layout.exchange)
+            return guided(velocity_of(transformer), scale, cond, uncond)
+
+        fn = guide(self.transformer, guidance_scale)
+        if self.transformer_2 is not None and self.boundary is not None:
+            # Wan2.2 A14B: the high-noise expert above the boundary, the low-noise one below it with its own
+            # guidance (the model's pair unless a guidance was asked for, which then serves both, as in diffusers).
+            low_guidance = self.defaults.guidance_scale_2 if guidance_scale == self.defaults.guidance_scale \
+                else guidance_scale
+            fn = experts(fn, guide(self.transformer_2, low_guidance or guidance_scale), self.boundary)
         if frame_by_frame:
+            times = flow_schedule(steps, shift=shift, start=start)
             context_time = self.defaults.ar_context_noise
             noise = torch.randn(latents.shape, generator=generator) if context_time > 0 else None
             out = sample_autoregressive_cached(fn, latents, times, FrameCache(len(self.transformer.blocks)),
                                                known=known, known_latents=known_latents, callback=callback,
                                                known_time=known_time, context_time=context_time,
                                                context_noise=noise)
+        elif sampler == "scheduler":
+            if self.scheduler is None:
+                raise KinemaError("sampler 'scheduler': this model has no scheduler (choose euler or heun)")
+            out = sample_scheduler(fn, latents, self.scheduler, steps, start=start, known=known,
+                                   known_latents=known_latents, callback=callback, known_time=known_time)
         else:
-            out = SAMPLERS[sampler](fn, latents, times, known=known, known_latents=known_latents,
-                                    callback=callback, known_time=known_time)
+            times = flow_schedule(steps, shift=shift, start=start)
+            out = SAMPLERS[sampler](fn, latents, times, known=known, known_latents=known_latents, callback=callback,
+                                    known_time=known_time)
         return out[..., :h, :w]
 
     # -- the call ------------------------------------------------------------------------------------
@@ -368,7 +451,8 @@ class KinemaPipeline(DiffusionPipeline):
         mode = mode or ("image" if num_frames == 1 else "i2v" if image is not None else "t2v")
         chosen = sampling(self.defaults, num_inference_steps, guidance_scale, sampler)
         check_request(prompt, num_frames, height, width, chosen.steps, chosen.guidance, mode, strength)
-        prompts, negatives = prompt_lists(prompt, negative_prompt)
+        prompts, negatives = prompt_lists(prompt, negative_prompt, self.defaults.negative_prompt)
+        self.check_size(height, width)
         if conditioning is None:
             conditioning = conditioning_for_mode(mode, image, video, video_end)
         elif image is not None or video is not None or video_end is not None or mode in ("image", "loop", "edit"):
@@ -388,7 +472,8 @@ class KinemaPipeline(DiffusionPipeline):
         noise = torch.randn((batch, channels, latent_frames, plh, plw), generator=generator)[..., :lh, :lw]
         latents, start = noise, 1.0
         if mode == "edit":
-            latents, start = self.edit_start(video, noise, float(strength), num_frames, height, width), float(strength)
+            start = self.start_time(chosen, float(strength))
+            latents = self.edit_start(video, noise, start, num_frames, height, width)
 
         # 4. Known frames, held clean: the conditioning encoded by the VAE, or a loop's two ends.
         known = [self.encode_conditioning(item, height, width) for item in conditioning]
@@ -410,6 +495,19 @@ class KinemaPipeline(DiffusionPipeline):
         if mode == "loop":
             frames = frames[:, :num_frames]
         return KinemaPipelineOutput(frames=frames)
+
+    def check_size(self, height: int, width: int) -> None:
+        """Width and height must be whole multiples of the VAE's spatial compression (16 for Wan2.2's VAE)."""
+        multiple = self.vae.spatial_compression
+        if height % multiple or width % multiple:
+            raise KinemaError(f"size {width}x{height}: this model needs multiples of {multiple}")
+
+    def start_time(self, chosen: Sampling, strength: float) -> float:
+        """The flow time an edit of ``strength`` starts from: the strength on kinema's grids, the scheduler's first
+        time at or below it when the folder's scheduler steps."""
+        if chosen.sampler == "scheduler" and self.scheduler is not None:
+            return scheduler_start(self.scheduler, chosen.steps, strength)[1]
+        return strength
 
     def check_tokens(self, latent_frames: int, num_frames: int, height: int, width: int) -> int:
         """The patch tokens of one pass over ``latent_frames``; one-line KinemaError over MAX_TOKENS_PER_PASS."""
@@ -453,11 +551,30 @@ class KinemaPipeline(DiffusionPipeline):
         return [KnownLatents(head[:, :, :1], "start"), KnownLatents(head[:, :, 1:], "end")]
 
 
-def prompt_lists(prompt: str | list[str], negative_prompt: str | list[str] | None) -> tuple[list[str], list[str]]:
-    """The prompts of a batch and one negative prompt for each ("" when none is given)."""
+def prompt_lists(prompt: str | list[str], negative_prompt: str | list[str] | None, default_negative: str = ""
+                 ) -> tuple[list[str], list[str]]:
+    """The prompts of a batch and one negative prompt for each (``default_negative`` when none is given)."""
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    negative = negative_prompt if negative_prompt is not None else ""
+    negative = negative_prompt if negative_prompt is not None else default_negative
     negatives = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
     if len(negatives) != len(prompts):
         raise KinemaError(f"negative_prompt: got {len(negatives)} for {len(prompts)} prompts")
     return prompts, negatives
+
+
+def velocity_of(transformer: VideoDiT) -> Callable[..., torch.Tensor]:
+    """The sampler's ``model(x, t, text, text_mask, frame_text_index, cache)`` for a transformer: the text's keys
+    and values are computed once per run (the samplers pass the same text objects at every step)."""
+    prepared: list = []  # (text, mask, TextContext)
+
+    def model(x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None,
+              frame_text_index: torch.Tensor | None = None, cache: FrameCache | None = None) -> torch.Tensor:
+        if not prepared or prepared[0][0] is not text or prepared[0][1] is not text_mask:
+            context = transformer.prepare_text(text.to(transformer.dtype), text_mask)
+            prepared[:] = [(text, text_mask, context)]
+        if cache is not None and frame_text_index is not None:  # x holds the frames after the cached ones
+            frame_text_index = frame_text_index[:, cache.frames:cache.frames + x.shape[2]]
+        return transformer(x.to(transformer.dtype), t, prepared[0][2], frame_text_index=frame_text_index,
+                           cache=cache).float()
+
+    return model

@@ -1,0 +1,127 @@
+"""Random-weight diffusers Wan folders, written with diffusers' and transformers' own classes and ``save_pretrained``
+(nothing downloads): the tests' and the benchmarks' stand-ins for the folders users download.
+
+    make_wan_folder(path, "wan2.1")   # WanPipeline: transformer, Wan2.1 VAE, UMT5, tokenizer, UniPC scheduler
+    make_wan_folder(path, "wan2.2-ti2v")   # Wan2.2 TI2V-5B layout: 48-channel residual VAE, expand_timesteps
+    make_wan_folder(path, "wan2.2-a14b")   # two experts (transformer, transformer_2) and a boundary_ratio
+
+``TINY`` holds the tiny dims; ``WAN21_1_3B`` the real Wan2.1-T2V-1.3B transformer dims (give ``num_layers``).
+The tokenizer is a word-level ``tokenizers`` model over a small vocabulary, saved as ``tokenizer.json``, with
+UMT5's pad (0), eos (1) and unk (2) ids and an eos after every prompt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Wide enough for a token's latent values (16 channels x 2 x 2 patch = 64; VideoDiT refuses narrower), small otherwise.
+TINY = dict(num_attention_heads=2, attention_head_dim=48, ffn_dim=64, num_layers=2, text_dim=32, freq_dim=32)
+TINY_TI2V = {**TINY, "num_attention_heads": 4}  # 48 channels x 2 x 2 = 192 values a token
+WAN21_1_3B = dict(num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, num_layers=30, text_dim=4096,
+                  freq_dim=256)
+WAN22_5B = dict(num_attention_heads=24, attention_head_dim=128, ffn_dim=14336, num_layers=30, text_dim=4096,
+                freq_dim=256)
+WORDS = ("a red ball is thrown to the right and bounces on sand blue box slides left snow cat walks beach "
+         "green tree sky over under fast slow camera pans").split()
+SHIFTS = {"wan2.1": 3.0, "wan2.2-ti2v": 5.0, "wan2.2-a14b": 12.0}
+
+
+def tokenizer(vocab_words: tuple[str, ...] = tuple(WORDS)):
+    """A fast tokenizer with UMT5's special ids: <pad> 0, </s> 1, <unk> 2; every text ends with </s>."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(dict.fromkeys(vocab_words))}}
+    model = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    model.pre_tokenizer = pre_tokenizers.Whitespace()
+    model.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=model, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def text_encoder(d_model: int, vocab: int, seed: int = 2):
+    """A small random UMT5 encoder whose states have ``d_model`` values (the transformer's text_dim)."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(seed)
+    config = UMT5Config(vocab_size=vocab, d_model=d_model, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+                        relative_attention_num_buckets=8, relative_attention_max_distance=16, pad_token_id=0,
+                        eos_token_id=1, decoder_start_token_id=0)
+    return UMT5EncoderModel(config).eval()
+
+
+def transformer(dims: dict[str, Any], in_channels: int = 16, seed: int = 0):
+    """diffusers' WanTransformer3DModel with random weights of scale 0.05 (not its zero-ish init, so that every
+    block changes the output)."""
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(seed)
+    model = WanTransformer3DModel(patch_size=(1, 2, 2), in_channels=in_channels, out_channels=in_channels,
+                                  cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, **dims)
+    with torch.no_grad():
+        for tensor in model.parameters():
+            tensor.normal_(0.0, 0.05)
+    return model.eval()
+
+
+def vae(kind: str, seed: int = 1):
+    """diffusers' AutoencoderKLWan: the Wan2.1 layout (16 channels, 8x) or Wan2.2's (48 channels, residual,
+    2x2 patches, 16x), small widths."""
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(seed)
+    if kind == "wan2.2-ti2v":
+        model = AutoencoderKLWan(base_dim=8, decoder_base_dim=8, z_dim=48, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                                 temperal_downsample=[False, True, True], is_residual=True, in_channels=12,
+                                 out_channels=12, patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4,
+                                 latents_mean=[0.1 * (i % 5) for i in range(48)],
+                                 latents_std=[1.0 + 0.1 * (i % 3) for i in range(48)])
+    else:
+        model = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                                 temperal_downsample=[False, True, True])
+    with torch.no_grad():  # weights of one scale, so that the decoded frames are not all one colour
+        for name, tensor in model.named_parameters():
+            if tensor.ndim > 1:
+                tensor.normal_(0.0, 0.15)
+    return model.eval()
+
+
+def scheduler(shift: float):
+    """Wan's scheduler as its diffusers folders ship it: UniPC on flow sigmas."""
+    from diffusers import UniPCMultistepScheduler
+
+    return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift,
+                                   num_train_timesteps=1000)
+
+
+def wan_pipeline(kind: str = "wan2.1", dims: dict[str, Any] | None = None):
+    """A diffusers WanPipeline of random weights: ``kind`` is wan2.1, wan2.2-ti2v or wan2.2-a14b."""
+    from diffusers import WanPipeline
+
+    dims = dims or (TINY_TI2V if kind == "wan2.2-ti2v" else TINY)
+    channels = 48 if kind == "wan2.2-ti2v" else 16
+    tokens = tokenizer()
+    encoder = text_encoder(dims["text_dim"], len(tokens))
+    second = transformer(dims, channels, seed=3) if kind == "wan2.2-a14b" else None
+    return WanPipeline(tokenizer=tokens, text_encoder=encoder, vae=vae(kind), scheduler=scheduler(SHIFTS[kind]),
+                       transformer=transformer(dims, channels), transformer_2=second,
+                       boundary_ratio=0.875 if kind == "wan2.2-a14b" else None,
+                       expand_timesteps=kind == "wan2.2-ti2v")
+
+
+def make_wan_folder(path: Path, kind: str = "wan2.1", dims: dict[str, Any] | None = None,
+                    max_shard_size: str | None = None):
+    """Write a random-weight Wan folder with ``save_pretrained``; ``max_shard_size`` (e.g. "20KB") shards the
+    transformer. Returns the diffusers pipeline that wrote it."""
+    pipe = wan_pipeline(kind, dims)
+    pipe.save_pretrained(path)
+    if max_shard_size is not None:
+        for name in ("transformer", "transformer_2"):
+            model = getattr(pipe, name)
+            if model is not None:
+                for old in (Path(path) / name).glob("*.safetensors"):
+                    old.unlink()
+                model.save_pretrained(Path(path) / name, max_shard_size=max_shard_size)
+    return pipe
