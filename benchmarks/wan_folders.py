@@ -24,8 +24,9 @@ WAN21_1_3B = dict(num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, 
                   freq_dim=256)
 WAN22_5B = dict(num_attention_heads=24, attention_head_dim=128, ffn_dim=14336, num_layers=30, text_dim=4096,
                 freq_dim=256)
-WORDS = ("a red ball is thrown to the right and bounces on sand blue box slides left snow cat walks beach "
-         "green tree sky over under fast slow camera pans").split()
+WORDS = ("a", "red", "ball", "is", "thrown", "to", "the", "right", "and", "bounces", "on", "sand", "blue",
+         "box", "slides", "left", "snow", "cat", "walks", "beach", "green", "tree", "sky", "over", "under",
+         "fast", "slow", "camera", "pans")
 SHIFTS = {"wan2.1": 3.0, "wan2.2-ti2v": 5.0, "wan2.2-a14b": 12.0}
 
 
@@ -82,7 +83,7 @@ def vae(kind: str, seed: int = 1):
         model = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
                                  temperal_downsample=[False, True, True])
     with torch.no_grad():  # weights of one scale, so that the decoded frames are not all one colour
-        for name, tensor in model.named_parameters():
+        for tensor in model.parameters():
             if tensor.ndim > 1:
                 tensor.normal_(0.0, 0.15)
     return model.eval()

@@ -231,6 +231,9 @@ class KinemaPipeline(DiffusionPipeline):
             raise KinemaError(f"model folder '{folder}': model_index.json is not valid JSON ({e})") from None
         if not isinstance(index, dict):
             raise KinemaError(f"model folder '{folder}': model_index.json must be an object")
+        if index.get("_class_name", "KinemaPipeline") != "KinemaPipeline":
+            raise KinemaError(f"model folder '{folder}': model_index.json names {index.get('_class_name')!r}; kinema "
+                              f"loads its own folders and diffusers Wan folders ({', '.join(wan.WAN_PIPELINES)})")
         try:
             transformer = VideoDiT.from_pretrained(folder / "transformer", local_files_only=True)
         except KinemaError:

@@ -1,0 +1,158 @@
+"""diffusers Wan folders in kinema: random-weight folders written with diffusers' own classes
+(``benchmarks/wan_folders.py``) load into kinema and give diffusers' frames for the same seed, steps and guidance."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kinema.errors import KinemaError
+from kinema.inference.pipeline import KinemaPipeline
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import wan_folders
+
+PROMPT = "a red ball is thrown to the right"
+
+
+def uint8(frames: np.ndarray) -> np.ndarray:
+    """diffusers' float frames in [0, 1] as kinema's uint8."""
+    return (frames * 255.0).round().clip(0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """{kind: (folder, the diffusers pipeline that wrote it)}; the Wan2.1 transformer in shards with an index."""
+    root = tmp_path_factory.mktemp("wan")
+    made = {}
+    for kind in ("wan2.1", "wan2.2-ti2v", "wan2.2-a14b"):
+        shards = "60KB" if kind == "wan2.1" else None
+        made[kind] = (root / kind, wan_folders.make_wan_folder(root / kind, kind, max_shard_size=shards))
+    return made
+
+
+def both(pipe: KinemaPipeline, reference, **call) -> tuple[np.ndarray, np.ndarray]:
+    """kinema's and diffusers' frames (uint8) for the same call and seed."""
+    ours = pipe(PROMPT, generator=torch.Generator().manual_seed(0), **call).frames
+    theirs = reference(PROMPT, negative_prompt=pipe.defaults.negative_prompt, output_type="np",
+                       generator=torch.Generator().manual_seed(0), **call).frames
+    return ours, uint8(theirs)
+
+
+@pytest.mark.parametrize("kind, size", [("wan2.1", (32, 48)), ("wan2.2-ti2v", (32, 64)), ("wan2.2-a14b", (32, 48))])
+def test_text_to_video_equals_wan_pipeline(folders, kind, size):
+    folder, reference = folders[kind]
+    pipe = KinemaPipeline.from_pretrained(folder)
+    ours, theirs = both(pipe, reference, num_frames=9, height=size[0], width=size[1], num_inference_steps=2,
+                        guidance_scale=5.0)
+    assert ours.shape == theirs.shape == (1, 9, *size, 3)
+    assert ours.std() > 5  # a picture, not a flat field
+    assert np.abs(ours.astype(int) - theirs).max() <= 1
+
+
+def test_a14b_switches_to_the_low_noise_expert_at_the_boundary(folders):
+    folder, reference = folders["wan2.2-a14b"]
+    pipe = KinemaPipeline.from_pretrained(folder)
+    assert pipe.boundary == 0.875 and pipe.transformer_2 is not None
+    call = dict(num_frames=5, height=32, width=32, num_inference_steps=4)
+    ours = pipe(PROMPT, generator=torch.Generator().manual_seed(0), **call).frames  # the model's guidance pair (4, 3)
+    theirs = uint8(reference(PROMPT, negative_prompt=pipe.defaults.negative_prompt, guidance_scale=4.0,
+                             guidance_scale_2=3.0, output_type="np", generator=torch.Generator().manual_seed(0),
+                             **call).frames)
+    assert np.abs(ours.astype(int) - theirs).max() <= 1
+    used = []
+    for name in ("transformer", "transformer_2"):
+        getattr(pipe, name).register_forward_hook(lambda *_, name=name: used.append(name))
+    pipe(PROMPT, generator=torch.Generator().manual_seed(0), **call)
+    # shift 12 puts 3 of the 4 steps above 0.875; each step is one batched (cond, uncond) pass
+    assert used == ["transformer"] * 3 + ["transformer_2"]
+
+
+def test_ti2v_image_to_video_equals_wan_image_to_video_pipeline(folders, monkeypatch):
+    """Wan2.2 TI2V makes image to video as kinema makes every mode: the image's latent frame held clean at flow
+    time 0 (diffusers' expand_timesteps)."""
+    from types import SimpleNamespace
+
+    from diffusers import WanImageToVideoPipeline
+    from diffusers.pipelines.wan import pipeline_wan_i2v
+    from PIL import Image
+
+    # diffusers' I2V prompt cleaning calls ftfy even where it is not installed; kinema skips it there
+    monkeypatch.setattr(pipeline_wan_i2v, "ftfy", SimpleNamespace(fix_text=lambda text: text), raising=False)
+
+    folder, reference = folders["wan2.2-ti2v"]
+    i2v = WanImageToVideoPipeline(tokenizer=reference.tokenizer, text_encoder=reference.text_encoder,
+                                  vae=reference.vae, scheduler=reference.scheduler, transformer=reference.transformer,
+                                  expand_timesteps=True)
+    image = np.random.default_rng(0).integers(0, 256, (32, 64, 3), dtype=np.uint8)
+    pipe = KinemaPipeline.from_pretrained(folder)
+    call = dict(num_frames=9, height=32, width=64, num_inference_steps=2, guidance_scale=5.0)
+    ours = pipe(PROMPT, image=image, generator=torch.Generator().manual_seed(0), **call).frames
+    theirs = uint8(i2v(image=Image.fromarray(image), prompt=PROMPT, negative_prompt=pipe.defaults.negative_prompt,
+                       output_type="np", generator=torch.Generator().manual_seed(0), **call).frames)
+    assert np.abs(ours.astype(int) - theirs).max() <= 1
+
+
+def test_real_wan21_width_with_one_block(tmp_path):
+    """The transformer at Wan2.1-T2V-1.3B's real width (12 heads x 128, FFN 8960, UMT5's 4096-d text), one block:
+    catches dimension mistakes the tiny configs cannot."""
+    dims = {**wan_folders.WAN21_1_3B, "num_layers": 1}
+    reference = wan_folders.make_wan_folder(tmp_path / "w", "wan2.1", dims=dims)
+    pipe = KinemaPipeline.from_pretrained(tmp_path / "w")
+    assert pipe.transformer.config.num_attention_heads * pipe.transformer.config.attention_head_dim == 1536
+    ours, theirs = both(pipe, reference, num_frames=5, height=32, width=32, num_inference_steps=1, guidance_scale=5.0)
+    assert np.abs(ours.astype(int) - theirs).max() <= 1
+
+
+def test_wan_defaults_come_from_the_folder(folders):
+    pipe = KinemaPipeline.from_pretrained(folders["wan2.1"][0])
+    assert (pipe.defaults.fps, pipe.defaults.shift, pipe.defaults.sampler) == (16.0, 3.0, "scheduler")
+    assert not pipe.defaults.expand and pipe.defaults.negative_prompt.startswith("色调艳丽")
+    ti2v = KinemaPipeline.from_pretrained(folders["wan2.2-ti2v"][0])
+    assert (ti2v.defaults.fps, ti2v.defaults.shift, ti2v.vae.spatial_compression) == (24.0, 5.0, 16)
+    a14b = KinemaPipeline.from_pretrained(folders["wan2.2-a14b"][0])
+    assert (a14b.defaults.guidance_scale, a14b.defaults.guidance_scale_2) == (4.0, 3.0)
+    with pytest.raises(KinemaError, match="multiples of 16"):
+        ti2v(PROMPT, num_frames=5, height=40, width=32, num_inference_steps=1)
+
+
+def test_weights_load_in_the_asked_dtype(folders):
+    pipe = KinemaPipeline.from_pretrained(folders["wan2.1"][0], dtype=torch.bfloat16)
+    assert pipe.transformer.dtype == torch.bfloat16 and pipe.vae.dtype == torch.float32  # the VAE stays fp32
+    assert all(p.device.type == "cpu" for p in pipe.transformer.parameters())
+
+
+def test_broken_wan_folders_give_one_line_errors(folders, tmp_path):
+    import shutil
+
+    source = folders["wan2.1"][0]
+    missing = tmp_path / "missing"
+    shutil.copytree(source, missing)
+    next((missing / "transformer").glob("*-00002-of-*.safetensors")).unlink()
+    with pytest.raises(KinemaError, match=r"shard .* is missing"):
+        KinemaPipeline.from_pretrained(missing)
+
+    mismatch = tmp_path / "mismatch"
+    shutil.copytree(source, mismatch)
+    config = json.loads((mismatch / "transformer" / "config.json").read_text())
+    (mismatch / "transformer" / "config.json").write_text(json.dumps({**config, "ffn_dim": 48}))
+    with pytest.raises(KinemaError, match="shape mismatch"):
+        KinemaPipeline.from_pretrained(mismatch)
+
+    other = tmp_path / "other"
+    shutil.copytree(source, other)
+    (other / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    with pytest.raises(KinemaError, match="names 'StableDiffusionPipeline'"):
+        KinemaPipeline.from_pretrained(other)
+
+    truncated = tmp_path / "truncated"
+    shutil.copytree(source, truncated)
+    shard = next((truncated / "transformer").glob("*-00001-of-*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(KinemaError, match="truncated or corrupt"):
+        KinemaPipeline.from_pretrained(truncated)
