@@ -156,3 +156,91 @@ def test_broken_wan_folders_give_one_line_errors(folders, tmp_path):
     shard.write_bytes(shard.read_bytes()[:100])
     with pytest.raises(KinemaError, match="truncated or corrupt"):
         KinemaPipeline.from_pretrained(truncated)
+
+
+def peft_lora(reference, folder: Path, seed: int = 5) -> Path:
+    """A LoRA made with peft on the diffusers transformer (random A and B) and written by diffusers'
+    ``save_lora_weights``, with its adapter config (r 4, alpha 8: scale 2) in the metadata."""
+    from diffusers import WanPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                        target_modules=["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"])
+    reference.transformer.add_adapter(config, adapter_name="test")
+    state = get_peft_model_state_dict(reference.transformer, adapter_name="test")
+    state = {key: value * 20 if "lora_B" in key else value for key, value in state.items()}  # a visible change
+    reference.transformer.delete_adapters("test")
+    WanPipeline.save_lora_weights(folder, transformer_lora_layers=state,
+                                  transformer_lora_adapter_metadata=config.to_dict())
+    return folder / "pytorch_lora_weights.safetensors"
+
+
+def test_a_peft_lora_gives_diffusers_frames(folders, tmp_path):
+    from diffusers import WanPipeline
+
+    folder, _ = folders["wan2.1"]
+    reference = WanPipeline.from_pretrained(folder)
+    lora = peft_lora(reference, tmp_path)
+    reference.load_lora_weights(lora, adapter_name="test")
+    reference.set_adapters(["test"], [0.7])
+    pipe = KinemaPipeline.from_pretrained(folder)
+    call = dict(num_frames=5, height=32, width=32, num_inference_steps=2, guidance_scale=5.0)
+    plain = pipe(PROMPT, generator=torch.Generator().manual_seed(0), **call).frames
+    with pipe.loras([(str(lora), 0.7)]):
+        ours, theirs = both(pipe, reference, **call)
+    assert np.abs(ours.astype(int) - plain).max() > 10  # the LoRA changes the video
+    assert np.abs(ours.astype(int) - theirs).max() <= 1
+    # taken off exactly: the weights were never changed
+    assert np.array_equal(pipe(PROMPT, generator=torch.Generator().manual_seed(0), **call).frames, plain)
+
+
+def test_community_lora_format_reads_like_the_diffusers_one(folders, tmp_path):
+    """Original Wan names (diffusion_model.blocks.N.self_attn.q, ffn.0, with .alpha), as diffusers converts them."""
+    from kinema.models.lora import read_lora
+
+    lora = peft_lora(folders["wan2.1"][1], tmp_path)
+    ours = read_lora(lora)
+    from safetensors.torch import load_file, save_file
+
+    names = {"attn1.to_q": "self_attn.q", "attn1.to_k": "self_attn.k", "attn1.to_v": "self_attn.v",
+             "attn1.to_out.0": "self_attn.o", "attn2.to_q": "cross_attn.q", "attn2.to_k": "cross_attn.k",
+             "attn2.to_v": "cross_attn.v", "attn2.to_out.0": "cross_attn.o", "ffn.net.0.proj": "ffn.0",
+             "ffn.net.2": "ffn.2"}
+    community = {}
+    for key, value in load_file(lora).items():
+        key = key.removeprefix("transformer.")
+        for new, old in names.items():
+            key = key.replace(f".{new}.", f".{old}.")
+        community[f"diffusion_model.{key}"] = value
+        if key.endswith("lora_A.weight"):  # alpha 8 at rank 4: the same scale 2 as the adapter config
+            community[f"diffusion_model.{key.removesuffix('.lora_A.weight')}.alpha"] = torch.tensor(8.0)
+    save_file(community, tmp_path / "community.safetensors")
+    theirs = read_lora(tmp_path / "community.safetensors")
+    assert ours.keys() == theirs.keys() and len(ours) == 2 * 10
+    for name, layer in ours.items():  # diffusers folds alpha / rank into the weights
+        assert torch.allclose(layer.scale * layer.up @ layer.down, theirs[name].scale * theirs[name].up @
+                              theirs[name].down, atol=1e-6)
+
+
+def test_bad_loras_give_one_line_errors(folders, tmp_path):
+    from kinema.models.lora import parse_lora_spec
+
+    pipe = KinemaPipeline.from_pretrained(folders["wan2.1"][0])
+    assert parse_lora_spec("style.safetensors:0.5") == ("style.safetensors", 0.5)
+    assert parse_lora_spec("c:/x/style.safetensors") == ("c:/x/style.safetensors", 1.0)
+    with pytest.raises(KinemaError, match="does not exist"):
+        pipe.load_lora_weights(tmp_path / "none.safetensors")
+    with pytest.raises(KinemaError, match=r"only \.safetensors"):
+        pipe.load_lora_weights(tmp_path / "x.bin")
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(KinemaError, match="not a readable safetensors"):
+        pipe.load_lora_weights(tmp_path / "bad.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"transformer.blocks.0.attn1.to_q.lora_A.weight": torch.zeros(4, 7),
+               "transformer.blocks.0.attn1.to_q.lora_B.weight": torch.zeros(96, 4)}, tmp_path / "wide.safetensors")
+    with pytest.raises(KinemaError, match="do not fit"):
+        pipe.load_lora_weights(tmp_path / "wide.safetensors")
+    assert pipe._lora_hooks == []

@@ -9,9 +9,10 @@ denoise, decode), and ``denoise``, the loop every pass ends in, reads top to bot
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,6 +41,7 @@ from kinema.inference.settings import Sampling, sampling
 from kinema.media import resize_crop
 from kinema.models import wan
 from kinema.models.dit import FrameCache, VideoDiT
+from kinema.models.lora import apply_lora, read_lora
 from kinema.models.parallel import ParallelLayout
 from kinema.models.text import TextEncoder, UMT5TextEncoder, pad_token_batches
 from kinema.models.vae import VideoVAE
@@ -169,6 +171,7 @@ class KinemaPipeline(DiffusionPipeline):
         self.text_encoder_device: str | torch.device = "cpu"
         self.text_encoder_dtype = torch.float32
         self.size_multiple = 8  # width and height are multiples of this (a Wan model: VAE compression x patch)
+        self._lora_hooks: list = []
         self._text_encoder = text_encoder
         self.text_encoder_name = text_encoder_name
         self.defaults = defaults or SamplingDefaults()
@@ -290,6 +293,32 @@ class KinemaPipeline(DiffusionPipeline):
         pipe.size_multiple = wan.size_multiple(vae, transformer)
         pipe.weights_sha256 = wan.folder_sha256(folder / "transformer")
         return pipe
+
+    # -- LoRAs ---------------------------------------------------------------------------------------
+
+    def load_lora_weights(self, path: str | os.PathLike, scale: float = 1.0) -> None:
+        """Apply a LoRA file (``kinema.models.lora``: diffusers/PEFT or a community format) to the transformer, and
+        to Wan2.2's low-noise expert too, until ``unload_lora_weights``."""
+        layers = read_lora(path)
+        for transformer in (self.transformer, self.transformer_2):
+            if transformer is not None:
+                self._lora_hooks += apply_lora(transformer, layers, scale)
+
+    def unload_lora_weights(self) -> None:
+        """Take every LoRA off (exactly: a LoRA never changes the weights)."""
+        for handle in self._lora_hooks:
+            handle.remove()
+        self._lora_hooks = []
+
+    @contextlib.contextmanager
+    def loras(self, specs: Sequence[tuple[str, float]]) -> Iterator[None]:
+        """The LoRAs ``(file, scale)`` applied for the duration of a block (one generation), then taken off."""
+        try:
+            for path, scale in specs:
+                self.load_lora_weights(path, scale)
+            yield
+        finally:
+            self.unload_lora_weights()
 
     def save_pretrained(self, path: str | os.PathLike, **_: Any) -> None:
         folder = Path(path)
