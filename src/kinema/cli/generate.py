@@ -28,7 +28,9 @@ def generate(
     seconds: Annotated[float, typer.Option(
         help="Length in seconds (for --extend/--connect: seconds added).")] = DEFAULT_SECONDS,
     frames: Annotated[int | None, typer.Option(help="Exact frame count (1 + 4k); overrides --seconds.")] = None,
-    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT, multiples of 8 (any aspect ratio).")] = DEFAULT_SIZE,
+    size: Annotated[str | None, typer.Option(help=f"WIDTHxHEIGHT, multiples of 8 (any aspect ratio; default: the "
+                                                  f"model's, {DEFAULT_SIZE} for kinema-tiny, 832x480 for Wan2.1).")
+                    ] = None,
     fps: Annotated[float | None, typer.Option(help="Frames per second (default: the model's).")] = None,
     steps: Annotated[int | None, typer.Option(help="Sampling steps (default: the model's).")] = None,
     guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
@@ -60,9 +62,21 @@ def generate(
     anchor: Annotated[float | None, typer.Option(
         help="Long videos: strength in [0, 1] with which each later pass keeps the levels and contrast of its "
              "shot's opening (0: off).")] = None,
-    expand: Annotated[bool, typer.Option(
+    expand: Annotated[bool | None, typer.Option(
         "--expand/--no-expand", help="Expand the prompt into the caption style the model was trained on "
-                                     "(printed and stored in the metadata).")] = True,
+                                     "(printed and stored in the metadata; default: on for models trained on the "
+                                     "world's captions, off for Wan).")] = None,
+    expand_with: Annotated[str | None, typer.Option(
+        help="Extend the prompt with this OpenAI-compatible chat endpoint (a local llama.cpp, vLLM or Ollama "
+             "server, e.g. http://127.0.0.1:8080/v1); on a timeout or a bad answer the prompt is used as written.")
+                           ] = None,
+    lora: Annotated[list[str] | None, typer.Option(
+        help="A LoRA file (.safetensors, diffusers/PEFT or a community Wan format) as FILE or FILE:SCALE; "
+             "repeat for more.")] = None,
+    device: Annotated[str, typer.Option(help="Where a Wan model runs: cpu, cuda or cuda:N.")] = "cpu",
+    dtype: Annotated[str | None, typer.Option(
+        help="A Wan transformer's dtype: float32, bfloat16 or float16 (default: bfloat16 on a GPU, float32 on "
+             "the CPU; the VAE stays float32).")] = None,
     split_guidance: Annotated[bool, typer.Option(
         "--split-guidance/--no-split-guidance", help="Under torchrun: guidance's two passes on two halves of the "
                                                      "ranks (an even number), or every rank on every pass.")] = True,
@@ -76,7 +90,8 @@ def generate(
                     extend=str(extend) if extend else None, direction=direction, loop=loop,
                     connect=[str(c) for c in connect] if connect else [], edit=str(edit) if edit else None,
                     strength=strength, sampler=sampler, window=window, context=context,
-                    context_noise=context_noise, anchor=anchor, expand=expand)
+                    context_noise=context_noise, anchor=anchor, expand=expand, expand_with=expand_with,
+                    loras=list(lora or []))
     if storyboard is not None or shot:
         if prompts is not None:
             raise KinemaError("--storyboard/--shot make one video; they cannot be combined with --prompts")
@@ -85,7 +100,7 @@ def generate(
     requests = requests_for(prompt, output, prompts, out_dir, settings)
     for request in requests:
         validate(request)  # every request is checked before the model is loaded
-    pipe = load_pipeline(model)
+    pipe = load_pipeline(model, device, dtype, release_text_encoder=True)
     with parallel_ranks(pipe, split_guidance) as rank:
         if rank == 0:
             run_all(pipe, requests)

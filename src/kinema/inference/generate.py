@@ -14,30 +14,74 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kinema.errors import KinemaError
 from kinema.frames import MAX_FRAMES, is_windowed, latent_count, latent_length, output_frames
 from kinema.inference.request import Plan, Request, validate
-from kinema.inference.settings import Sampling, Windows, request_sampling, request_windows
+from kinema.inference.settings import Sampling, Windows, expands, model_size, request_sampling, request_windows
 
 if TYPE_CHECKING:
     from kinema.inference.pipeline import KinemaPipeline
 
 
-def load_pipeline(model: str | Path | None = None) -> KinemaPipeline:
+def load_pipeline(model: str | Path | None = None, device: str = "cpu", dtype: str | None = None,
+                  release_text_encoder: bool = False) -> KinemaPipeline:
     """A KinemaPipeline from a model folder or the name of a packaged model (``kinema.weights.find_model``);
-    None: the default model."""
+    None: the default model. ``device`` and ``dtype`` place a diffusers Wan folder's transformer(s) (its VAE stays
+    fp32); ``release_text_encoder`` frees the text encoder after each encoding (one-shot commands: a Wan UMT5 is
+    several GB that sampling does not need)."""
     from kinema.inference.pipeline import KinemaPipeline
     from kinema.weights import find_model
 
-    return KinemaPipeline.from_pretrained(find_model(model))
+    pipe = KinemaPipeline.from_pretrained(find_model(model), device=check_device(device), dtype=torch_dtype(dtype))
+    pipe.release_text_encoder = release_text_encoder
+    return pipe
 
 
-def expanded_prompt(request: Request, frames: int, fps: float, log=None) -> tuple[str, str | None]:
-    """(the prompt the model sees, the expansion or None). See kinema.inference.expand."""
-    if not request.expand or request.storyboard is not None:
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def torch_dtype(name: str | None):
+    """A dtype named on the command line (None: the model's default)."""
+    import torch
+
+    if name is None:
+        return None
+    if name not in DTYPES:
+        raise KinemaError(f"dtype '{name}': choose {', '.join(DTYPES)}")
+    return getattr(torch, name)
+
+
+def check_device(device: str) -> str:
+    """cpu, cuda or cuda:N, and only a GPU that is there; one-line KinemaError otherwise."""
+    import re
+
+    import torch
+
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise KinemaError(f"device '{device}': choose cpu, cuda or cuda:N")
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise KinemaError(f"device '{device}': no such CUDA GPU here (run on the CPU with --device cpu)")
+    return device
+
+
+def expanded_prompt(pipe, request: Request, frames: int, fps: float, log=None) -> tuple[str, str | None]:
+    """(the prompt the model sees, the expansion or None): extended by the chat endpoint of ``expand_with``
+    (kinema.inference.chat), else expanded with the world (kinema.inference.expand) when the request or, by default,
+    the model asks for it."""
+    if request.storyboard is not None:
         return request.prompt, None
-    from kinema.inference.expand import expand_prompt
+    if request.expand_with is not None:
+        from kinema.inference.chat import extend_prompt
 
-    expanded = expand_prompt(request.prompt, seed=request.seed, seconds=max(frames - 1, 0) / fps, fps=fps)
+        expanded = extend_prompt(request.prompt, request.expand_with, warn=log)
+    elif expands(pipe, request):
+        from kinema.inference.expand import expand_prompt
+
+        expanded = expand_prompt(request.prompt, seed=request.seed, seconds=max(frames - 1, 0) / fps, fps=fps)
+    else:
+        return request.prompt, None
     if expanded is not None and log is not None:
         log(f"expanded prompt: {expanded}")
     return (expanded or request.prompt), expanded
@@ -50,7 +94,7 @@ def run(pipe, request: Request, progress=None, log=None) -> Path:
 
     from kinema.media import read_image, write_image, write_video
 
-    plan = validate(request, pipe.defaults.fps)
+    plan = validate(request, pipe.defaults.fps, model_size(pipe))
     chosen, windows = request_sampling(pipe.defaults, request), request_windows(pipe.defaults, request)
     videos = read_videos(request, plan.mode)
     if videos:  # the modes that keep input video make the input plus what they add
@@ -68,18 +112,26 @@ def run(pipe, request: Request, progress=None, log=None) -> Path:
     if plan.mode == "edit":
         inputs["strength"] = request.strength
     generator = torch.Generator().manual_seed(request.seed)
-    prompt, expanded = expanded_prompt(request, plan.frames, plan.fps, log)
-    result = pipe(prompt, num_frames=plan.frames, height=plan.height, width=plan.width,
-                  num_inference_steps=chosen.steps, guidance_scale=chosen.guidance, generator=generator,
-                  negative_prompt=request.negative_prompt, mode=plan.mode, sampler=chosen.sampler,
-                  callback=progress, **inputs)
+    prompt, expanded = expanded_prompt(pipe, request, plan.frames, plan.fps, log)
+    with pipe.loras(lora_specs(request)):
+        result = pipe(prompt, num_frames=plan.frames, height=plan.height, width=plan.width,
+                      num_inference_steps=chosen.steps, guidance_scale=chosen.guidance, generator=generator,
+                      negative_prompt=request.negative_prompt, mode=plan.mode, sampler=chosen.sampler,
+                      callback=progress, **inputs)
     frames_out: np.ndarray = result.frames[0]
-    metadata = _metadata(pipe, request, plan._replace(frames=len(frames_out)), chosen, expand=request.expand,
+    metadata = _metadata(pipe, request, plan._replace(frames=len(frames_out)), chosen, expand=expands(pipe, request),
                          expanded_prompt=expanded)
     output = Path(request.output)
     if plan.mode == "image":
         return write_image(output, frames_out[0], metadata=metadata)
     return write_video(output, frames_out, plan.fps, metadata=metadata)
+
+
+def lora_specs(request: Request) -> list[tuple[str, float]]:
+    """A request's LoRAs as (file, scale)."""
+    from kinema.models.lora import parse_lora_spec
+
+    return [parse_lora_spec(spec) for spec in request.loras]
 
 
 def read_videos(request: Request, mode: str) -> list[np.ndarray]:
@@ -98,7 +150,8 @@ def _metadata(pipe, request: Request, plan: Plan, chosen: Sampling, **extra) -> 
         "prompt": request.prompt, "negative_prompt": request.negative_prompt, "mode": plan.mode, "seed": request.seed,
         "steps": chosen.steps, "guidance": chosen.guidance, "sampler": chosen.sampler,
         "size": f"{plan.width}x{plan.height}", "fps": plan.fps, "frames": plan.frames, "model": pipe.name,
-        "model_sha256": pipe.weights_sha256, **extra,
+        "model_sha256": pipe.weights_sha256, "loras": list(request.loras), "expand_with": request.expand_with,
+        **extra,
         "inputs": {k: v for k, v in asdict(request).items() if k in ("image", "extend", "connect", "edit") and v},
     }
 
@@ -121,15 +174,17 @@ def _run_long(pipe, request: Request, plan: Plan, chosen: Sampling, windows: Win
         texts = board.shot_texts()
         _, shot_starts = board.frame_plan(plan.fps)
     else:
-        prompt, expanded = expanded_prompt(request, plan.frames, plan.fps, log)
+        prompt, expanded = expanded_prompt(pipe, request, plan.frames, plan.fps, log)
         texts, shot_starts = [prompt], [0]
     image = read_image(request.image) if plan.mode == "i2v" else None
     generator = torch.Generator().manual_seed(request.seed)
-    frames_out = longvideo.generate_long(
-        pipe, texts, plan.frames, plan.height, plan.width, shot_starts=shot_starts, num_inference_steps=chosen.steps,
-        guidance_scale=chosen.guidance, generator=generator, negative_prompt=request.negative_prompt, image=image,
-        video=video, sampler=chosen.sampler, callback=progress, **windows.as_dict())
+    with pipe.loras(lora_specs(request)):
+        frames_out = longvideo.generate_long(
+            pipe, texts, plan.frames, plan.height, plan.width, shot_starts=shot_starts,
+            num_inference_steps=chosen.steps, guidance_scale=chosen.guidance, generator=generator,
+            negative_prompt=request.negative_prompt, image=image, video=video, sampler=chosen.sampler,
+            callback=progress, **windows.as_dict())
     metadata = _metadata(pipe, request, plan._replace(frames=len(frames_out)), chosen,
-                         expand=request.expand and board is None, expanded_prompt=expanded, **windows.as_dict(),
+                         expand=expands(pipe, request) and board is None, expanded_prompt=expanded, **windows.as_dict(),
                          storyboard=board.to_dict() if board else None, shot_texts=texts, shot_starts=shot_starts)
     return write_video(Path(request.output), frames_out, plan.fps, metadata=metadata)

@@ -355,13 +355,14 @@ class KinemaPipeline(DiffusionPipeline):
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """(1, 3, F, H, W) in [-1, 1] -> normalized latents (1, C, F', H', W') (posterior mean)."""
         chunk = 32 if video.shape[2] > 64 else None
-        latents = self.vae.encode(video.to(self.vae.dtype), chunk_frames=chunk).mode()
-        return self.vae.normalize_latents(latents)
+        latents = self.vae.encode(video.to(self.vae.device, self.vae.dtype), chunk_frames=chunk).mode()
+        return self.vae.normalize_latents(latents).cpu()
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
         chunk = 32 if latents.shape[2] > 16 else None
-        video = self.vae.decode(self.vae.denormalize_latents(latents.to(self.vae.dtype)), chunk_frames=chunk)
+        video = self.vae.decode(self.vae.denormalize_latents(latents.to(self.vae.device, self.vae.dtype)),
+                                chunk_frames=chunk)
         video = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (B, 3, F, H, W)
         return video.permute(0, 2, 3, 4, 1).cpu().numpy()  # (B, F, H, W, 3)
 
@@ -401,6 +402,13 @@ class KinemaPipeline(DiffusionPipeline):
         if sampler == "ar" and not frame_by_frame:
             sampler = "euler"
         h, w = latents.shape[-2:]
+        device = self.transformer.device  # run where the transformer is (a GPU, or the CPU)
+        latents = latents.to(device)
+        known = None if known is None else known.to(device)
+        known_latents = None if known_latents is None else known_latents.to(device)
+        known_time = known_time.to(device) if isinstance(known_time, torch.Tensor) else known_time
+        cond, uncond = ({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in texts.items()}
+                        for texts in (cond, uncond))
         _, ph, pw = self.transformer.config.patch_size
         pad = (0, (-w) % pw, 0, (-h) % ph, 0, 0)
         if any(pad):
@@ -430,7 +438,7 @@ class KinemaPipeline(DiffusionPipeline):
         if frame_by_frame:
             times = flow_schedule(steps, shift=shift, start=start)
             context_time = self.defaults.ar_context_noise
-            noise = torch.randn(latents.shape, generator=generator) if context_time > 0 else None
+            noise = torch.randn(latents.shape, generator=generator).to(device) if context_time > 0 else None
             out = sample_autoregressive_cached(fn, latents, times, FrameCache(len(self.transformer.blocks)),
                                                known=known, known_latents=known_latents, callback=callback,
                                                known_time=known_time, context_time=context_time,
@@ -444,7 +452,7 @@ class KinemaPipeline(DiffusionPipeline):
             times = flow_schedule(steps, shift=shift, start=start)
             out = SAMPLERS[sampler](fn, latents, times, known=known, known_latents=known_latents, callback=callback,
                                     known_time=known_time)
-        return out[..., :h, :w]
+        return out[..., :h, :w].cpu()  # latents live on the CPU between passes (the samplers' noise is drawn there)
 
     # -- the call ------------------------------------------------------------------------------------
 

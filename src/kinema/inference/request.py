@@ -27,6 +27,7 @@ from kinema.frames import (
 )
 
 MAX_WINDOW = 64  # latent frames of a pass (window and context)
+MAX_LORAS = 8  # LoRAs applied to one generation
 OUTPUT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # a --prompts line's 'name': a file name, no path
 
 
@@ -38,7 +39,7 @@ class Request:
     output: str = "out.mp4"
     seconds: float = DEFAULT_SECONDS
     frames: int | None = None
-    size: str = DEFAULT_SIZE
+    size: str | None = None  # WIDTHxHEIGHT (default: the model's; DEFAULT_SIZE for kinema's own)
     fps: float | None = None
     steps: int | None = None
     guidance: float | None = None
@@ -57,7 +58,11 @@ class Request:
     context: int | None = None  # long videos: latent frames of context per pass (default: the model's)
     context_noise: float | None = None  # long videos: flow time of later passes' context frames (the model's)
     anchor: float | None = None  # long videos: pull of each later pass back to its shot's latent levels (the model's)
-    expand: bool = True  # expand the prompt into a training-style caption (kinema.inference.expand); not storyboards
+    # expand the prompt into a training-style caption (kinema.inference.expand; default: the model's, on for models
+    # trained on the world's captions); not storyboards
+    expand: bool | None = None
+    expand_with: str | None = None  # an OpenAI-compatible chat endpoint that extends the prompt (kinema.inference.chat)
+    loras: list[str] = field(default_factory=list)  # LoRA files, each FILE or FILE:SCALE (kinema.models.lora)
 
     def mode(self) -> str:
         chosen = [name for name, on in (("image", self.image), ("extend", self.extend), ("loop", self.loop),
@@ -96,7 +101,8 @@ FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "connect": ((list,), "a list of two file paths"), "edit": ((str,), "a file path"), "strength": _NUMBER,
     "sampler": ((str,), "a string"), "storyboard": ((dict,), "a mapping with 'shots'"),
     "window": ((int,), "an integer"), "context": ((int,), "an integer"), "context_noise": _NUMBER, "anchor": _NUMBER,
-    "expand": ((bool,), "true or false"),
+    "expand": ((bool,), "true or false"), "expand_with": ((str,), "a URL"),
+    "loras": ((list,), "a list of FILE or FILE:SCALE strings"),
 }
 OPTIONAL = frozenset(f.name for f in fields(Request) if f.default is None)
 
@@ -108,28 +114,40 @@ def check_field(name: str, value: Any) -> None:
         return
     wrong_bool = isinstance(value, bool) and bool not in allowed
     if wrong_bool or not isinstance(value, allowed) or (
-            name == "connect" and not all(isinstance(path, str) for path in value)):
+            name in ("connect", "loras") and not all(isinstance(path, str) for path in value)):
         raise KinemaError(f"{name} must be {words} (got {_shown(value)})")
 
 
-def validate(request: Request, fps_default: float = 8.0) -> Plan:
-    """The mode, length, size and fps of a request; one-line errors before anything is loaded."""
+def validate(request: Request, fps_default: float = 8.0, size_default: str = DEFAULT_SIZE) -> Plan:
+    """The mode, length, size and fps of a request (``fps_default`` and ``size_default``: the model's); one-line
+    errors before anything is loaded."""
     from kinema.config import parse_size
 
     for item in fields(Request):
         check_field(item.name, getattr(request, item.name))
     _check_text(request)
-    width, height = parse_size(request.size, max_side=MAX_SIDE)
+    width, height = parse_size(request.size or size_default, max_side=MAX_SIDE)
     fps = fps_default if request.fps is None else request.fps
     if not (0 < fps <= MAX_FPS):
         raise KinemaError(f"fps must be > 0 and <= {MAX_FPS:g} (got {fps:g})")
     _check_ranges(request)
     mode = request.mode()
     frames = _frames(request, mode, fps)
-    for path in [request.image, request.extend, request.edit, *request.connect]:
+    for path in [request.image, request.extend, request.edit, *request.connect, *lora_files(request)]:
         if path is not None and not Path(path).is_file():
             raise KinemaError(f"input file '{path}' does not exist")
+    if request.expand_with is not None and not re.fullmatch(r"https?://\S+", request.expand_with):
+        raise KinemaError(f"expand_with '{request.expand_with}': give an http:// or https:// URL")
     return Plan(mode, frames, width, height, fps)
+
+
+def lora_files(request: Request) -> list[str]:
+    """The files of a request's LoRAs (each FILE or FILE:SCALE, the scale checked)."""
+    from kinema.models.lora import parse_lora_spec
+
+    if len(request.loras) > MAX_LORAS:
+        raise KinemaError(f"loras: {len(request.loras)} given, at most {MAX_LORAS}")
+    return [parse_lora_spec(spec)[0] for spec in request.loras]
 
 
 def _check_text(request: Request) -> None:

@@ -78,3 +78,14 @@ def long_video_settings(pipe: Any, request: Any) -> dict[str, Any]:
     """How a video longer than one window is made: window, context, memory, context noise and anchor, from the
     request or else the model's defaults (also written into the output's metadata)."""
     return request_windows(pipe.defaults, request).as_dict()
+
+
+def expands(pipe: Any, request: Any) -> bool:
+    """Whether a request's prompt is expanded with the world: its own choice, else the model's default (on for models
+    trained on the world's captions, off for Wan)."""
+    return pipe.defaults.expand if request.expand is None else request.expand
+
+
+def model_size(pipe: Any) -> str:
+    """The size (WIDTHxHEIGHT) a request that names none is made at: the model's."""
+    return f"{pipe.defaults.width}x{pipe.defaults.height}"

@@ -153,3 +153,58 @@ def diffusers_module_name(name: str) -> str:
     name = name.removeprefix("final.")
     name = re.sub(r"\.to_out$", ".to_out.0", name)
     return name.replace(".ffn.fc1", ".ffn.net.0.proj").replace(".ffn.fc2", ".ffn.net.2")
+
+
+# Linear layers a LoRA trained by kinema adapts: attention (self and cross) and the MLP of every block.
+DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out", "ffn.fc1", "ffn.fc2")
+
+
+class LoraAdapter(nn.Module):
+    """Trainable LoRA weights for the linear layers of ``model`` whose names end with one of ``targets``: A
+    Kaiming-uniform (as PEFT), B zero, so training starts from the model itself; ``scale`` = alpha / rank."""
+
+    def __init__(self, model: nn.Module, rank: int = 16, alpha: float | None = None,
+                 targets: tuple[str, ...] = DEFAULT_TARGETS) -> None:
+        super().__init__()
+        if not 1 <= rank <= 1024:
+            raise KinemaError(f"LoRA rank must be between 1 and 1024 (got {rank})")
+        self.rank, self.alpha = rank, float(alpha if alpha is not None else rank)
+        self.names = [name for name, module in model.named_modules()
+                      if isinstance(module, nn.Linear) and name.endswith(targets)]
+        if not self.names:
+            raise KinemaError(f"no linear layer of the model ends with {', '.join(targets)}")
+        reference = model.get_submodule(self.names[0]).weight
+        self.down, self.up = nn.ParameterDict(), nn.ParameterDict()
+        for name in self.names:
+            module = model.get_submodule(name)
+            down = torch.empty(rank, module.in_features, device=reference.device, dtype=torch.float32)
+            nn.init.kaiming_uniform_(down, a=5 ** 0.5)
+            key = name.replace(".", "__")
+            self.down[key] = nn.Parameter(down)
+            self.up[key] = nn.Parameter(torch.zeros(module.out_features, rank, device=reference.device))
+
+    def layers(self) -> dict[str, LoraLayer]:
+        """The live weights as LoraLayers (hooks made from them train them)."""
+        return {name: LoraLayer(self.down[name.replace(".", "__")], self.up[name.replace(".", "__")], None,
+                                self.alpha / self.rank) for name in self.names}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the LoRA as diffusers' ``save_lora_weights`` does (``transformer.`` + diffusers' layer names,
+        lora_A/lora_B, the adapter config in the metadata), so ``WanPipeline.load_lora_weights`` reads it."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        tensors = {}
+        for name, layer in self.layers().items():
+            key = f"transformer.{diffusers_module_name(name)}"
+            tensors[f"{key}.lora_A.weight"] = layer.down.detach().float().cpu().contiguous()
+            tensors[f"{key}.lora_B.weight"] = layer.up.detach().float().cpu().contiguous()
+        targets = sorted({diffusers_module_name(name) for name in self.names})
+        config = {"transformer.r": self.rank, "transformer.lora_alpha": self.alpha,
+                  "transformer.target_modules": targets, "transformer.lora_dropout": 0.0,
+                  "transformer.bias": "none"}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(path.name + ".part")
+        save_file(tensors, temp, metadata={"format": "pt", METADATA_KEY: json.dumps(config, sort_keys=True)})
+        temp.replace(path)
+        return path

@@ -18,6 +18,7 @@ from kinema.errors import KinemaError
 from kinema.frames import is_windowed, latent_count, output_frames
 from kinema.inference.pipeline import MAX_TOKENS_PER_PASS
 from kinema.inference.request import Request, validate
+from kinema.inference.settings import model_size
 
 OUTPUT_NAME = "video.mp4"
 THUMBNAIL_NAME = "thumbnail.png"
@@ -58,7 +59,7 @@ def check_request(request: Request, pipe, *, input_frames: tuple[int, ...] = (),
     storyboard sets it: there it is the length of the whole result. ``input_frames`` are the frame counts of the
     input videos, known from the upload checks. One-line KinemaError otherwise.
     """
-    mode, frames, width, height, fps = validate(request, pipe.defaults.fps)
+    mode, frames, width, height, fps = validate(request, pipe.defaults.fps, model_size(pipe))
     if input_frames:  # the modes that keep input video make the input and what is added
         frames = output_frames(mode, request.seconds, fps, input_frames)
     pixels = frames * width * height
