@@ -67,13 +67,15 @@ def transformer(dims: dict[str, Any], in_channels: int = 16, seed: int = 0):
     return model.eval()
 
 
-def vae(kind: str, seed: int = 1):
+def vae(kind: str, seed: int = 1, real: bool = False):
     """diffusers' AutoencoderKLWan: the Wan2.1 layout (16 channels, 8x) or Wan2.2's (48 channels, residual,
-    2x2 patches, 16x), small widths."""
+    2x2 patches, 16x), small widths; ``real``: the released Wan2.1 VAE's dims."""
     from diffusers import AutoencoderKLWan
 
     torch.manual_seed(seed)
-    if kind == "wan2.2-ti2v":
+    if real:
+        model = AutoencoderKLWan()  # diffusers' defaults are the released Wan2.1 VAE's
+    elif kind == "wan2.2-ti2v":
         model = AutoencoderKLWan(base_dim=8, decoder_base_dim=8, z_dim=48, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
                                  temperal_downsample=[False, True, True], is_residual=True, in_channels=12,
                                  out_channels=12, patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4,
@@ -97,7 +99,7 @@ def scheduler(shift: float):
                                    num_train_timesteps=1000)
 
 
-def wan_pipeline(kind: str = "wan2.1", dims: dict[str, Any] | None = None):
+def wan_pipeline(kind: str = "wan2.1", dims: dict[str, Any] | None = None, real_vae: bool = False):
     """A diffusers WanPipeline of random weights: ``kind`` is wan2.1, wan2.2-ti2v or wan2.2-a14b."""
     from diffusers import WanPipeline
 
@@ -106,17 +108,18 @@ def wan_pipeline(kind: str = "wan2.1", dims: dict[str, Any] | None = None):
     tokens = tokenizer()
     encoder = text_encoder(dims["text_dim"], len(tokens))
     second = transformer(dims, channels, seed=3) if kind == "wan2.2-a14b" else None
-    return WanPipeline(tokenizer=tokens, text_encoder=encoder, vae=vae(kind), scheduler=scheduler(SHIFTS[kind]),
+    return WanPipeline(tokenizer=tokens, text_encoder=encoder, vae=vae(kind, real=real_vae),
+                       scheduler=scheduler(SHIFTS[kind]),
                        transformer=transformer(dims, channels), transformer_2=second,
                        boundary_ratio=0.875 if kind == "wan2.2-a14b" else None,
                        expand_timesteps=kind == "wan2.2-ti2v")
 
 
 def make_wan_folder(path: Path, kind: str = "wan2.1", dims: dict[str, Any] | None = None,
-                    max_shard_size: str | None = None):
+                    max_shard_size: str | None = None, real_vae: bool = False):
     """Write a random-weight Wan folder with ``save_pretrained``; ``max_shard_size`` (e.g. "20KB") shards the
     transformer. Returns the diffusers pipeline that wrote it."""
-    pipe = wan_pipeline(kind, dims)
+    pipe = wan_pipeline(kind, dims, real_vae)
     pipe.save_pretrained(path)
     if max_shard_size is not None:
         for name in ("transformer", "transformer_2"):

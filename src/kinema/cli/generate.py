@@ -74,6 +74,8 @@ def generate(
         help="A LoRA file (.safetensors, diffusers/PEFT or a community Wan format) as FILE or FILE:SCALE; "
              "repeat for more.")] = None,
     device: Annotated[str, typer.Option(help="Where a Wan model runs: cpu, cuda or cuda:N.")] = "cpu",
+    offload: Annotated[str, typer.Option(help="none, model (each model moves to the GPU while it runs) or "
+                                              "sequential (each layer; least GPU memory, slowest).")] = "none",
     dtype: Annotated[str | None, typer.Option(
         help="A Wan transformer's dtype: float32, bfloat16 or float16 (default: bfloat16 on a GPU, float32 on "
              "the CPU; the VAE stays float32).")] = None,
@@ -100,7 +102,7 @@ def generate(
     requests = requests_for(prompt, output, prompts, out_dir, settings)
     for request in requests:
         validate(request)  # every request is checked before the model is loaded
-    pipe = load_pipeline(model, device, dtype, release_text_encoder=True)
+    pipe = load_pipeline(model, device, dtype, release_text_encoder=True, offload=offload)
     with parallel_ranks(pipe, split_guidance) as rank:
         if rank == 0:
             run_all(pipe, requests)

@@ -37,6 +37,8 @@ def serve(
     lora_dir: Annotated[Path | None, typer.Option(help="A folder of LoRA .safetensors files that requests may name "
                                                        "in 'loras'.")] = None,
     device: Annotated[str, typer.Option(help="Where a Wan model runs: cpu, cuda or cuda:N.")] = "cpu",
+    offload: Annotated[str, typer.Option(help="none, model (each model moves to the GPU while it runs) or "
+                                              "sequential (each layer; least GPU memory, slowest).")] = "none",
     dtype: Annotated[str | None, typer.Option(help="A Wan transformer's dtype: float32, bfloat16 or float16.")] = None,
 ) -> None:
     """Serve the OpenAI-compatible video API (/v1/videos) and the web studio (/) on one loaded model."""
@@ -72,7 +74,7 @@ def serve(
     config = ServerConfig(db=db, media=media, workers=workers, lease=lease_seconds, token=token, max_queue=max_queue,
                           max_upload_bytes=int(max_upload_mb * (1 << 20)), max_video_pixels=max_video_pixels,
                           poll_after_ms=poll_after_ms, lora_dir=lora_dir)
-    pipe = load_pipeline(model, device, dtype)  # the API checks requests against the model's settings
+    pipe = load_pipeline(model, device, dtype, offload=offload)  # the API checks requests against the model's settings
     if workers:
         pipe.text_encoder  # noqa: B018 (load it now: the first job should not wait, a broken install should fail here)
     run_server(config, pipe, host, port, log_level=log_level)

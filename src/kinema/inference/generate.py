@@ -24,19 +24,35 @@ if TYPE_CHECKING:
 
 
 def load_pipeline(model: str | Path | None = None, device: str = "cpu", dtype: str | None = None,
-                  release_text_encoder: bool = False) -> KinemaPipeline:
+                  release_text_encoder: bool = False, offload: str = "none") -> KinemaPipeline:
     """A KinemaPipeline from a model folder or the name of a packaged model (``kinema.weights.find_model``);
     None: the default model. ``device`` and ``dtype`` place a diffusers Wan folder's transformer(s) (its VAE stays
-    fp32); ``release_text_encoder`` frees the text encoder after each encoding (one-shot commands: a Wan UMT5 is
-    several GB that sampling does not need)."""
+    fp32); ``offload`` (model or sequential: diffusers' CPU offload mechanisms) keeps the weights in host memory and
+    moves each model, or each layer, to ``device`` when it runs; ``release_text_encoder`` frees the text encoder
+    after each encoding (one-shot commands: a Wan UMT5 is several GB that sampling does not need)."""
+    import torch
+
     from kinema.inference.pipeline import KinemaPipeline
     from kinema.weights import find_model
 
-    pipe = KinemaPipeline.from_pretrained(find_model(model), device=check_device(device), dtype=torch_dtype(dtype))
+    device = check_device(device)
+    if offload not in OFFLOADS:
+        raise KinemaError(f"offload '{offload}': choose {', '.join(OFFLOADS)}")
+    if offload != "none" and device == "cpu":
+        raise KinemaError(f"--offload {offload} moves models to a GPU as they run: give --device cuda")
+    chosen = torch_dtype(dtype) or (torch.bfloat16 if device != "cpu" else None)
+    pipe = KinemaPipeline.from_pretrained(find_model(model), device="cpu" if offload != "none" else device,
+                                          dtype=chosen)
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    pipe.text_encoder_device = device
     pipe.release_text_encoder = release_text_encoder
     return pipe
 
 
+OFFLOADS = ("none", "model", "sequential")
 DTYPES = ("float32", "bfloat16", "float16")
 
 

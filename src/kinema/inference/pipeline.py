@@ -275,6 +275,8 @@ class KinemaPipeline(DiffusionPipeline):
         if index.get("_class_name") == "WanImageToVideoPipeline" and index.get("image_encoder", [None])[0]:
             raise KinemaError(f"model folder '{folder}': Wan2.1 image-to-video (CLIP image encoder) is not "
                               f"supported yet; use a text-to-video or a Wan2.2 TI2V folder")
+        if device.type == "cuda":
+            wan.check_gpu_memory(folder, device, dtype)
         transformer = wan.load_transformer(folder / "transformer", device, dtype) if (folder / "transformer").is_dir() \
             else None
         transformer_2 = wan.load_transformer(folder / "transformer_2", device, dtype) \
@@ -402,7 +404,7 @@ class KinemaPipeline(DiffusionPipeline):
         if sampler == "ar" and not frame_by_frame:
             sampler = "euler"
         h, w = latents.shape[-2:]
-        device = self.transformer.device  # run where the transformer is (a GPU, or the CPU)
+        device = self._execution_device  # where the transformer runs (a GPU, also when offloaded; or the CPU)
         latents = latents.to(device)
         known = None if known is None else known.to(device)
         known_latents = None if known_latents is None else known_latents.to(device)

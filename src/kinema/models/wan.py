@@ -339,3 +339,31 @@ def folder_sha256(folder: Path) -> str | None:
                     digest.update(block)
             return digest.hexdigest()
     return None
+
+
+def weights_bytes(folder: Path, dtype: torch.dtype) -> int:
+    """Bytes the floating-point tensors of a model folder take in ``dtype``, from the safetensors headers only."""
+    from safetensors import safe_open
+
+    size = torch.tensor([], dtype=dtype).element_size()
+    total = 0
+    for file in weight_files(folder, f"cannot read '{folder}'"):
+        with safe_open(file, framework="pt") as handle:
+            for name in handle.keys():  # noqa: SIM118 (a safe_open handle is not a dict)
+                total += math.prod(handle.get_slice(name).get_shape()) * size
+    return total
+
+
+def check_gpu_memory(folder: Path, device: torch.device, dtype: torch.dtype) -> None:
+    """A one-line KinemaError, before anything loads, when the transformer(s) alone would not fit the GPU's free
+    memory, saying what would: CPU offload, or a smaller dtype."""
+    free, _ = torch.cuda.mem_get_info(device)
+    parts = [folder / name for name in ("transformer", "transformer_2") if (folder / name).is_dir()]
+    # the A14B experts take turns: with offload only one is on the GPU at a time
+    needed = max(weights_bytes(part, dtype) for part in parts)
+    if sum(weights_bytes(part, dtype) for part in parts) > free:
+        hint = "--offload model (one model on the GPU at a time)" if needed < free else \
+            "--offload sequential (layer by layer; slow)"
+        raise KinemaError(f"model '{folder.name}' needs {sum(weights_bytes(p, dtype) for p in parts) / 2**30:.1f} "
+                          f"GiB of {dtype} weights on {device}, which has {free / 2**30:.1f} GiB free: use {hint}, "
+                          f"or a smaller size")
