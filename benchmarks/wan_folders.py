@@ -129,3 +129,69 @@ def make_wan_folder(path: Path, kind: str = "wan2.1", dims: dict[str, Any] | Non
                     old.unlink()
                 model.save_pretrained(Path(path) / name, max_shard_size=max_shard_size)
     return pipe
+
+
+WAN22_TI2V_VAE = dict(base_dim=160, decoder_base_dim=256, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                      temperal_downsample=[False, True, True], is_residual=True, in_channels=12, out_channels=12,
+                      patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4,
+                      latents_mean=[0.0] * 48, latents_std=[1.0] * 48)
+
+
+def write_random_transformer(folder: Path, dims: dict[str, Any], in_channels: int = 16,
+                             dtype: torch.dtype = torch.bfloat16, shard_bytes: int = 2 << 30, seed: int = 0) -> int:
+    """A WanTransformer3DModel folder of random weights (scale 0.05) in ``dtype``, written shard by shard from the
+    shapes of a model built on the meta device, so that a multi-billion-parameter folder never has to fit in memory
+    at once: config.json from diffusers' class, safetensors shards and their index. Returns the parameter count."""
+    import json
+
+    from diffusers import WanTransformer3DModel
+    from safetensors.torch import save_file
+
+    with torch.device("meta"):
+        model = WanTransformer3DModel(patch_size=(1, 2, 2), in_channels=in_channels, out_channels=in_channels,
+                                      cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, **dims)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_config(folder)
+    generator = torch.Generator().manual_seed(seed)
+    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    shards: list[list[str]] = [[]]
+    size = torch.tensor([], dtype=dtype).element_size()
+    used = 0
+    for name, shape in shapes.items():
+        nbytes = size * int(torch.Size(shape).numel())
+        if shards[-1] and used + nbytes > shard_bytes:
+            shards.append([])
+            used = 0
+        shards[-1].append(name)
+        used += nbytes
+    weight_map = {}
+    for n, names in enumerate(shards):
+        file = f"diffusion_pytorch_model-{n + 1:05d}-of-{len(shards):05d}.safetensors"
+        tensors = {name: (torch.randn(shapes[name], generator=generator) * 0.05).to(dtype) for name in names}
+        save_file(tensors, folder / file, metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(names, file))
+        del tensors
+    index = {"metadata": {"total_size": sum(size * int(torch.Size(s).numel()) for s in shapes.values())},
+             "weight_map": weight_map}
+    (folder / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    return sum(int(torch.Size(s).numel()) for s in shapes.values())
+
+
+def make_large_wan_folder(path: Path, kind: str, dims: dict[str, Any], dtype: torch.dtype = torch.bfloat16) -> int:
+    """A random-weight Wan folder at a real model's transformer and VAE dims (the 1-layer UMT5 of 4096 values
+    stands in for the 5.7B text encoder): a tiny pipeline saved by diffusers, its transformer then replaced by
+    ``write_random_transformer``'s. Returns the transformer's parameter count."""
+    import shutil
+
+    from diffusers import AutoencoderKLWan
+
+    pipe = wan_pipeline(kind, {**dims, "num_layers": 1})
+    if kind == "wan2.2-ti2v":
+        pipe.vae = AutoencoderKLWan(**WAN22_TI2V_VAE).eval()
+    else:
+        pipe.vae = AutoencoderKLWan().eval()
+    pipe.register_modules(vae=pipe.vae)
+    pipe.save_pretrained(path)
+    shutil.rmtree(Path(path) / "transformer")
+    channels = 48 if kind == "wan2.2-ti2v" else 16
+    return write_random_transformer(Path(path) / "transformer", dims, channels, dtype)

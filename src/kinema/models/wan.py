@@ -32,7 +32,7 @@ from torch import nn
 
 from kinema.errors import KinemaError
 from kinema.models.dit import VideoDiT
-from kinema.models.vae import VideoVAE, rename_wan_keys
+from kinema.models.vae import LatentScaling, VideoVAE, rename_wan_keys
 
 WAN_PIPELINES = ("WanPipeline", "WanImageToVideoPipeline")
 WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -188,7 +188,7 @@ def load_transformer(folder: Path, device: torch.device | str = "cpu", dtype: to
 # ----------------------------------------------------------------------------- the VAE
 
 
-class WanVAE(nn.Module):
+class WanVAE(nn.Module, LatentScaling):
     """diffusers' ``AutoencoderKLWan`` (here: Wan2.2's 48-channel VAE) behind the interface of ``VideoVAE`` that the
     pipeline uses: ``encode(video).mode()``, ``decode(latents)``, ``normalize_latents`` / ``denormalize_latents``,
     ``temporal_compression``, ``spatial_compression``, ``latent_size`` and ``config.z_dim``. Its decode already
@@ -218,24 +218,6 @@ class WanVAE(nn.Module):
         """Latents (B, C, 1 + k, h, w) -> video (B, 3, 1 + 4k, H, W)."""
         video = self.model.decode(latents, return_dict=False)[0]
         return video.clamp(-1.0, 1.0) if clamp else video
-
-    def _latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = (1, -1, 1, 1, 1)
-        mean = torch.tensor(self.config.latents_mean, dtype=like.dtype, device=like.device).view(shape)
-        std = torch.tensor(self.config.latents_std, dtype=like.dtype, device=like.device).view(shape)
-        return mean, std
-
-    def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        mean, std = self._latent_stats(latents)
-        return (latents - mean) / std
-
-    def denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        mean, std = self._latent_stats(latents)
-        return latents * std + mean
-
-    def latent_size(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
-        return (1 + (frames - 1) // self.temporal_compression, height // self.spatial_compression,
-                width // self.spatial_compression)
 
 
 def vae_config(config: dict[str, Any], what: str) -> dict[str, Any]:
