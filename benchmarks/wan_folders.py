@@ -4,6 +4,8 @@
     make_wan_folder(path, "wan2.1")   # WanPipeline: transformer, Wan2.1 VAE, UMT5, tokenizer, UniPC scheduler
     make_wan_folder(path, "wan2.2-ti2v")   # Wan2.2 TI2V-5B layout: 48-channel residual VAE, expand_timesteps
     make_wan_folder(path, "wan2.2-a14b")   # two experts (transformer, transformer_2) and a boundary_ratio
+    make_wan_folder(path, "wan2.1-i2v")   # WanImageToVideoPipeline: CLIP image encoder, 36-channel transformer
+    make_wan_folder(path, "wan2.2-i2v-a14b")   # WanImageToVideoPipeline: two 36-channel experts, no image encoder
 
 ``TINY`` holds the tiny dims; ``WAN21_1_3B`` the real Wan2.1-T2V-1.3B transformer dims (give ``num_layers``).
 The tokenizer is a word-level ``tokenizers`` model over a small vocabulary, saved as ``tokenizer.json``, with
@@ -27,6 +29,7 @@ WAN22_5B = dict(num_attention_heads=24, attention_head_dim=128, ffn_dim=14336, n
 WORDS = ("a", "red", "ball", "is", "thrown", "to", "the", "right", "and", "bounces", "on", "sand", "blue",
          "box", "slides", "left", "snow", "cat", "walks", "beach", "green", "tree", "sky", "over", "under",
          "fast", "slow", "camera", "pans")
+I2V_KINDS = ("wan2.1-i2v", "wan2.2-i2v-a14b")  # written as WanImageToVideoPipeline folders
 SHIFTS = {"wan2.1": 3.0, "wan2.2-ti2v": 5.0, "wan2.2-a14b": 12.0}
 
 
@@ -53,14 +56,16 @@ def text_encoder(d_model: int, vocab: int, seed: int = 2):
     return UMT5EncoderModel(config).eval()
 
 
-def transformer(dims: dict[str, Any], in_channels: int = 16, seed: int = 0):
+def transformer(dims: dict[str, Any], in_channels: int = 16, seed: int = 0, out_channels: int | None = None,
+                **image: Any):
     """diffusers' WanTransformer3DModel with random weights of scale 0.05 (not its zero-ish init, so that every
-    block changes the output)."""
+    block changes the output); ``image``: image_dim and added_kv_proj_dim of an image-to-video model."""
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(seed)
-    model = WanTransformer3DModel(patch_size=(1, 2, 2), in_channels=in_channels, out_channels=in_channels,
-                                  cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, **dims)
+    model = WanTransformer3DModel(patch_size=(1, 2, 2), in_channels=in_channels,
+                                  out_channels=out_channels or in_channels, cross_attn_norm=True,
+                                  qk_norm="rms_norm_across_heads", eps=1e-6, **dims, **image)
     with torch.no_grad():
         for tensor in model.parameters():
             tensor.normal_(0.0, 0.05)
@@ -115,11 +120,40 @@ def wan_pipeline(kind: str = "wan2.1", dims: dict[str, Any] | None = None, real_
                        expand_timesteps=kind == "wan2.2-ti2v")
 
 
+def image_encoder(seed: int = 4):
+    """A small random CLIP vision encoder (32-pixel images, 17 tokens of 32 values) and its image processor."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    config = CLIPVisionConfig(hidden_size=32, projection_dim=32, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=32, patch_size=8, intermediate_size=37)
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return CLIPVisionModelWithProjection(config).eval(), processor
+
+
+def wan_i2v_pipeline(kind: str = "wan2.1-i2v", dims: dict[str, Any] | None = None):
+    """A diffusers WanImageToVideoPipeline of random weights: Wan2.1 I2V (CLIP image tokens and 36 input
+    channels) or Wan2.2's I2V A14B layout (two experts, the channels only, no image encoder)."""
+    from diffusers import WanImageToVideoPipeline
+
+    dims = dims or TINY
+    tokens = tokenizer()
+    width = dims["num_attention_heads"] * dims["attention_head_dim"]
+    clip, processor = image_encoder() if kind == "wan2.1-i2v" else (None, None)
+    image = dict(image_dim=32, added_kv_proj_dim=width) if clip is not None else {}
+    first = transformer(dims, 36, out_channels=16, **image)
+    second = transformer(dims, 36, seed=3, out_channels=16) if kind == "wan2.2-i2v-a14b" else None
+    return WanImageToVideoPipeline(tokenizer=tokens, text_encoder=text_encoder(dims["text_dim"], len(tokens)),
+                                   vae=vae("wan2.1"), scheduler=scheduler(SHIFTS["wan2.1"]), image_processor=processor,
+                                   image_encoder=clip, transformer=first, transformer_2=second,
+                                   boundary_ratio=0.9 if second is not None else None)
+
+
 def make_wan_folder(path: Path, kind: str = "wan2.1", dims: dict[str, Any] | None = None,
                     max_shard_size: str | None = None, real_vae: bool = False):
     """Write a random-weight Wan folder with ``save_pretrained``; ``max_shard_size`` (e.g. "20KB") shards the
     transformer. Returns the diffusers pipeline that wrote it."""
-    pipe = wan_pipeline(kind, dims, real_vae)
+    pipe = wan_i2v_pipeline(kind, dims) if kind in I2V_KINDS else wan_pipeline(kind, dims, real_vae)
     pipe.save_pretrained(path)
     if max_shard_size is not None:
         for name in ("transformer", "transformer_2"):

@@ -30,7 +30,7 @@ def folders(tmp_path_factory):
     """{kind: (folder, the diffusers pipeline that wrote it)}; the Wan2.1 transformer in shards with an index."""
     root = tmp_path_factory.mktemp("wan")
     made = {}
-    for kind in ("wan2.1", "wan2.2-ti2v", "wan2.2-a14b"):
+    for kind in ("wan2.1", "wan2.2-ti2v", "wan2.2-a14b", "wan2.1-i2v", "wan2.2-i2v-a14b"):
         shards = "60KB" if kind == "wan2.1" else None
         made[kind] = (root / kind, wan_folders.make_wan_folder(root / kind, kind, max_shard_size=shards))
     return made
@@ -96,6 +96,34 @@ def test_ti2v_image_to_video_equals_wan_image_to_video_pipeline(folders, monkeyp
     theirs = uint8(i2v(image=Image.fromarray(image), prompt=PROMPT, negative_prompt=pipe.defaults.negative_prompt,
                        output_type="np", generator=torch.Generator().manual_seed(0), **call).frames)
     assert np.abs(ours.astype(int) - theirs).max() <= 1
+
+
+@pytest.mark.parametrize("kind", ["wan2.1-i2v", "wan2.2-i2v-a14b"])
+def test_image_to_video_models_equal_wan_image_to_video_pipeline(folders, kind, monkeypatch):
+    """Wan's image-to-video transformers (Wan2.1 I2V with its CLIP image tokens; Wan2.2's I2V A14B experts) take
+    the known frames as input channels: kinema builds them as diffusers does and gives its frames."""
+    from types import SimpleNamespace
+
+    from diffusers.pipelines.wan import pipeline_wan_i2v
+    from PIL import Image
+
+    monkeypatch.setattr(pipeline_wan_i2v, "ftfy", SimpleNamespace(fix_text=lambda text: text), raising=False)
+    folder, reference = folders[kind]
+    pipe = KinemaPipeline.from_pretrained(folder)
+    assert pipe.frames_as_channels and (pipe.image_encoder is not None) == (kind == "wan2.1-i2v")
+    image = np.random.default_rng(1).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    call = dict(num_frames=9, height=32, width=48, num_inference_steps=3, guidance_scale=5.0)
+    ours = pipe(PROMPT, image=image, generator=torch.Generator().manual_seed(0), **call).frames
+    theirs = uint8(reference(image=Image.fromarray(image), prompt=PROMPT, negative_prompt=pipe.defaults.negative_prompt,
+                             output_type="np", generator=torch.Generator().manual_seed(0), **call).frames)
+    assert ours.std() > 5
+    assert np.abs(ours.astype(int) - theirs).max() <= 1
+    # the same known-frames-as-channels input carries an extension; text alone is refused in one line
+    video = pipe(PROMPT, num_frames=13, video=ours[0], mode="extend_forward", height=32, width=48,
+                 num_inference_steps=2, generator=torch.Generator().manual_seed(0)).frames
+    assert video.shape == (1, 13, 32, 48, 3)
+    with pytest.raises(KinemaError, match="image-to-video model"):
+        pipe(PROMPT, num_frames=5, height=32, width=48, num_inference_steps=1)
 
 
 def test_real_wan21_width_with_one_block(tmp_path):

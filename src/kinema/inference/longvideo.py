@@ -181,6 +181,9 @@ def generate_long(pipe, texts: list[str], num_frames: int, height: int, width: i
     settings = windows(pipe.defaults, window, context, memory, context_noise, anchor)
     shot_starts = shot_starts or [0]
     mode = check_long(texts, num_frames, height, width, chosen, settings, shot_starts, image, video)
+    if pipe.frames_as_channels:
+        raise KinemaError(f"{num_frames} frames need windows (or a storyboard), which Wan's image-to-video models "
+                          f"do not support yet: make at most {1 + 4 * (settings.window - 1)} frames in one pass")
 
     # 2. Plan the passes; the latents the video opens with are known (an image, or the video being extended).
     vae_time = pipe.vae.temporal_compression

@@ -171,6 +171,7 @@ class KinemaPipeline(DiffusionPipeline):
         self.text_encoder_device: str | torch.device = "cpu"
         self.text_encoder_dtype = torch.float32
         self.size_multiple = 8  # width and height are multiples of this (a Wan model: VAE compression x patch)
+        self.image_encoder: Any = None  # Wan2.1 image to video: its CLIP image encoder (kinema.models.wan)
         self._lora_hooks: list = []
         self._text_encoder = text_encoder
         self.text_encoder_name = text_encoder_name
@@ -272,9 +273,6 @@ class KinemaPipeline(DiffusionPipeline):
         device = torch.device(device)
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
         index = wan_index(folder) or {}
-        if index.get("_class_name") == "WanImageToVideoPipeline" and index.get("image_encoder", [None])[0]:
-            raise KinemaError(f"model folder '{folder}': Wan2.1 image-to-video (CLIP image encoder) is not "
-                              f"supported yet; use a text-to-video or a Wan2.2 TI2V folder")
         if device.type == "cuda":
             wan.check_gpu_memory(folder, device, dtype)
         transformer = wan.load_transformer(folder / "transformer", device, dtype) if (folder / "transformer").is_dir() \
@@ -291,6 +289,8 @@ class KinemaPipeline(DiffusionPipeline):
         pipe = cls(transformer, vae, text_encoder, defaults, FlowConfig(), str(folder), scheduler, transformer_2,
                    boundary)
         pipe.text_encoder_device, pipe.text_encoder_dtype = device, dtype
+        if transformer.config.image_dim:  # Wan2.1 image to video
+            pipe.image_encoder = wan.ClipImageEncoder(folder, device, dtype)
         pipe.name = f"{folder.name} ({kind})"
         pipe.size_multiple = wan.size_multiple(vae, transformer)
         pipe.weights_sha256 = wan.folder_sha256(folder / "transformer")
@@ -517,8 +517,14 @@ class KinemaPipeline(DiffusionPipeline):
             start = self.start_time(chosen, float(strength))
             latents = self.edit_start(video, noise, start, num_frames, height, width)
 
-        # 4. Known frames, held clean: the conditioning encoded by the VAE, or a loop's two ends.
-        known = [self.encode_conditioning(item, height, width) for item in conditioning]
+        # 4. Known frames, held clean: the conditioning encoded by the VAE, or a loop's two ends. A Wan2.1
+        #    image-to-video model takes them as input channels instead, with the image's tokens.
+        if self.frames_as_channels:
+            extra = self.image_condition(conditioning, mode, num_frames, height, width)
+            cond, uncond = {**cond, **extra}, {**uncond, **extra}
+            known = []
+        else:
+            known = [self.encode_conditioning(item, height, width) for item in conditioning]
         if mode == "loop":
             known = self.loop_ends(cond, uncond, chosen, shift, generator, (batch, channels, lh, lw, plh, plw))
         mask, known_latents = hold(known, latents.shape)
@@ -569,6 +575,43 @@ class KinemaPipeline(DiffusionPipeline):
             latents = latents[:, :, 1:]
         return KnownLatents(latents, item.at)
 
+    @property
+    def frames_as_channels(self) -> bool:
+        """Whether known frames enter as input channels (Wan's image-to-video transformers: mask and latents beside
+        the noise) rather than as latents held clean at flow time 0."""
+        return self.transformer.config.in_channels > self.vae.config.z_dim
+
+    def image_condition(self, conditioning: Sequence[ConditioningItem], mode: str, num_frames: int, height: int,
+                        width: int) -> dict[str, torch.Tensor]:
+        """A Wan image-to-video model's inputs, as ``WanImageToVideoPipeline`` makes them for an image: the
+        known frames in a video of zeros, encoded by the VAE, after a mask of the known video frames folded into
+        the latent frames (the first frame counted ``temporal_compression`` times), (1, 4 + C, F', h, w); and, for
+        Wan2.1, the first known frame's image-encoder tokens (1, M, D_image). Known frames that open or close the
+        video (extend, connect) go in the same way."""
+        if not conditioning or mode not in ("i2v", "extend_forward", "extend_backward", "connect"):
+            raise KinemaError(f"a Wan image-to-video model makes video from given frames: give an image (or a video "
+                              f"to extend or connect), not mode '{mode}'")
+        video = torch.zeros(1, 3, num_frames, height, width)
+        known = torch.zeros(num_frames, dtype=torch.bool)
+        for item in conditioning:
+            frames = np.asarray(item.frames)
+            pixels = frames_to_tensor(trim_to_latent_length(frames[None] if frames.ndim == 3 else frames), height,
+                                      width)  # (1, 3, k, H, W)
+            count = min(pixels.shape[2], num_frames)
+            where = slice(0, count) if item.at == "start" else slice(num_frames - count, num_frames)
+            video[:, :, where] = pixels[:, :, :count]
+            known[where] = True
+        latents = self.encode_video(video)  # (1, C, F', h, w)
+        stride, (lh, lw) = self.vae.temporal_compression, latents.shape[-2:]
+        mask = known.float()[None, None, :, None, None].expand(1, 1, num_frames, lh, lw)
+        mask = torch.cat([mask[:, :, :1].repeat_interleave(stride, dim=2), mask[:, :, 1:]], dim=2)  # (1, 1, F+3, ..)
+        mask = mask.reshape(1, -1, stride, lh, lw).transpose(1, 2)  # (1, 4, F', h, w)
+        inputs = {"condition": torch.cat([mask, latents], dim=1)}
+        if self.image_encoder is not None:  # Wan2.1 (Wan2.2's A14B image-to-video experts take no image tokens)
+            first = np.asarray(conditioning[0].frames)
+            inputs["image"] = self.image_encoder.encode([first if first.ndim == 3 else first[0]])  # (1, M, D_image)
+        return inputs
+
     def edit_start(self, video: np.ndarray, noise: torch.Tensor, strength: float, num_frames: int, height: int,
                    width: int) -> torch.Tensor:
         """Where an edit starts sampling (SDEdit, Meng et al. 2022): the video's latents noised to flow time
@@ -605,18 +648,21 @@ def prompt_lists(prompt: str | list[str], negative_prompt: str | list[str] | Non
 
 
 def velocity_of(transformer: VideoDiT) -> Callable[..., torch.Tensor]:
-    """The sampler's ``model(x, t, text, text_mask, frame_text_index, cache)`` for a transformer: the text's keys
-    and values are computed once per run (the samplers pass the same text objects at every step)."""
-    prepared: list = []  # (text, mask, TextContext)
+    """The sampler's ``model(x, t, text, text_mask, frame_text_index, cache, condition, image)`` for a transformer:
+    the text's (and an image's) keys and values are computed once per run (the samplers pass the same objects at
+    every step)."""
+    prepared: list = []  # (text, mask, image, TextContext)
 
     def model(x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None,
-              frame_text_index: torch.Tensor | None = None, cache: FrameCache | None = None) -> torch.Tensor:
-        if not prepared or prepared[0][0] is not text or prepared[0][1] is not text_mask:
-            context = transformer.prepare_text(text.to(transformer.dtype), text_mask)
-            prepared[:] = [(text, text_mask, context)]
+              frame_text_index: torch.Tensor | None = None, cache: FrameCache | None = None,
+              condition: torch.Tensor | None = None, image: torch.Tensor | None = None) -> torch.Tensor:
+        if not prepared or any(a is not b for a, b in zip(prepared[0][:3], (text, text_mask, image))):
+            context = transformer.prepare_text(text.to(transformer.dtype), text_mask,
+                                               image=None if image is None else image.to(transformer.dtype))
+            prepared[:] = [(text, text_mask, image, context)]
         if cache is not None and frame_text_index is not None:  # x holds the frames after the cached ones
             frame_text_index = frame_text_index[:, cache.frames:cache.frames + x.shape[2]]
-        return transformer(x.to(transformer.dtype), t, prepared[0][2], frame_text_index=frame_text_index,
-                           cache=cache).float()
+        return transformer(x.to(transformer.dtype), t, prepared[0][3], frame_text_index=frame_text_index,
+                           cache=cache, condition=condition).float()
 
     return model

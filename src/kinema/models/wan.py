@@ -12,7 +12,9 @@ on Wan weights (per-frame flow times for known frames, per-frame text for storyb
 Wan2.2's 48-channel VAE has residual down/up blocks with averaging shortcuts and a different resampling layout;
 rewriting it inside ``VideoVAE`` would double that file for one model, so ``WanVAE`` wraps diffusers' own
 ``AutoencoderKLWan`` behind the interface the pipeline uses, and its equality with diffusers holds by
-construction. Wan2.1's image-to-video transformer (image cross-attention, 36 input channels) is not loaded yet.
+construction. Wan's image-to-video transformers (Wan2.1 I2V with CLIP image tokens, Wan2.2 I2V A14B) are VideoDiTs
+with ``image_dim`` and the known frames' mask and latents as extra input channels; ``ClipImageEncoder`` gives the
+image tokens as diffusers does.
 
 Weights are read lazily, shard by shard, straight to the target device and dtype: the model is built on the
 ``meta`` device and each tensor is assigned as it is read, so no full fp32 copy is ever made in host memory.
@@ -142,6 +144,8 @@ def rename_wan_transformer_key(key: str, value: torch.Tensor) -> tuple[str, torc
     key = key.removeprefix("condition_embedder.")
     key = re.sub(r"\.to_out\.0\.", ".to_out.", key)
     key = key.replace(".ffn.net.0.proj.", ".ffn.fc1.").replace(".ffn.net.2.", ".ffn.fc2.")
+    key = key.replace("image_embedder.ff.net.0.proj.", "image_embedder.fc1.").replace(
+        "image_embedder.ff.net.2.", "image_embedder.fc2.")
     if key in ("proj_out.weight", "proj_out.bias", "scale_shift_table"):
         key = f"final.{key}"
     if key.endswith("scale_shift_table"):  # (1, n, D) -> (1, 1, n, D): kinema modulates per latent frame
@@ -158,17 +162,21 @@ def transformer_config(config: dict[str, Any], what: str) -> dict[str, Any]:
     """VideoDiT's config for a diffusers ``WanTransformer3DModel`` config.json (text-to-video layout)."""
     if config.get("_class_name") != "WanTransformer3DModel":
         raise KinemaError(f"{what}: config.json names {config.get('_class_name')!r}, not WanTransformer3DModel")
-    if config.get("image_dim") is not None or config.get("added_kv_proj_dim") is not None:
-        raise KinemaError(f"{what}: Wan2.1 image-to-video transformers (image cross-attention) are not supported "
-                          f"yet; use a text-to-video or a Wan2.2 TI2V folder")
+    width = config.get("num_attention_heads", 40) * config.get("attention_head_dim", 128)
+    if config.get("pos_embed_seq_len") is not None:
+        raise KinemaError(f"{what}: first-last-frame models (pos_embed_seq_len) are not supported yet")
+    if (config.get("image_dim") is None) != (config.get("added_kv_proj_dim") is None) or \
+            config.get("added_kv_proj_dim") not in (None, width):
+        raise KinemaError(f"{what}: image_dim and added_kv_proj_dim ({width}) go together, as in Wan2.1 I2V")
     if not config.get("cross_attn_norm", True) or config.get("qk_norm", "rms_norm_across_heads") != \
             "rms_norm_across_heads":
         raise KinemaError(f"{what}: only cross_attn_norm=true with qk_norm='rms_norm_across_heads' (Wan's) is "
                           f"supported")
     keys = ("in_channels", "out_channels", "patch_size", "num_attention_heads", "attention_head_dim", "ffn_dim",
-            "num_layers", "text_dim", "freq_dim", "eps")
+            "num_layers", "text_dim", "freq_dim", "eps", "image_dim")
     defaults = dict(in_channels=16, out_channels=16, patch_size=[1, 2, 2], num_attention_heads=40,
-                    attention_head_dim=128, ffn_dim=13824, num_layers=40, text_dim=4096, freq_dim=256, eps=1e-6)
+                    attention_head_dim=128, ffn_dim=13824, num_layers=40, text_dim=4096, freq_dim=256, eps=1e-6,
+                    image_dim=None)
     chosen = {key: config.get(key, defaults[key]) for key in keys}
     chosen["patch_size"] = tuple(chosen["patch_size"])
     return chosen
@@ -280,9 +288,13 @@ def load_scheduler(folder: Path) -> Any:
 
 
 def wan_kind(index: dict[str, Any], transformer: VideoDiT, vae: VideoVAE | WanVAE) -> str:
-    """wan2.1 (T2V 1.3B / 14B), wan2.2-ti2v (5B, 48-channel VAE) or wan2.2-a14b (a pair of experts)."""
+    """wan2.1 (T2V 1.3B / 14B), wan2.1-i2v (CLIP image tokens and image channels), wan2.2-ti2v (5B, 48-channel
+    VAE), wan2.2-a14b (a pair of experts) or wan2.2-i2v-a14b (a pair of image-to-video experts)."""
+    image = transformer.config.in_channels > vae.config.z_dim
     if index.get("boundary_ratio") is not None:
-        return "wan2.2-a14b"
+        return "wan2.2-i2v-a14b" if image else "wan2.2-a14b"
+    if image:
+        return "wan2.1-i2v"
     if vae.config.z_dim == 48:
         return "wan2.2-ti2v"
     return "wan2.1"
@@ -296,7 +308,7 @@ def wan_defaults(kind: str, scheduler: Any) -> dict[str, Any]:
                   negative_prompt=WAN_NEGATIVE_PROMPT, expand=False, width=832, height=480)
     if kind == "wan2.2-ti2v":
         return {**common, "fps": 24.0, "window": 31, "width": 1280, "height": 704}
-    if kind == "wan2.2-a14b":
+    if kind in ("wan2.2-a14b", "wan2.2-i2v-a14b"):
         return {**common, "steps": 40, "guidance_scale": 4.0, "guidance_scale_2": 3.0, "width": 1280, "height": 720}
     return common
 
@@ -349,3 +361,33 @@ def check_gpu_memory(folder: Path, device: torch.device, dtype: torch.dtype) -> 
         raise KinemaError(f"model '{folder.name}' needs {sum(weights_bytes(p, dtype) for p in parts) / 2**30:.1f} "
                           f"GiB of {dtype} weights on {device}, which has {free / 2**30:.1f} GiB free: use {hint}, "
                           f"or a smaller size")
+
+
+class ClipImageEncoder:
+    """The image encoder of a Wan2.1 image-to-video folder (``image_encoder/`` CLIP vision, ``image_processor/``):
+    an image's tokens as diffusers' ``WanImageToVideoPipeline.encode_image`` gives them, the penultimate hidden
+    states (B, M, D_image)."""
+
+    def __init__(self, folder: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        try:
+            from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()  # no hint about torchvision's faster image processor
+            self.processor = CLIPImageProcessor.from_pretrained(folder / "image_processor", local_files_only=True)
+            self.model = CLIPVisionModelWithProjection.from_pretrained(folder / "image_encoder",
+                                                                       local_files_only=True, dtype=dtype)
+        except (OSError, ValueError) as error:
+            raise KinemaError(f"cannot load the image encoder from '{folder}': {str(error).splitlines()[0]}"
+                              ) from None
+        self.model.eval().requires_grad_(False).to(device)
+        self.device = torch.device(device)
+
+    @torch.no_grad()
+    def encode(self, images: list[Any]) -> torch.Tensor:
+        """uint8 images (H, W, 3) -> tokens (B, M, D_image), float32."""
+        from PIL import Image
+
+        pixels = self.processor(images=[Image.fromarray(image) for image in images], return_tensors="pt")
+        pixels = pixels["pixel_values"].to(self.device, self.model.dtype)
+        return self.model(pixel_values=pixels, output_hidden_states=True).hidden_states[-2].float()

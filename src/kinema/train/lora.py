@@ -67,6 +67,9 @@ def train_lora(config: LoraTrainConfig, log=print) -> Path:
     torch.manual_seed(config.seed)
     pipe = KinemaPipeline.from_pretrained(config.model, device=config.device)
     pipe.check_size(height, width)
+    if pipe.frames_as_channels:
+        raise KinemaError("train lora: Wan's image-to-video models are not supported yet (use a text-to-video or "
+                          "TI2V model)")
     pipe.transformer.requires_grad_(False)
     source = VideoFolderSource(config.data, config.fps, [(config.frames, height, width)], config.batch_size,
                                config.seed)
