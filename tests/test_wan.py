@@ -339,3 +339,32 @@ def test_train_lora_on_a_video_folder_loads_in_diffusers(folders, tmp_path):
         ours, theirs = both(pipe, reference, **call)
     assert np.abs(ours.astype(int) - plain).max() > 0  # the trained LoRA moved away from zero
     assert np.abs(ours.astype(int) - theirs).max() <= 1
+
+
+def test_the_server_generates_from_a_wan_folder_with_a_lora_it_offers(folders, tmp_path):
+    """`kinema serve --model WAN_FOLDER --lora-dir DIR`: a job names a LoRA of DIR (never a path of the server's
+    machine), runs with the folder's defaults, and records both."""
+    import shutil
+
+    from test_serve import Server, wait_done
+
+    folder, reference = folders["wan2.1"]
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    shutil.copy(peft_lora(reference, tmp_path), loras / "style.safetensors")
+    server = Server(folder, tmp_path, "--lora-dir", str(loras)).start()
+    try:
+        with server.http() as http:
+            body = {"prompt": PROMPT, "seconds": "0.25", "size": "32x32", "steps": 2, "seed": 3}
+            for bad, words in (("../style.safetensors", "not a LoRA this server offers"),
+                               ("other.safetensors", "not a LoRA this server offers")):
+                answer = http.post("/v1/videos", json={**body, "loras": [bad]})
+                assert answer.status_code == 400 and words in answer.json()["error"]["message"]
+            job = http.post("/v1/videos", json={**body, "loras": ["style.safetensors:0.5"]}).json()
+            done = wait_done(http, [job["id"]])[job["id"]]
+            assert done["status"] == "completed", done
+            metadata = http.get(f"/v1/videos/{job['id']}/content", params={"variant": "metadata"}).json()
+    finally:
+        server.stop()
+    assert metadata["loras"] == [f"{loras / 'style.safetensors'}:0.5"] and metadata["fps"] == 16
+    assert metadata["expand"] is False and metadata["sampler"] == "scheduler"
