@@ -356,10 +356,11 @@ def test_the_server_generates_from_a_wan_folder_with_a_lora_it_offers(folders, t
     try:
         with server.http() as http:
             body = {"prompt": PROMPT, "seconds": "0.25", "size": "32x32", "steps": 2, "seed": 3}
-            for bad, words in (("../style.safetensors", "not a LoRA this server offers"),
-                               ("other.safetensors", "not a LoRA this server offers")):
-                answer = http.post("/v1/videos", json={**body, "loras": [bad]})
-                assert answer.status_code == 400 and words in answer.json()["error"]["message"]
+            for bad in ({"loras": ["../style.safetensors"]}, {"loras": ["other.safetensors"]}):
+                answer = http.post("/v1/videos", json={**body, **bad})
+                assert answer.status_code == 400 and "not a LoRA this server" in answer.json()["error"]["message"]
+            answer = http.post("/v1/videos", json={**body, "expand_with": True})  # no --expand-with: no endpoint
+            assert answer.status_code == 400 and "no chat endpoint" in answer.json()["error"]["message"]
             job = http.post("/v1/videos", json={**body, "loras": ["style.safetensors:0.5"]}).json()
             done = wait_done(http, [job["id"]])[job["id"]]
             assert done["status"] == "completed", done

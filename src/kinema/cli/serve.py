@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -36,6 +37,9 @@ def serve(
     log_level: Annotated[str, typer.Option(help="critical, error, warning, info or debug.")] = "info",
     lora_dir: Annotated[Path | None, typer.Option(help="A folder of LoRA .safetensors files that requests may name "
                                                        "in 'loras'.")] = None,
+    expand_with: Annotated[str | None, typer.Option(
+        help="An OpenAI-compatible chat endpoint that requests may ask to extend their prompts with "
+             "('expand_with': true).")] = None,
     device: Annotated[str, typer.Option(help="Where a Wan model runs: cpu, cuda or cuda:N.")] = "cpu",
     offload: Annotated[str, typer.Option(help="none, model (each model moves to the GPU while it runs) or "
                                               "sequential (each layer; least GPU memory, slowest).")] = "none",
@@ -65,6 +69,8 @@ def serve(
     if workers == 0 and not is_postgres_url(db):
         raise KinemaError("--workers 0 needs a PostgreSQL job store (--db postgresql://...) that 'kinema worker' "
                           "processes share; one server process uses a SQLite file")
+    if expand_with is not None and not re.fullmatch(r"https?://\S+", expand_with):
+        raise KinemaError(f"expand-with '{expand_with}': give an http:// or https:// URL")
     if lora_dir is not None and not lora_dir.is_dir():
         raise KinemaError(f"lora-dir '{lora_dir}' is not a folder")
     check_host(host, token)  # before anything heavy loads, so a refusal is immediate
@@ -73,7 +79,8 @@ def serve(
 
     config = ServerConfig(db=db, media=media, workers=workers, lease=lease_seconds, token=token, max_queue=max_queue,
                           max_upload_bytes=int(max_upload_mb * (1 << 20)), max_video_pixels=max_video_pixels,
-                          poll_after_ms=poll_after_ms, lora_dir=lora_dir)
+                          poll_after_ms=poll_after_ms, lora_dir=lora_dir,
+                          expand_with=expand_with)
     pipe = load_pipeline(model, device, dtype, offload=offload)  # the API checks requests against the model's settings
     if workers:
         pipe.text_encoder  # noqa: B018 (load it now: the first job should not wait, a broken install should fail here)

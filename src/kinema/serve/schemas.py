@@ -40,8 +40,9 @@ class Sampling(BaseModel):
     expand: bool | None = Field(None, description="kinema: expand the prompt into the caption style the model "
                                                 "was trained on (default: the model's, on for the embedded model; the "
                                                 "expansion is in the metadata)")
-    expand_with: str | None = Field(None, max_length=500, description="kinema: the URL of an OpenAI-compatible "
-                                    "chat endpoint that extends the prompt (falls back to the prompt as written)")
+    expand_with: bool | None = Field(None, description="kinema: extend the prompt with the chat endpoint the server "
+                                     "was started with (kinema serve --expand-with URL); falls back to the prompt "
+                                     "as written")
     loras: list[str] | None = Field(None, max_length=8, description="kinema: LoRAs the server offers, each NAME or "
                                     "NAME:SCALE (a .safetensors file in its --lora-dir)")
     context_noise: float | None = Field(None, ge=0, lt=1, description="kinema, long videos: noise level in [0, 1) "

@@ -193,6 +193,11 @@ async def submit(state: ServerState, job_id: str, folder: Path, *, prompt: str, 
         request_fields["seed"] = secrets.randbelow(2**31)
     if request_fields.get("loras"):
         request_fields["loras"] = served_loras(state, request_fields["loras"])
+    if request_fields.get("expand_with") is not None:  # a client turns it on; the server names the endpoint
+        if request_fields["expand_with"] and state.config.expand_with is None:
+            raise ApiError(400, "expand_with: this server has no chat endpoint (start it with --expand-with URL)",
+                           "expand_with")
+        request_fields["expand_with"] = state.config.expand_with if request_fields["expand_with"] else None
     request = GenerateRequest(prompt=expanded, output=str(folder / OUTPUT_NAME), **request_fields)
     seconds, size = check_request(request, state.pipe, input_frames=input_frames,
                                   max_job_pixels=state.config.max_video_pixels)
