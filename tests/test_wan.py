@@ -155,6 +155,43 @@ def test_weights_load_in_the_asked_dtype(folders):
     assert all(p.device.type == "cpu" for p in pipe.transformer.parameters())
 
 
+def test_a_gpu_too_small_is_told_before_loading_with_what_would_fit(folders, monkeypatch):
+    """From the safetensors headers alone: the A14B pair in bf16 against a GPU's free memory (faked; no GPU here)."""
+    from kinema.models import wan
+
+    folder, reference = folders["wan2.2-a14b"]
+    one = sum(p.numel() for p in reference.transformer.parameters()) * 2  # bytes of one expert in bf16
+    assert wan.weights_bytes(folder / "transformer", torch.bfloat16) == one
+    assert wan.weights_bytes(folder / "transformer_2", torch.float32) == 2 * one
+    gpu = torch.device("cuda", 0)
+    for free, hint in ((2 * one, None), (2 * one - 1, "--offload model"), (one - 1, "--offload sequential")):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, free=free: (free, 8 * one))
+        if hint is None:
+            wan.check_gpu_memory(folder, gpu, torch.bfloat16)  # both experts fit
+        else:
+            with pytest.raises(KinemaError, match=f"of bfloat16 weights on cuda:0.*use {hint}") as error:
+                wan.check_gpu_memory(folder, gpu, torch.bfloat16)
+            assert "\n" not in str(error.value) and "--dtype" not in str(error.value)
+    with pytest.raises(KinemaError, match="or --dtype bfloat16"):
+        wan.check_gpu_memory(folder, gpu, torch.float32)
+
+
+@pytest.mark.parametrize("kind", ["wan2.1", "wan2.2-a14b"])
+def test_model_cpu_offload_gives_the_same_frames(folders, kind):
+    """diffusers' model CPU offload hooks (here with the CPU as the execution device, the only one in the tests):
+    the pipeline runs each model, both A14B experts included, where the hooks put it and gives the same frames."""
+    folder, _ = folders[kind]
+    call = dict(num_frames=5, height=32, width=32, num_inference_steps=2)
+    plain = KinemaPipeline.from_pretrained(folder)(PROMPT, generator=torch.Generator().manual_seed(0), **call).frames
+    pipe = KinemaPipeline.from_pretrained(folder)
+    pipe.enable_model_cpu_offload(device="cpu")
+    hooked = [name for name in ("transformer", "transformer_2", "vae")
+              if getattr(getattr(pipe, name), "_hf_hook", None) is not None]
+    assert hooked == ["transformer", "transformer_2", "vae"] if kind == "wan2.2-a14b" else ["transformer", "vae"]
+    ours = pipe(PROMPT, generator=torch.Generator().manual_seed(0), **call).frames
+    assert np.array_equal(ours, plain)
+
+
 def test_broken_wan_folders_give_one_line_errors(folders, tmp_path):
     import shutil
 

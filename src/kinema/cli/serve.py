@@ -79,8 +79,7 @@ def serve(
 
     config = ServerConfig(db=db, media=media, workers=workers, lease=lease_seconds, token=token, max_queue=max_queue,
                           max_upload_bytes=int(max_upload_mb * (1 << 20)), max_video_pixels=max_video_pixels,
-                          poll_after_ms=poll_after_ms, lora_dir=lora_dir,
-                          expand_with=expand_with)
+                          poll_after_ms=poll_after_ms, lora_dir=lora_dir, expand_with=expand_with)
     pipe = load_pipeline(model, device, dtype, offload=offload)  # the API checks requests against the model's settings
     if workers:
         pipe.text_encoder  # noqa: B018 (load it now: the first job should not wait, a broken install should fail here)

@@ -352,15 +352,18 @@ def check_gpu_memory(folder: Path, device: torch.device, dtype: torch.dtype) -> 
     """A one-line KinemaError, before anything loads, when the transformer(s) alone would not fit the GPU's free
     memory, saying what would: CPU offload, or a smaller dtype."""
     free, _ = torch.cuda.mem_get_info(device)
-    parts = [folder / name for name in ("transformer", "transformer_2") if (folder / name).is_dir()]
-    # the A14B experts take turns: with offload only one is on the GPU at a time
-    needed = max(weights_bytes(part, dtype) for part in parts)
-    if sum(weights_bytes(part, dtype) for part in parts) > free:
-        hint = "--offload model (one model on the GPU at a time)" if needed < free else \
-            "--offload sequential (layer by layer; slow)"
-        raise KinemaError(f"model '{folder.name}' needs {sum(weights_bytes(p, dtype) for p in parts) / 2**30:.1f} "
-                          f"GiB of {dtype} weights on {device}, which has {free / 2**30:.1f} GiB free: use {hint}, "
-                          f"or a smaller size")
+    sizes = [weights_bytes(folder / name, dtype) for name in ("transformer", "transformer_2")
+             if (folder / name).is_dir()]
+    if sum(sizes) <= free:
+        return
+    # the A14B experts take turns: with model offload only one model is on the GPU at a time
+    hint = "--offload model (one model on the GPU at a time)" if max(sizes) < free else \
+        "--offload sequential (layer by layer; slow)"
+    if dtype == torch.float32:
+        hint += ", or --dtype bfloat16 (half the bytes)"
+    name = str(dtype).removeprefix("torch.")
+    raise KinemaError(f"model '{folder.name}' needs {sum(sizes) / 2**30:.1f} GiB of {name} weights on {device}, "
+                      f"which has {free / 2**30:.1f} GiB free: use {hint}")
 
 
 class ClipImageEncoder:
