@@ -261,6 +261,35 @@ def test_a_peft_lora_gives_diffusers_frames(folders, tmp_path):
     assert np.array_equal(pipe(PROMPT, generator=torch.Generator().manual_seed(0), **call).frames, plain)
 
 
+def test_a14b_loras_go_to_the_expert_diffusers_loads_them_into(folders, tmp_path):
+    """Wan2.2 A14B: FILE goes to the high-noise expert as diffusers' load_lora_weights does, low=FILE to the
+    low-noise one as with its load_into_transformer_2=True; either way kinema gives diffusers' frames."""
+    from diffusers import WanPipeline
+
+    from kinema.models.lora import parse_lora_spec
+
+    folder, _ = folders["wan2.2-a14b"]
+    pipe = KinemaPipeline.from_pretrained(folder)
+    call = dict(num_frames=5, height=32, width=32, num_inference_steps=4)
+    plain = pipe(PROMPT, generator=torch.Generator().manual_seed(0), **call).frames
+    made = {}
+    for spec in ("{}", "low={}:0.8"):
+        reference = WanPipeline.from_pretrained(folder)
+        lora = peft_lora(reference, tmp_path / str(len(made)))
+        path, scale, expert = parse_lora_spec(spec.format(lora))
+        reference.load_lora_weights(path, adapter_name="test", load_into_transformer_2=expert == "low")
+        reference.set_adapters(["test"], [scale])
+        with pipe.loras([(path, scale, expert)]):
+            ours = pipe(PROMPT, generator=torch.Generator().manual_seed(0), **call).frames
+        theirs = uint8(reference(PROMPT, negative_prompt=pipe.defaults.negative_prompt, guidance_scale=4.0,
+                                 guidance_scale_2=3.0, output_type="np", generator=torch.Generator().manual_seed(0),
+                                 **call).frames)
+        assert np.abs(ours.astype(int) - plain).max() > 5  # the LoRA changes the video
+        assert np.abs(ours.astype(int) - theirs).max() <= 1
+        made[expert] = ours
+    assert np.abs(made["high"].astype(int) - made["low"]).max() > 5  # each expert took its own
+
+
 def test_community_lora_format_reads_like_the_diffusers_one(folders, tmp_path):
     """Original Wan names (diffusion_model.blocks.N.self_attn.q, ffn.0, with .alpha), as diffusers converts them."""
     from kinema.models.lora import read_lora
@@ -293,8 +322,11 @@ def test_bad_loras_give_one_line_errors(folders, tmp_path):
     from kinema.models.lora import parse_lora_spec
 
     pipe = KinemaPipeline.from_pretrained(folders["wan2.1"][0])
-    assert parse_lora_spec("style.safetensors:0.5") == ("style.safetensors", 0.5)
-    assert parse_lora_spec("c:/x/style.safetensors") == ("c:/x/style.safetensors", 1.0)
+    assert parse_lora_spec("style.safetensors:0.5") == ("style.safetensors", 0.5, "high")
+    assert parse_lora_spec("c:/x/style.safetensors") == ("c:/x/style.safetensors", 1.0, "high")
+    assert parse_lora_spec("low=a=b.safetensors:-2") == ("a=b.safetensors", -2.0, "low")
+    with pytest.raises(KinemaError, match=r"only Wan2\.2 A14B has two"):
+        pipe.load_lora_weights(tmp_path / "none.safetensors", load_into_transformer_2=True)
     with pytest.raises(KinemaError, match="does not exist"):
         pipe.load_lora_weights(tmp_path / "none.safetensors")
     with pytest.raises(KinemaError, match=r"only \.safetensors"):
@@ -396,6 +428,8 @@ def test_the_server_generates_from_a_wan_folder_with_a_lora_it_offers(folders, t
             for bad in ({"loras": ["../style.safetensors"]}, {"loras": ["other.safetensors"]}):
                 answer = http.post("/v1/videos", json={**body, **bad})
                 assert answer.status_code == 400 and "not a LoRA this server" in answer.json()["error"]["message"]
+            answer = http.post("/v1/videos", json={**body, "loras": ["low=style.safetensors"]})  # one expert here
+            assert answer.status_code == 400 and "only Wan2.2 A14B" in answer.json()["error"]["message"]
             answer = http.post("/v1/videos", json={**body, "expand_with": True})  # no --expand-with: no endpoint
             assert answer.status_code == 400 and "no chat endpoint" in answer.json()["error"]["message"]
             job = http.post("/v1/videos", json={**body, "loras": ["style.safetensors:0.5"]}).json()

@@ -72,7 +72,8 @@ def generate(
                            ] = None,
     lora: Annotated[list[str] | None, typer.Option(
         help="A LoRA file (.safetensors, diffusers/PEFT or a community Wan format) as FILE or FILE:SCALE; "
-             "repeat for more.")] = None,
+             "repeat for more. Wan2.2 A14B: FILE goes to the high-noise expert, low=FILE to the low-noise one.")
+                           ] = None,
     device: Annotated[str, typer.Option(help="Where a Wan model runs: cpu, cuda or cuda:N.")] = "cpu",
     offload: Annotated[str, typer.Option(help="none, model (each model moves to the GPU while it runs) or "
                                               "sequential (each layer; least GPU memory, slowest).")] = "none",

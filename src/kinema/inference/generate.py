@@ -21,6 +21,7 @@ from kinema.inference.settings import Sampling, Windows, expands, model_size, re
 
 if TYPE_CHECKING:
     from kinema.inference.pipeline import KinemaPipeline
+    from kinema.models.lora import LoraSpec
 
 
 def load_pipeline(model: str | Path | None = None, device: str = "cpu", dtype: str | None = None,
@@ -143,8 +144,8 @@ def run(pipe, request: Request, progress=None, log=None) -> Path:
     return write_video(output, frames_out, plan.fps, metadata=metadata)
 
 
-def lora_specs(request: Request) -> list[tuple[str, float]]:
-    """A request's LoRAs as (file, scale)."""
+def lora_specs(request: Request) -> list[LoraSpec]:
+    """A request's LoRAs as (file, scale, expert)."""
     from kinema.models.lora import parse_lora_spec
 
     return [parse_lora_spec(spec) for spec in request.loras]

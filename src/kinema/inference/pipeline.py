@@ -298,13 +298,17 @@ class KinemaPipeline(DiffusionPipeline):
 
     # -- LoRAs ---------------------------------------------------------------------------------------
 
-    def load_lora_weights(self, path: str | os.PathLike, scale: float = 1.0) -> None:
-        """Apply a LoRA file (``kinema.models.lora``: diffusers/PEFT or a community format) to the transformer, and
-        to Wan2.2's low-noise expert too, until ``unload_lora_weights``."""
+    def load_lora_weights(self, path: str | os.PathLike, scale: float = 1.0,
+                          load_into_transformer_2: bool = False) -> None:
+        """Apply a LoRA file (``kinema.models.lora``: diffusers/PEFT or a community format) to the transformer, until
+        ``unload_lora_weights``. As in diffusers, a Wan2.2 A14B LoRA goes to the high-noise expert, or with
+        ``load_into_transformer_2`` to the low-noise one (the experts are trained apart, and so are their LoRAs)."""
+        if load_into_transformer_2 and self.transformer_2 is None:
+            raise KinemaError(f"lora '{path}': low= names the low-noise expert, and this model has one transformer "
+                              "(only Wan2.2 A14B has two)")
         layers = read_lora(path)
-        for transformer in (self.transformer, self.transformer_2):
-            if transformer is not None:
-                self._lora_hooks += apply_lora(transformer, layers, scale)
+        self._lora_hooks += apply_lora(self.transformer_2 if load_into_transformer_2 else self.transformer, layers,
+                                       scale)
 
     def unload_lora_weights(self) -> None:
         """Take every LoRA off (exactly: a LoRA never changes the weights)."""
@@ -313,11 +317,12 @@ class KinemaPipeline(DiffusionPipeline):
         self._lora_hooks = []
 
     @contextlib.contextmanager
-    def loras(self, specs: Sequence[tuple[str, float]]) -> Iterator[None]:
-        """The LoRAs ``(file, scale)`` applied for the duration of a block (one generation), then taken off."""
+    def loras(self, specs: Sequence[tuple]) -> Iterator[None]:
+        """The LoRAs ``(file, scale)`` or ``(file, scale, expert)`` (``kinema.models.lora.LoraSpec``; expert
+        ``high`` or ``low``) applied for the duration of a block (one generation), then taken off."""
         try:
-            for path, scale in specs:
-                self.load_lora_weights(path, scale)
+            for path, scale, *expert in specs:
+                self.load_lora_weights(path, scale, load_into_transformer_2=expert == ["low"])
             yield
         finally:
             self.unload_lora_weights()

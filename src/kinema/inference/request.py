@@ -142,12 +142,12 @@ def validate(request: Request, fps_default: float = 8.0, size_default: str = DEF
 
 
 def lora_files(request: Request) -> list[str]:
-    """The files of a request's LoRAs (each FILE or FILE:SCALE, the scale checked)."""
+    """The files of a request's LoRAs (each [high=|low=]FILE[:SCALE], the scale checked)."""
     from kinema.models.lora import parse_lora_spec
 
     if len(request.loras) > MAX_LORAS:
         raise KinemaError(f"loras: {len(request.loras)} given, at most {MAX_LORAS}")
-    return [parse_lora_spec(spec)[0] for spec in request.loras]
+    return [parse_lora_spec(spec).path for spec in request.loras]
 
 
 def _check_text(request: Request) -> None:

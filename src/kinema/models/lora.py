@@ -17,6 +17,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -40,17 +41,32 @@ class LoraLayer:
     scale: float
 
 
-def parse_lora_spec(spec: str) -> tuple[str, float]:
-    """``FILE`` or ``FILE:SCALE`` (scale 1 when absent) -> (file, scale); one-line KinemaError for a bad scale."""
-    path, scale = spec, 1.0
-    match = re.fullmatch(r"(.+):([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)", spec)
+EXPERTS = ("high", "low")  # Wan2.2 A14B: the high-noise expert (transformer) and the low-noise one (transformer_2)
+
+
+class LoraSpec(NamedTuple):
+    """A LoRA to apply: its file, its scale, and for Wan2.2 A14B which expert takes it (diffusers' default, the
+    high-noise ``transformer``; ``low``: ``transformer_2``, as ``load_lora_weights(load_into_transformer_2=True)``)."""
+
+    path: str
+    scale: float = 1.0
+    expert: str = "high"
+
+
+def parse_lora_spec(spec: str) -> LoraSpec:
+    """``[high=|low=]FILE[:SCALE]`` (scale 1 when absent) -> LoraSpec; one-line KinemaError for a bad scale."""
+    expert, path, scale = "high", spec, 1.0
+    prefix = re.fullmatch(r"(high|low)=(.*)", spec)
+    if prefix:
+        expert, path = prefix.group(1), prefix.group(2)
+    match = re.fullmatch(r"(.+):([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)", path)
     if match:
         path, scale = match.group(1), float(match.group(2))
     if not path:
-        raise KinemaError(f"lora '{spec}': give FILE or FILE:SCALE")
+        raise KinemaError(f"lora '{spec}': give [high=|low=]FILE[:SCALE]")
     if not -MAX_SCALE <= scale <= MAX_SCALE:
         raise KinemaError(f"lora '{spec}': scale {scale:g} must be between -{MAX_SCALE:g} and {MAX_SCALE:g}")
-    return path, scale
+    return LoraSpec(path, scale, expert)
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -44,7 +44,8 @@ class Sampling(BaseModel):
                                      "was started with (kinema serve --expand-with URL); falls back to the prompt "
                                      "as written")
     loras: list[str] | None = Field(None, max_length=8, description="kinema: LoRAs the server offers, each NAME or "
-                                    "NAME:SCALE (a .safetensors file in its --lora-dir)")
+                                    "NAME:SCALE (a .safetensors file in its --lora-dir); low=NAME for "
+                                    "Wan2.2 A14B's low-noise expert")
     context_noise: float | None = Field(None, ge=0, lt=1, description="kinema, long videos: noise level in [0, 1) "
                                         "of the frames each later pass continues from (default: the model's)")
     anchor: float | None = Field(None, ge=0, le=1, description="kinema, long videos: strength in [0, 1] with which "

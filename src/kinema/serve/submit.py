@@ -170,18 +170,23 @@ LORA_NAME = re.compile(FILE_NAME.pattern + r"\.safetensors")  # a file name in t
 
 
 def served_loras(state: ServerState, specs: list[str]) -> list[str]:
-    """A request's LoRAs, each ``NAME`` or ``NAME:SCALE`` of a file in the server's ``--lora-dir``, as paths there:
-    a client names LoRAs the server offers, never a path of the server's machine."""
+    """A request's LoRAs, each ``[low=]NAME[:SCALE]`` of a file in the server's ``--lora-dir``, as paths there: a
+    client names LoRAs the server offers, never a path of the server's machine."""
     folder = state.config.lora_dir
     if folder is None:
         raise ApiError(400, "loras: this server offers no LoRAs (start it with --lora-dir DIR)", "loras")
     resolved = []
     for spec in specs:
-        name, _, scale = spec.partition(":")
+        expert, _, name = spec.rpartition("=")
+        name, _, scale = name.partition(":")
         if not LORA_NAME.fullmatch(name) or not (folder / name).is_file():
             raise ApiError(400, f"loras: '{shown(name)}' is not a LoRA this server offers (a .safetensors file name "
                                 f"in its LoRA folder)", "loras")
-        resolved.append(str(folder / name) + (f":{scale}" if scale else ""))
+        if expert not in ("", "high", "low"):
+            raise ApiError(400, f"loras: '{shown(expert)}=': an expert is high= or low=", "loras")
+        if expert == "low" and getattr(state.pipe, "transformer_2", None) is None:
+            raise ApiError(400, "loras: low= names the low-noise expert, which only Wan2.2 A14B has", "loras")
+        resolved.append(f"{expert}=" * bool(expert) + str(folder / name) + (f":{scale}" if scale else ""))
     return resolved
 
 
