@@ -362,17 +362,32 @@ def test_cli_generates_from_a_wan_folder_with_a_lora(folders, tmp_path):
 
 
 def test_pipeline_modes_run_on_a_wan_model(folders):
-    """Every mode is the known-frames mechanism, so it runs on Wan weights too: extend, loop, edit and a long
-    video in windows."""
+    """Every mode is the known-frames mechanism, so it runs on Wan weights too: extend forward and backward, loop,
+    connect, an image, edit, and a two-shot long video in windows (a storyboard: each shot's frames attend to its
+    caption)."""
     from kinema.inference.longvideo import generate_long
 
     pipe = KinemaPipeline.from_pretrained(folders["wan2.1"][0])
     call = dict(height=32, width=32, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
     first = pipe(PROMPT, num_frames=5, **call).frames[0]
-    extended = pipe(PROMPT, num_frames=9, video=first, mode="extend_forward", **call).frames[0]
-    assert extended.shape == (9, 32, 32, 3)
-    assert np.abs(extended[:5].astype(int) - first).mean() < 12  # the given frames are kept (through the VAE)
+    other = pipe("a blue box slides left", num_frames=5, **call).frames[0]
+
+    def encoded(frames: np.ndarray) -> torch.Tensor:  # (1, C, 2, h, w): 5 frames' normalized latents
+        return pipe.encode_video(torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1)
+
+    # the given frames are held as latents: exactly their encoding (a closing clip keeps all but its first, which
+    # the causal VAE encodes as an image); random VAE weights do not reproduce pixels, so latents are compared
+    forward = pipe(PROMPT, num_frames=9, video=first, mode="extend_forward", output_type="latent", **call).frames
+    assert forward.shape[2] == 3 and torch.equal(forward[:, :, :2], encoded(first))
+    backward = pipe(PROMPT, num_frames=9, video=first, mode="extend_backward", output_type="latent", **call).frames
+    assert backward.shape[2] == 3 and torch.equal(backward[:, :, -1:], encoded(first)[:, :, 1:])
+    connected = pipe(PROMPT, num_frames=17, video=first, video_end=other, mode="connect", output_type="latent",
+                     **call).frames
+    assert torch.equal(connected[:, :, :2], encoded(first))
+    assert torch.equal(connected[:, :, -1:], encoded(other)[:, :, 1:])
+    assert pipe(PROMPT, num_frames=9, video=first, mode="extend_backward", **call).frames.shape == (1, 9, 32, 32, 3)
     assert pipe(PROMPT, num_frames=8, mode="loop", **call).frames.shape == (1, 8, 32, 32, 3)
+    assert pipe(PROMPT, num_frames=1, **call).frames.shape == (1, 1, 32, 32, 3)  # an image
     assert pipe(PROMPT, num_frames=5, video=first, mode="edit", strength=0.5, **call).frames.shape[1] == 5
     long = generate_long(pipe, [PROMPT, "a blue box slides left"], 45, 32, 32, shot_starts=[0, 21], window=6,
                          num_inference_steps=2, generator=torch.Generator().manual_seed(0))
