@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from kinema.cli.options import Device, Dtype, Offload
 from kinema.errors import KinemaError
 from kinema.frames import DEFAULT_SECONDS, DEFAULT_SIZE
 
@@ -74,12 +75,9 @@ def generate(
         help="A LoRA file (.safetensors, diffusers/PEFT or a community Wan format) as FILE or FILE:SCALE; "
              "repeat for more. Wan2.2 A14B: FILE goes to the high-noise expert, low=FILE to the low-noise one.")
                            ] = None,
-    device: Annotated[str, typer.Option(help="Where a Wan model runs: cpu, cuda or cuda:N.")] = "cpu",
-    offload: Annotated[str, typer.Option(help="none, model (each model moves to the GPU while it runs) or "
-                                              "sequential (each layer; least GPU memory, slowest).")] = "none",
-    dtype: Annotated[str | None, typer.Option(
-        help="A Wan transformer's dtype: float32, bfloat16 or float16 (default: bfloat16 on a GPU, float32 on "
-             "the CPU; the VAE stays float32).")] = None,
+    device: Device = "cpu",
+    offload: Offload = "none",
+    dtype: Dtype = None,
     split_guidance: Annotated[bool, typer.Option(
         "--split-guidance/--no-split-guidance", help="Under torchrun: guidance's two passes on two halves of the "
                                                      "ranks (an even number), or every rank on every pass.")] = True,

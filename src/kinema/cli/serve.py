@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from kinema.cli.options import Device, Dtype, Offload
 from kinema.errors import KinemaError
 from kinema.serve.database import is_postgres_url
 
@@ -40,10 +41,9 @@ def serve(
     expand_with: Annotated[str | None, typer.Option(
         help="An OpenAI-compatible chat endpoint that requests may ask to extend their prompts with "
              "('expand_with': true).")] = None,
-    device: Annotated[str, typer.Option(help="Where a Wan model runs: cpu, cuda or cuda:N.")] = "cpu",
-    offload: Annotated[str, typer.Option(help="none, model (each model moves to the GPU while it runs) or "
-                                              "sequential (each layer; least GPU memory, slowest).")] = "none",
-    dtype: Annotated[str | None, typer.Option(help="A Wan transformer's dtype: float32, bfloat16 or float16.")] = None,
+    device: Device = "cpu",
+    offload: Offload = "none",
+    dtype: Dtype = None,
 ) -> None:
     """Serve the OpenAI-compatible video API (/v1/videos) and the web studio (/) on one loaded model."""
     from kinema.serve.guard import check_host

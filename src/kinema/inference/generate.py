@@ -31,17 +31,11 @@ def load_pipeline(model: str | Path | None = None, device: str = "cpu", dtype: s
     fp32); ``offload`` (model or sequential: diffusers' CPU offload mechanisms) keeps the weights in host memory and
     moves each model, or each layer, to ``device`` when it runs; ``release_text_encoder`` frees the text encoder
     after each encoding (one-shot commands: a Wan UMT5 is several GB that sampling does not need)."""
-    import torch
 
     from kinema.inference.pipeline import KinemaPipeline
     from kinema.weights import find_model
 
-    device = check_device(device)
-    if offload not in OFFLOADS:
-        raise KinemaError(f"offload '{offload}': choose {', '.join(OFFLOADS)}")
-    if offload != "none" and device == "cpu":
-        raise KinemaError(f"--offload {offload} moves models to a GPU as they run: give --device cuda")
-    chosen = torch_dtype(dtype) or (torch.bfloat16 if device != "cpu" else None)
+    device, chosen = check_placement(device, dtype, offload)
     pipe = KinemaPipeline.from_pretrained(find_model(model), device="cpu" if offload != "none" else device,
                                           dtype=chosen)
     if offload == "model":
@@ -51,6 +45,19 @@ def load_pipeline(model: str | Path | None = None, device: str = "cpu", dtype: s
     pipe.text_encoder_device = device
     pipe.release_text_encoder = release_text_encoder
     return pipe
+
+
+def check_placement(device: str, dtype: str | None, offload: str):
+    """The command line's --device, --dtype and --offload checked (one-line KinemaError): (device, torch dtype or
+    None for the model's default: bf16 on a GPU)."""
+    import torch
+
+    device = check_device(device)
+    if offload not in OFFLOADS:
+        raise KinemaError(f"offload '{offload}': choose {', '.join(OFFLOADS)}")
+    if offload != "none" and device == "cpu":
+        raise KinemaError(f"--offload {offload} moves models to a GPU as they run: give --device cuda")
+    return device, torch_dtype(dtype) or (torch.bfloat16 if device != "cpu" else None)
 
 
 OFFLOADS = ("none", "model", "sequential")
