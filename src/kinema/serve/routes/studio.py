@@ -7,6 +7,7 @@ from importlib import resources
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
+from kinema.inference.settings import model_size
 from kinema.serve.state import state_of
 
 STATIC = resources.files("kinema.serve") / "static"
@@ -34,4 +35,6 @@ async def studio_style() -> Response:
 async def healthz(request: Request) -> dict:
     state = state_of(request)
     alive = state.worker is None or state.worker.alive  # without one, workers elsewhere run the jobs
-    return {"status": "ok" if alive else "worker stopped", "model": state.pipe.name}
+    # the model's default size and the multiple its sizes come in, for the studio's size choices
+    return {"status": "ok" if alive else "worker stopped", "model": state.pipe.name, "size": model_size(state.pipe),
+            "size_multiple": getattr(state.pipe, "size_multiple", 8)}
