@@ -394,22 +394,28 @@ def test_pipeline_modes_run_on_a_wan_model(folders):
     assert long.shape == (45, 32, 32, 3)
 
 
+def captioned_videos(data: Path) -> Path:
+    """A folder of two 12-frame 32x32 videos (a random pattern moving right), each with a .txt caption."""
+    from kinema.media import write_video
+
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for n, caption in enumerate(["a red ball bounces on sand", "a blue box slides left on snow"]):
+        base = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        frames = np.stack([np.roll(base, 2 * k, axis=1) for k in range(12)])
+        write_video(data / f"clip{n}.mp4", frames, 16.0)
+        (data / f"clip{n}.txt").write_text(caption)
+    return data
+
+
 def test_train_lora_on_a_video_folder_loads_in_diffusers(folders, tmp_path):
     """`kinema train lora` on a folder of videos with .txt captions writes a LoRA that diffusers'
     WanPipeline.load_lora_weights reads, giving kinema's frames with it."""
     from diffusers import WanPipeline
 
     from kinema.cli import main
-    from kinema.media import write_video
 
-    data = tmp_path / "videos"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for n, caption in enumerate(["a red ball bounces on sand", "a blue box slides left on snow"]):
-        base = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-        frames = np.stack([np.roll(base, 2 * k, axis=1) for k in range(12)])  # a pattern moving right
-        write_video(data / f"clip{n}.mp4", frames, 16.0)
-        (data / f"clip{n}.txt").write_text(caption)
+    data = captioned_videos(tmp_path / "videos")
     folder, _ = folders["wan2.1"]
     out = tmp_path / "mine.safetensors"
     main(["train", "lora", "--model", str(folder), "--data", str(data), "-o", str(out), "--steps", "3", "--rank", "4",
@@ -423,6 +429,48 @@ def test_train_lora_on_a_video_folder_loads_in_diffusers(folders, tmp_path):
         ours, theirs = both(pipe, reference, **call)
     assert np.abs(ours.astype(int) - plain).max() > 0  # the trained LoRA moved away from zero
     assert np.abs(ours.astype(int) - theirs).max() <= 1
+
+
+def test_train_lora_for_the_a14b_low_noise_expert(folders, tmp_path, monkeypatch):
+    """`kinema train lora --expert low` on Wan2.2 A14B trains transformer_2 at the flow times it denoises (below the
+    boundary), and the LoRA loads in diffusers with load_into_transformer_2, giving kinema's frames with low=FILE."""
+    from diffusers import WanPipeline
+
+    from kinema.cli import main
+
+    calls = []
+    load = KinemaPipeline.from_pretrained.__func__
+
+    def watched(cls, *args, **kwargs):  # the pipeline train lora loads, its transformers' inputs recorded
+        pipe = load(cls, *args, **kwargs)
+        for name in ("transformer", "transformer_2"):
+            getattr(pipe, name).register_forward_pre_hook(lambda _, inputs, name=name: calls.append((name, inputs[1])))
+        return pipe
+
+    monkeypatch.setattr(KinemaPipeline, "from_pretrained", classmethod(watched))
+    folder, _ = folders["wan2.2-a14b"]
+    out = tmp_path / "low.safetensors"
+    main(["train", "lora", "--model", str(folder), "--data", str(captioned_videos(tmp_path / "videos")), "-o",
+          str(out), "--steps", "3", "--rank", "4", "--lr", "0.05", "--frames", "5", "--size", "32x32",
+          "--expert", "low"])
+    monkeypatch.undo()
+    assert [name for name, _ in calls] == ["transformer_2"] * 3
+    times = torch.cat([t.flatten() for _, t in calls])
+    assert times.max() < 0.875 and times.max() > 0  # the low-noise expert's range (a known first frame is at 0)
+    pipe = KinemaPipeline.from_pretrained(folder)
+    reference = WanPipeline.from_pretrained(folder)
+    reference.load_lora_weights(out, adapter_name="mine", load_into_transformer_2=True)
+    call = dict(num_frames=5, height=32, width=32, num_inference_steps=4)
+    with pipe.loras([(str(out), 1.0, "low")]):
+        ours = pipe(PROMPT, generator=torch.Generator().manual_seed(0), **call).frames
+    theirs = uint8(reference(PROMPT, negative_prompt=pipe.defaults.negative_prompt, guidance_scale=4.0,
+                             guidance_scale_2=3.0, output_type="np", generator=torch.Generator().manual_seed(0),
+                             **call).frames)
+    assert np.abs(ours.astype(int) - theirs).max() <= 1
+    with pytest.raises(SystemExit) as exit_:  # a model with one transformer has no low-noise expert
+        main(["train", "lora", "--model", str(folders["wan2.1"][0]), "--data", str(tmp_path / "videos"), "-o",
+              str(tmp_path / "x.safetensors"), "--steps", "1", "--frames", "5", "--size", "32x32", "--expert", "low"])
+    assert exit_.value.code == 2
 
 
 def test_the_server_generates_from_a_wan_folder_with_a_lora_it_offers(folders, tmp_path):

@@ -173,6 +173,8 @@ def lora_command(
     fps: Annotated[float, typer.Option(help="Frames per second clips are sampled at.")] = 16.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    expert: Annotated[str, typer.Option(help="Wan2.2 A14B: the expert to train for, high (noise) or low; load a "
+                                             "low one with --lora low=FILE.")] = "high",
 ) -> None:
     """Train a LoRA on a folder of your own videos with captions; writes the diffusers format, which `kinema generate
     --lora` and diffusers' WanPipeline.load_lora_weights read."""
@@ -181,6 +183,6 @@ def lora_command(
 
     config = LoraTrainConfig(model=model, data=str(data), out=str(output), rank=rank_, alpha=alpha, steps=steps,
                              lr=lr, batch_size=batch_size, frames=frames, size=size, fps=fps, seed=seed,
-                             device=check_device(device))
+                             device=check_device(device), expert=expert)
     written = train_lora(config, log=typer.echo)
     typer.echo(f"wrote {written}")

@@ -43,6 +43,7 @@ class LoraTrainConfig:
     image_conditioning: float = 0.2  # share of steps that hold the first latent frame known (image to video)
     seed: int = 0
     device: str = "cpu"
+    expert: str = "high"  # Wan2.2 A14B: the expert the LoRA is for (high-noise transformer, low-noise transformer_2)
 
     def __post_init__(self) -> None:
         if not is_latent_length(self.frames):
@@ -55,6 +56,8 @@ class LoraTrainConfig:
             raise KinemaError(f"batch size must be between 1 and 256 (got {self.batch_size})")
         if not 0 <= self.image_conditioning <= 1:
             raise KinemaError(f"image_conditioning must be in [0, 1] (got {self.image_conditioning:g})")
+        if self.expert not in ("high", "low"):
+            raise KinemaError(f"expert '{self.expert}': choose high or low")
         if not Path(self.out).suffix == ".safetensors":
             raise KinemaError(f"out '{self.out}': a LoRA is written as a .safetensors file")
 
@@ -70,11 +73,12 @@ def train_lora(config: LoraTrainConfig, log=print) -> Path:
     if pipe.frames_as_channels:
         raise KinemaError("train lora: Wan's image-to-video models are not supported yet (use a text-to-video or "
                           "TI2V model)")
-    pipe.transformer.requires_grad_(False)
+    transformer = expert_transformer(pipe, config.expert)
+    transformer.requires_grad_(False)
     source = VideoFolderSource(config.data, config.fps, [(config.frames, height, width)], config.batch_size,
                                config.seed)
-    adapter = LoraAdapter(pipe.transformer, config.rank, config.alpha)
-    hooks = apply_lora(pipe.transformer, adapter.layers())
+    adapter = LoraAdapter(transformer, config.rank, config.alpha)
+    hooks = apply_lora(transformer, adapter.layers())
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=config.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(config.seed)
     parameters = sum(p.numel() for p in adapter.parameters())
@@ -82,7 +86,7 @@ def train_lora(config: LoraTrainConfig, log=print) -> Path:
         f"{source.summary}")
     try:
         for step in range(config.steps):
-            loss = lora_loss(pipe, source.batch(step), config, generator)
+            loss = lora_loss(pipe, transformer, source.batch(step), config, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -94,10 +98,25 @@ def train_lora(config: LoraTrainConfig, log=print) -> Path:
     return adapter.save(config.out)
 
 
-def lora_loss(pipe: KinemaPipeline, batch: dict, config: LoraTrainConfig,
+def expert_transformer(pipe: KinemaPipeline, expert: str) -> torch.nn.Module:
+    """The transformer a LoRA is trained for: the model's one, or one of Wan2.2 A14B's two experts."""
+    if expert == "low" and pipe.transformer_2 is None:
+        raise KinemaError("train lora: expert low is Wan2.2 A14B's low-noise expert, and this model has one "
+                          "transformer")
+    return pipe.transformer_2 if expert == "low" else pipe.transformer
+
+
+def expert_times(t: torch.Tensor, pipe: KinemaPipeline, expert: str) -> torch.Tensor:
+    """Flow times in [0, 1] moved into the range the expert denoises at sampling time: above the A14B boundary for
+    the high-noise expert, below it for the low-noise one; unchanged for a model with one transformer."""
+    if pipe.transformer_2 is None or pipe.boundary is None:
+        return t
+    return pipe.boundary + (1 - pipe.boundary) * t if expert == "high" else pipe.boundary * t
+
+
+def lora_loss(pipe: KinemaPipeline, transformer: torch.nn.Module, batch: dict, config: LoraTrainConfig,
               generator: torch.Generator) -> torch.Tensor:
     """Flow-matching loss of one batch of videos (B, 3, F, H, W) and captions, through the hooked transformer."""
-    transformer = pipe.transformer
     with torch.no_grad():
         video = batch["video"].to(pipe.vae.device, pipe.vae.dtype)
         latents = pipe.vae.normalize_latents(pipe.vae.encode(video).mode()).float()  # (B, C, F', h, w)
@@ -105,7 +124,8 @@ def lora_loss(pipe: KinemaPipeline, batch: dict, config: LoraTrainConfig,
     b, _, latent_frames, lh, lw = latents.shape
     _, ph, pw = transformer.config.patch_size
     shift = pipe.defaults.shift or shift_for_tokens(latent_frames * (lh // ph) * (lw // pw), pipe.flow)
-    t = sample_times((b, 1), pipe.flow, shift, generator).expand(b, latent_frames).clone()  # (B, F')
+    t = expert_times(sample_times((b, 1), pipe.flow, shift, generator), pipe, config.expert)
+    t = t.expand(b, latent_frames).clone()  # (B, F')
     known = torch.zeros(b, latent_frames, dtype=torch.bool)
     if latent_frames > 1:
         known[:, 0] = torch.rand(b, generator=generator) < config.image_conditioning
