@@ -510,39 +510,27 @@ def test_the_server_generates_from_a_wan_folder_with_a_lora_it_offers(folders, t
 def test_the_studio_offers_a_wan_model_its_own_size(folders, tmp_path):
     """The studio reads the model's size and size multiple from /healthz: a Wan2.1 model starts at 480 with
     sizes in multiples of 16, and a video made there plays."""
-    from test_serve import TOKEN, Server, chromium_or_skip
+    from test_serve import Server, chromium_or_skip, studio
 
-    executable = chromium_or_skip()
-    from playwright.sync_api import sync_playwright
-
+    chromium_or_skip()  # before the server starts
     server = Server(folders["wan2.1"][0], tmp_path).start()
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-            try:
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
-                errors: list[str] = []
-                page.on("pageerror", lambda error: errors.append(str(error)))
-                page.goto(server.url("/"))
-                page.fill("#token", TOKEN)
-                page.click("#token-form button")
-                page.wait_for_function("() => document.querySelector('#model').textContent.includes('wan2.1')")
-                assert page.input_value("#resolution") == "480" and page.text_content("#size") == "480x480"
-                page.click("#aspect button[data-aspect='16:9']")
-                assert page.text_content("#size") == "848x480"  # 853 to the nearest multiple of 16
-                page.select_option("#resolution", "64")
-                page.click("#aspect button[data-aspect='4:3']")
-                assert page.text_content("#size") == "80x64"
-                page.fill("#prompt", PROMPT)
-                page.click("#seconds-presets button[data-seconds='1']")
-                page.click("#generate")
-                page.wait_for_function("() => { const v = document.querySelector('#player');"
-                                       " return v.readyState >= 2 && v.duration > 0; }", timeout=120_000)
-                duration, width = page.evaluate("() => { const v = document.querySelector('#player');"
-                                                " return [v.duration, v.videoWidth]; }")
-                assert width == 80 and duration == pytest.approx(17 / 16, abs=0.1)
-                assert errors == []
-            finally:
-                browser.close()
+        with studio(server) as (page, errors):
+            page.wait_for_function("() => document.querySelector('#model').textContent.includes('wan2.1')")
+            assert page.input_value("#resolution") == "480" and page.text_content("#size") == "480x480"
+            page.click("#aspect button[data-aspect='16:9']")
+            assert page.text_content("#size") == "848x480"  # 853 to the nearest multiple of 16
+            page.select_option("#resolution", "64")
+            page.click("#aspect button[data-aspect='4:3']")
+            assert page.text_content("#size") == "80x64"
+            page.fill("#prompt", PROMPT)
+            page.click("#seconds-presets button[data-seconds='1']")
+            page.click("#generate")
+            page.wait_for_function("() => { const v = document.querySelector('#player');"
+                                   " return v.readyState >= 2 && v.duration > 0; }", timeout=120_000)
+            duration, width = page.evaluate("() => { const v = document.querySelector('#player');"
+                                            " return [v.duration, v.videoWidth]; }")
+            assert width == 80 and duration == pytest.approx(17 / 16, abs=0.1)
+            assert errors == []
     finally:
         server.stop()
