@@ -36,7 +36,6 @@ oneDNN directly (see ``_conv3d``); ``benchmarks/bench_vae.py`` compares with dif
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import re
@@ -51,6 +50,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import is_accelerate_available
 from torch import nn
 
+from kinema.config import read_json_object
 from kinema.errors import KinemaError
 
 # A causal cache maps each layer that looks into the past to what it needs from the previous chunk (its
@@ -689,15 +689,7 @@ def _check_checkpoint_folder(folder: Path) -> None:
         raise KinemaError(f"{where}: folder does not exist")
     if not folder.is_dir():
         raise KinemaError(f"{where}: not a folder (expected config.json and {WEIGHTS_NAME})")
-    config = folder / "config.json"
-    if not config.is_file():
-        raise KinemaError(f"{where}: config.json is missing")
-    try:
-        parsed = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise KinemaError(f"{where}: config.json is not valid JSON ({_one_line(error)})") from None
-    if not isinstance(parsed, dict):
-        raise KinemaError(f"{where}: config.json must hold a JSON object")
+    read_json_object(folder / "config.json", where)
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise KinemaError(f"{where}: {WEIGHTS_NAME} is missing")

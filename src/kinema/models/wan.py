@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kinema.config import read_json_object
 from kinema.errors import KinemaError
 from kinema.models.dit import VideoDiT
 from kinema.models.vae import LatentScaling, VideoVAE, rename_wan_keys
@@ -43,19 +44,6 @@ WAN_NEGATIVE_PROMPT = ("色调艳丽，过曝，静态，细节模糊不清，�
                        "最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，"
                        "画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，"
                        "杂乱的背景，三条腿，背景人很多，倒着走")
-
-
-def read_json(path: Path, what: str) -> dict[str, Any]:
-    """A JSON object from ``path``; one-line KinemaError naming ``what`` when it is missing or broken."""
-    if not path.is_file():
-        raise KinemaError(f"{what}: {path.name} is missing ({path})")
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise KinemaError(f"{what}: {path.name} is not valid JSON ({' '.join(str(error).split())})") from None
-    if not isinstance(value, dict):
-        raise KinemaError(f"{what}: {path.name} must hold a JSON object")
-    return value
 
 
 def wan_index(folder: Path) -> dict[str, Any] | None:
@@ -83,7 +71,7 @@ def weight_files(folder: Path, what: str) -> list[Path]:
         found = sorted(p.name for p in folder.glob("*.safetensors")) if folder.is_dir() else []
         hint = f" (found {', '.join(found)})" if found else ""
         raise KinemaError(f"{what}: no {WEIGHTS} nor its .index.json in '{folder}'{hint}")
-    weight_map = read_json(index_file, what).get("weight_map")
+    weight_map = read_json_object(index_file, what).get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise KinemaError(f"{what}: {index_file.name} has no weight_map")
     shards = [folder / name for name in dict.fromkeys(weight_map.values())]
@@ -186,7 +174,7 @@ def load_transformer(folder: Path, device: torch.device | str = "cpu", dtype: to
                      ) -> VideoDiT:
     """A Wan transformer folder (config.json + safetensors, sharded or not) as a VideoDiT on ``device``/``dtype``."""
     what = f"cannot load transformer from '{folder}'"
-    config = transformer_config(read_json(folder / "config.json", what), what)
+    config = transformer_config(read_json_object(folder / "config.json", what), what)
     files = weight_files(folder, what)
     with torch.device("meta"):
         model = VideoDiT(**config)
@@ -245,7 +233,7 @@ def load_vae(folder: Path, device: torch.device | str = "cpu", dtype: torch.dtyp
              ) -> VideoVAE | WanVAE:
     """A Wan VAE folder: the Wan2.1 layout as a VideoVAE, Wan2.2's (residual, patchified) as a ``WanVAE``."""
     what = f"cannot load VAE from '{folder}'"
-    config = read_json(folder / "config.json", what)
+    config = read_json_object(folder / "config.json", what)
     if config.get("_class_name") != "AutoencoderKLWan":
         raise KinemaError(f"{what}: config.json names {config.get('_class_name')!r}, not AutoencoderKLWan")
     files = weight_files(folder, what)
@@ -276,7 +264,7 @@ def load_scheduler(folder: Path) -> Any:
     import diffusers
 
     what = f"cannot load scheduler from '{folder}'"
-    config = read_json(folder / "scheduler_config.json", what)
+    config = read_json_object(folder / "scheduler_config.json", what)
     name = config.get("_class_name", "")
     cls = getattr(diffusers, name, None) if isinstance(name, str) and name.endswith("Scheduler") else None
     if cls is None:
