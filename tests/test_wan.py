@@ -290,14 +290,16 @@ def test_a14b_loras_go_to_the_expert_diffusers_loads_them_into(folders, tmp_path
     assert np.abs(made["high"].astype(int) - made["low"]).max() > 5  # each expert took its own
 
 
-def test_community_lora_format_reads_like_the_diffusers_one(folders, tmp_path):
-    """Original Wan names (diffusion_model.blocks.N.self_attn.q, ffn.0, with .alpha), as diffusers converts them."""
+@pytest.mark.parametrize("layout", ["original", "musubi"])
+def test_community_lora_formats_read_like_the_diffusers_one(folders, tmp_path, layout):
+    """Original Wan names (diffusion_model.blocks.N.self_attn.q, ffn.0) and musubi-tuner's
+    (lora_unet_blocks_N_self_attn_q.lora_down), each with .alpha, as diffusers converts them."""
+    from safetensors.torch import load_file, save_file
+
     from kinema.models.lora import read_lora
 
     lora = peft_lora(folders["wan2.1"][1], tmp_path)
     ours = read_lora(lora)
-    from safetensors.torch import load_file, save_file
-
     names = {"attn1.to_q": "self_attn.q", "attn1.to_k": "self_attn.k", "attn1.to_v": "self_attn.v",
              "attn1.to_out.0": "self_attn.o", "attn2.to_q": "cross_attn.q", "attn2.to_k": "cross_attn.k",
              "attn2.to_v": "cross_attn.v", "attn2.to_out.0": "cross_attn.o", "ffn.net.0.proj": "ffn.0",
@@ -307,9 +309,14 @@ def test_community_lora_format_reads_like_the_diffusers_one(folders, tmp_path):
         key = key.removeprefix("transformer.")
         for new, old in names.items():
             key = key.replace(f".{new}.", f".{old}.")
-        community[f"diffusion_model.{key}"] = value
-        if key.endswith("lora_A.weight"):  # alpha 8 at rank 4: the same scale 2 as the adapter config
-            community[f"diffusion_model.{key.removesuffix('.lora_A.weight')}.alpha"] = torch.tensor(8.0)
+        module, _, kind = key.partition(".lora_")  # blocks.0.self_attn.q, A.weight
+        if layout == "original":
+            module, kind = f"diffusion_model.{module}", f"lora_{kind}"
+        else:
+            module, kind = "lora_unet_" + module.replace(".", "_"), {"A.weight": "lora_down.weight",
+                                                                     "B.weight": "lora_up.weight"}[kind]
+        community[f"{module}.{kind}"] = value
+        community[f"{module}.alpha"] = torch.tensor(8.0)  # alpha 8 at rank 4: the adapter config's scale 2
     save_file(community, tmp_path / "community.safetensors")
     theirs = read_lora(tmp_path / "community.safetensors")
     assert ours.keys() == theirs.keys() and len(ours) == 2 * 10
