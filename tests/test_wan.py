@@ -155,6 +155,20 @@ def test_weights_load_in_the_asked_dtype(folders):
     assert all(p.device.type == "cpu" for p in pipe.transformer.parameters())
 
 
+def test_the_text_encoder_is_freed_after_encoding_when_asked(folders):
+    """`kinema generate` frees the UMT5 after encoding (sampling does not need it); it loads again for the next
+    prompt, and the frames are the same."""
+    folder, _ = folders["wan2.1"]
+    call = dict(num_frames=5, height=32, width=32, num_inference_steps=1)
+    pipe = KinemaPipeline.from_pretrained(folder)
+    kept = pipe(PROMPT, generator=torch.Generator().manual_seed(0), **call).frames
+    assert pipe._text_encoder is not None
+    pipe.release_text_encoder = True
+    for _ in range(2):
+        assert np.array_equal(pipe(PROMPT, generator=torch.Generator().manual_seed(0), **call).frames, kept)
+        assert pipe._text_encoder is None
+
+
 def test_a_gpu_too_small_is_told_before_loading_with_what_would_fit(folders, monkeypatch):
     """From the safetensors headers alone: the A14B pair in bf16 against a GPU's free memory (faked; no GPU here)."""
     from kinema.models import wan
