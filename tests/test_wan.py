@@ -397,6 +397,32 @@ def test_cli_generates_from_a_wan_folder_with_a_lora(folders, tmp_path):
     assert meta["sampler"] == "scheduler" and meta["model"].endswith("(wan2.1)")
 
 
+@pytest.mark.parametrize("kind, size, fps, image", [("wan2.2-ti2v", "64x32", 24, False),
+                                                    ("wan2.2-a14b", "32x32", 16, False),
+                                                    ("wan2.1-i2v", "48x32", 16, True),
+                                                    ("wan2.2-i2v-a14b", "48x32", 16, True)])
+def test_cli_generates_from_each_kind_of_wan_folder(folders, tmp_path, kind, size, fps, image):
+    """`kinema generate --model WAN_FOLDER` for each kind (the image-to-video ones from --image): the model's fps,
+    the asked size and 1 + 4k frames."""
+    from PIL import Image
+
+    from kinema.cli import main
+    from kinema.media import read_metadata, read_video
+
+    out = tmp_path / "out.mp4"
+    args = ["generate", PROMPT, "--model", str(folders[kind][0]), "--size", size, "--seconds", "0.25", "--steps",
+            "2", "-o", str(out)]
+    if image:
+        width, height = map(int, size.split("x"))
+        Image.fromarray(np.full((height, width, 3), 90, np.uint8)).save(tmp_path / "first.png")
+        args += ["--image", str(tmp_path / "first.png")]
+    main(args)
+    frames, got_fps = read_video(out)
+    width, height = map(int, size.split("x"))
+    assert frames.shape[1:] == (height, width, 3) and (len(frames) - 1) % 4 == 0 and got_fps == fps
+    assert read_metadata(out)["model"].endswith(f"({kind})")
+
+
 def test_pipeline_modes_run_on_a_wan_model(folders):
     """Every mode is the known-frames mechanism, so it runs on Wan weights too: extend forward and backward, loop,
     connect, an image, edit, and a two-shot long video in windows (a storyboard: each shot's frames attend to its
