@@ -596,3 +596,34 @@ def test_the_studio_offers_a_wan_model_its_own_size(folders, tmp_path):
             assert errors == []
     finally:
         server.stop()
+
+
+def test_the_server_makes_image_to_video_with_a_wan_i2v_folder(folders, tmp_path):
+    """`kinema serve --model WAN_I2V_FOLDER`: the OpenAI client's input_reference makes the video from the image;
+    text alone is refused (400, one line) before it is queued, as the model cannot make it."""
+    import io
+
+    from PIL import Image
+
+    from test_serve import Server
+
+    image = io.BytesIO()
+    Image.fromarray(np.full((32, 48, 3), (40, 160, 220), np.uint8)).save(image, format="PNG")
+    server = Server(folders["wan2.1-i2v"][0], tmp_path).start()
+    try:
+        client = server.client()
+        video = client.videos.create_and_poll(prompt=PROMPT, seconds="0.25", size="48x32",
+                                              input_reference=("first.png", image.getvalue(), "image/png"),
+                                              extra_body={"steps": 2})
+        assert video.status == "completed" and video.model_extra["kinema"]["mode"] == "i2v", video.error
+        content = client.videos.download_content(video.id).content
+        with server.http() as http:
+            answer = http.post("/v1/videos", json={"prompt": PROMPT, "seconds": "0.25", "size": "48x32", "steps": 2})
+            assert answer.status_code == 400 and "image-to-video model" in answer.json()["error"]["message"]
+    finally:
+        server.stop()
+    (tmp_path / "v.mp4").write_bytes(content)
+    from kinema.media import read_video
+
+    frames, fps = read_video(tmp_path / "v.mp4")
+    assert frames.shape == (5, 32, 48, 3) and fps == 16

@@ -586,6 +586,14 @@ class KinemaPipeline(DiffusionPipeline):
         the noise) rather than as latents held clean at flow time 0."""
         return self.transformer.config.in_channels > self.vae.config.z_dim
 
+    def check_mode(self, mode: str, given: bool = True) -> None:
+        """A one-line KinemaError for a mode this model cannot make (checked before a job is queued): Wan's
+        image-to-video models make video only from given frames (``given``)."""
+        if self.frames_as_channels and (not given or mode not in ("i2v", "extend_forward", "extend_backward",
+                                                                  "connect")):
+            raise KinemaError(f"a Wan image-to-video model makes video from given frames: give an image (or a video "
+                              f"to extend or connect), not mode '{mode}'")
+
     def image_condition(self, conditioning: Sequence[ConditioningItem], mode: str, num_frames: int, height: int,
                         width: int) -> dict[str, torch.Tensor]:
         """A Wan image-to-video model's inputs, as ``WanImageToVideoPipeline`` makes them for an image: the
@@ -593,9 +601,7 @@ class KinemaPipeline(DiffusionPipeline):
         the latent frames (the first frame counted ``temporal_compression`` times), (1, 4 + C, F', h, w); and, for
         Wan2.1, the first known frame's image-encoder tokens (1, M, D_image). Known frames that open or close the
         video (extend, connect) go in the same way."""
-        if not conditioning or mode not in ("i2v", "extend_forward", "extend_backward", "connect"):
-            raise KinemaError(f"a Wan image-to-video model makes video from given frames: give an image (or a video "
-                              f"to extend or connect), not mode '{mode}'")
+        self.check_mode(mode, given=bool(conditioning))
         video = torch.zeros(1, 3, num_frames, height, width)
         known = torch.zeros(num_frames, dtype=torch.bool)
         for item in conditioning:

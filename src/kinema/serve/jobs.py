@@ -60,6 +60,7 @@ def check_request(request: Request, pipe, *, input_frames: tuple[int, ...] = (),
     input videos, known from the upload checks. One-line KinemaError otherwise.
     """
     mode, frames, width, height, fps = validate(request, pipe.defaults.fps, model_size(pipe))
+    pipe.check_mode(mode)
     if input_frames:  # the modes that keep input video make the input and what is added
         frames = output_frames(mode, request.seconds, fps, input_frames)
     pixels = frames * width * height
