@@ -493,6 +493,28 @@ def test_train_lora_on_a_video_folder_loads_in_diffusers(folders, tmp_path):
     assert np.abs(ours.astype(int) - theirs).max() <= 1
 
 
+def test_a_lora_in_training_acts_with_its_current_weights_in_bf16(folders):
+    """On a GPU the transformer is bf16 and the adapter trains in fp32: each forward must use the adapter's weights
+    as they are now, not a bf16 copy made when the hooks were added."""
+    from kinema.models.lora import LoraAdapter, apply_lora
+
+    transformer = KinemaPipeline.from_pretrained(folders["wan2.1"][0], dtype=torch.bfloat16).transformer
+    adapter = LoraAdapter(transformer, rank=4)
+    hooks = apply_lora(transformer, adapter.layers())
+    name = adapter.names[0]
+    layer = transformer.get_submodule(name)
+    x = torch.randn(2, layer.in_features, dtype=torch.bfloat16)
+    before = layer(x)
+    with torch.no_grad():
+        adapter.up[name.replace(".", "__")].fill_(0.5)  # as an optimizer step would
+    after = layer(x)
+    assert after.dtype == torch.bfloat16 and not torch.equal(before, after)
+    after.float().sum().backward()
+    assert adapter.up[name.replace(".", "__")].grad is not None
+    for hook in hooks:
+        hook.remove()
+
+
 def test_train_lora_for_the_a14b_low_noise_expert(folders, tmp_path, monkeypatch):
     """`kinema train lora --expert low` on Wan2.2 A14B trains transformer_2 at the flow times it denoises (below the
     boundary), and the LoRA loads in diffusers with load_into_transformer_2, giving kinema's frames with low=FILE."""

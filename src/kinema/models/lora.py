@@ -151,12 +151,17 @@ def apply_lora(model: nn.Module, layers: dict[str, LoraLayer], strength: float =
 def lora_hook(module: nn.Linear, layer: LoraLayer, strength: float):
     """The forward hook adding ``scale * strength * B (A x)`` (+ the up bias) to the layer's output."""
     device, dtype = module.weight.device, module.weight.dtype
-    down, up = layer.down.to(device, dtype), layer.up.to(device, dtype)
-    bias = None if layer.bias is None else layer.bias.to(device, dtype)
     scale = layer.scale * strength
+    if layer.down.requires_grad:  # training: the adapter's live fp32 weights, cast at every call (no stale copy)
+        down, up, bias = layer.down, layer.up, layer.bias
+    else:  # inference: cast once
+        down, up = layer.down.to(device, dtype), layer.up.to(device, dtype)
+        bias = None if layer.bias is None else layer.bias.to(device, dtype)
 
     def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
-        return output + F.linear(F.linear(inputs[0], down), up, bias) * scale
+        x = inputs[0]
+        return output + F.linear(F.linear(x, down.to(x.dtype)), up.to(x.dtype),
+                                 None if bias is None else bias.to(x.dtype)) * scale
 
     return hook
 
