@@ -157,7 +157,7 @@ def test_weights_load_in_the_asked_dtype(folders):
 
 def test_the_text_encoder_is_freed_after_encoding_when_asked(folders):
     """`kinema generate` frees the UMT5 after encoding (sampling does not need it); it loads again for the next
-    prompt, and the frames are the same."""
+    prompt, and the frames are the same. Offloaded, it goes to the execution device only to encode."""
     folder, _ = folders["wan2.1"]
     call = dict(num_frames=5, height=32, width=32, num_inference_steps=1)
     pipe = KinemaPipeline.from_pretrained(folder)
@@ -168,6 +168,15 @@ def test_the_text_encoder_is_freed_after_encoding_when_asked(folders):
         assert np.array_equal(pipe(PROMPT, generator=torch.Generator().manual_seed(0), **call).frames, kept)
         assert pipe._text_encoder is None
 
+    # with CPU offload a server keeps it, in host memory, and moves it to the execution device only to encode
+    offloaded = KinemaPipeline.from_pretrained(folder)
+    offloaded.text_encoder_offload = True
+    moves = []
+    model = offloaded.text_encoder.model
+    original_to = model.to
+    model.to = lambda device, *args, **kwargs: moves.append(str(device)) or original_to(device, *args, **kwargs)
+    assert np.array_equal(offloaded(PROMPT, generator=torch.Generator().manual_seed(0), **call).frames, kept)
+    assert moves == ["cpu", "cpu"] * 2  # (the execution device, back to the host) for the prompt and the negative
 
 def test_a_gpu_too_small_is_told_before_loading_with_what_would_fit(folders, monkeypatch):
     """From the safetensors headers alone: the A14B pair in bf16 against a GPU's free memory (faked; no GPU here)."""

@@ -43,6 +43,7 @@ def load_pipeline(model: str | Path | None = None, device: str = "cpu", dtype: s
     elif offload == "sequential":
         pipe.enable_sequential_cpu_offload(device=device)
     pipe.text_encoder_device = device
+    pipe.text_encoder_offload = offload != "none"
     pipe.release_text_encoder = release_text_encoder
     return pipe
 

@@ -170,6 +170,7 @@ class KinemaPipeline(DiffusionPipeline):
         self.release_text_encoder = False  # free the text encoder after each encoding (it reloads when needed)
         self.text_encoder_device: str | torch.device = "cpu"
         self.text_encoder_dtype = torch.float32
+        self.text_encoder_offload = False  # a Wan UMT5 kept in host memory between encodings (CPU offload)
         self.size_multiple = 8  # width and height are multiples of this (a Wan model: VAE compression x patch)
         self.image_encoder: Any = None  # Wan2.1 image to video: its CLIP image encoder (kinema.models.wan)
         self._lora_hooks: list = []
@@ -202,7 +203,8 @@ class KinemaPipeline(DiffusionPipeline):
                 self._text_encoder = TextEncoder.default()
             elif (Path(name) / "text_encoder").is_dir():  # a diffusers Wan folder: its UMT5 and tokenizer
                 self._text_encoder = UMT5TextEncoder(Path(name) / "text_encoder", Path(name) / "tokenizer",
-                                                     device=self.text_encoder_device, dtype=self.text_encoder_dtype)
+                                                     device=self.text_encoder_device, dtype=self.text_encoder_dtype,
+                                                     offload=self.text_encoder_offload)
             else:
                 self._text_encoder = TextEncoder(name)
         return self._text_encoder

@@ -129,7 +129,7 @@ class UMT5TextEncoder:
     transformer's cross-attention sees the zero rows through its text projection, as in Wan and diffusers)."""
 
     def __init__(self, encoder_path: str | Path, tokenizer_path: str | Path, max_tokens: int = 512,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> None:
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, offload: bool = False) -> None:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         try:
@@ -143,7 +143,10 @@ class UMT5TextEncoder:
         except (OSError, ValueError) as e:
             raise KinemaError(f"cannot load the text encoder from '{encoder_path}': {str(e).splitlines()[0]}"
                               ) from None
-        self.model.eval().requires_grad_(False).to(device)
+        # offload: held in host memory and moved to ``device`` only to encode (a server's UMT5 is several GB that
+        # CPU offload should not leave on the GPU between requests)
+        self.offload = offload
+        self.model.eval().requires_grad_(False).to("cpu" if offload else device)
         self.device = torch.device(device)
         self.max_tokens = max_tokens
         self.dim = int(self.model.config.d_model)
@@ -158,9 +161,17 @@ class UMT5TextEncoder:
                                truncation=True, add_special_tokens=True, return_attention_mask=True,
                                return_tensors="pt")
         ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
-        states = self.model(ids, mask).last_hidden_state.float()  # (B, L, D)
+        try:
+            states = self.on_device()(ids, mask).last_hidden_state.float()  # (B, L, D)
+        finally:
+            if self.offload:
+                self.model.to("cpu")
         states = states * mask[..., None].to(states.dtype)  # zeros after each prompt, as Wan pads
         return states, torch.ones(states.shape[:2], dtype=torch.bool, device=states.device)
+
+    def on_device(self) -> torch.nn.Module:
+        """The encoder on its execution device (moved there now when it is offloaded)."""
+        return self.model.to(self.device) if self.offload else self.model
 
     def encode_cached(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
         if text not in self._memo:
