@@ -7,6 +7,7 @@ models load inside the commands), so ``kinema --help`` is fast.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -76,22 +77,28 @@ def dit(config: ConfigPath, resume: Resume = False, overrides: Overrides = None)
 def cache_latents_command(
     config: ConfigPath,
     output: Annotated[Path, typer.Option("-o", "--out", help="Cache folder to write (resumable).")],
-    clips: Annotated[int, typer.Option("--clips", min=1, help="How many world clips to render and encode.")],
+    clips: Annotated[int | None, typer.Option("--clips", min=1, help="How many clips to encode (world clips: "
+                                                                     "required; a video folder: default, each "
+                                                                     "video once).")] = None,
     fp32: Annotated[bool, typer.Option("--fp32", help="Store float32 latents (default: float16).")] = False,
     overrides: Overrides = None,
 ) -> None:
-    """Encode world clips (as the DiT config's `data` section describes) with its VAE into a latent cache."""
+    """Encode the clips of the DiT config's `data` section (world clips, or your videos with data.folder=DIR) with
+    its VAE into a latent cache; train on it with data.latent_cache=[DIR]."""
     import torch
     from tqdm import tqdm
 
-    from kinema.train.dit import cache_world_latents, load_dit_config
+    from kinema.errors import KinemaError
+    from kinema.train.dit import cache_training_latents, load_dit_config
 
+    _setup_logging()
     settings = load_dit_config(config, overrides or [])
-    total = -(-clips // settings.train.batch_size)
-    with tqdm(total=total, unit="batch", desc="caching latents") as bar:
-        index = cache_world_latents(settings, output, clips, torch.float32 if fp32 else torch.float16,
-                                    progress=lambda done: bar.update(done - bar.n))
-    typer.echo(f"wrote {index.parent} ({total * settings.train.batch_size} clips)")
+    if clips is None and settings.data.folder is None:
+        raise KinemaError("--clips is needed for world clips (how many to render and encode)")
+    with tqdm(unit="batch", desc="caching latents") as bar:
+        index = cache_training_latents(settings, output, clips, torch.float32 if fp32 else torch.float16,
+                                       progress=lambda done: bar.update(done - bar.n))
+    typer.echo(f"wrote {index.parent} ({json.loads(index.read_text(encoding='utf-8'))['items']} clips)")
 
 
 @train_app.command("export-vae")
@@ -147,10 +154,12 @@ class _TqdmHandler(logging.Handler):
 
 
 def _setup_logging() -> None:
-    train_logger = logging.getLogger("kinema.train")
-    if not any(isinstance(handler, _TqdmHandler) for handler in train_logger.handlers):
-        handler = _TqdmHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        train_logger.addHandler(handler)
-    train_logger.setLevel(logging.INFO)
-    train_logger.propagate = False
+    """The trainer's log and the data sources' (what a video folder holds and skips) as plain lines."""
+    for name in ("kinema.train", "kinema.data"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(handler, _TqdmHandler) for handler in logger.handlers):
+            handler = _TqdmHandler()
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
