@@ -29,8 +29,9 @@ class WordEncoder:
 
     def encode(self, texts):
         rows = [[self._vec(w) for w in (t.split() or [""])] for t in texts]
-        tokens = torch.zeros(len(rows), max(len(r) for r in rows), self.dim)
-        mask = torch.zeros(tokens.shape[:2], dtype=torch.bool)
+        # on the CPU, as the real encoder's states come back: the pipeline moves them to its device
+        tokens = torch.zeros(len(rows), max(len(r) for r in rows), self.dim, device="cpu")
+        mask = torch.zeros(tokens.shape[:2], dtype=torch.bool, device="cpu")
         for i, r in enumerate(rows):
             tokens[i, :len(r)] = torch.stack(r)
             mask[i, :len(r)] = True
@@ -42,7 +43,7 @@ class WordEncoder:
     @staticmethod
     def _vec(word):
         seed = int(hashlib.sha256(word.encode()).hexdigest()[:8], 16)
-        return torch.randn(16, generator=torch.Generator().manual_seed(seed))
+        return torch.randn(16, generator=torch.Generator().manual_seed(seed), device="cpu")
 
 
 @pytest.fixture(scope="session")

@@ -405,7 +405,7 @@ def world_run(pipe, request, progress=None):
     from kinema.inference.storyboard import storyboard_from_dict
     from kinema.media import write_video
 
-    _, frames, width, height, fps = validate(request, pipe.defaults.fps)
+    _, frames, width, height, fps = validate(request, pipe.defaults)
     scene = one_object_scene("red", "ball")
     starts = [0]
     if request.storyboard is not None:

@@ -115,7 +115,8 @@ def test_save_load_round_trip(pipe, tmp_path, word_encoder):
     ({"prompt": "a", "mode": "warp"}, "mode"),
     ({"prompt": "a", "num_inference_steps": 0}, "num_inference_steps"),
     ({"prompt": "a", "mode": "edit", "video": clip(5), "strength": 1.5, "num_frames": 5}, "strength"),
-    ({"prompt": "a", "num_frames": 4097, "height": 1024, "width": 1024}, "tokens"),
+    ({"prompt": "a", "num_frames": 4097, "height": 1024, "width": 1024, "window": 64}, "tokens"),
+    ({"prompt": "a", "num_frames": 9, "height": 1024, "width": 1024, "mode": "loop"}, "multiple of 4"),
 ])
 def test_bad_requests_are_clear_errors(pipe, kwargs, words):
     with pytest.raises(KinemaError, match=re.escape(words)):

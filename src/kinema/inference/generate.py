@@ -1,85 +1,92 @@
 """What ``kinema generate`` does: a checked request in, the pipeline run, the video and its provenance written.
 
-``run`` reads top to bottom: validate the request (``kinema.inference.request``), resolve its settings
-(``kinema.inference.settings``), read its input files, expand its prompt, generate in one pass
-(``KinemaPipeline``) or window by window (``kinema.inference.longvideo``), and write the file with the
-settings that made it.
+``run`` reads top to bottom: validate the request (``kinema.inference.request``), read its input files, call the
+pipeline (``KinemaPipeline.__call__``, which resolves the model's defaults, expands the prompt and makes the video in
+one pass or window by window, the same path the Python API takes) and write the file with the settings that made it.
+The server's worker and the suite runner call ``run`` too.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kinema.frames import MAX_FRAMES, is_windowed, latent_count, latent_length, output_frames
-from kinema.inference.request import Plan, Request, validate
-from kinema.inference.settings import Sampling, Windows, request_sampling, request_windows
+from kinema.frames import MAX_FRAMES, latent_length, output_frames
+from kinema.inference.request import Plan, Request, added_seconds, validate
 
 if TYPE_CHECKING:
     from kinema.inference.pipeline import KinemaPipeline
 
 
-def load_pipeline(model: str | Path | None = None) -> KinemaPipeline:
-    """A KinemaPipeline from a model folder or the name of a packaged model (``kinema.weights.find_model``);
-    None: the default model."""
+def load_pipeline(model: str | Path | None = None, device: Any = None, dtype: Any = None) -> KinemaPipeline:
+    """A KinemaPipeline from a model folder or the name of a packaged model (``kinema.weights.find_model``; None:
+    the default model), on ``device`` in ``dtype`` (``kinema.devices``: None, the best device here and its
+    precision)."""
+    from kinema.devices import resolve_device, resolve_dtype
     from kinema.inference.pipeline import KinemaPipeline
     from kinema.weights import find_model
 
-    return KinemaPipeline.from_pretrained(find_model(model))
+    target = resolve_device(device)
+    precision = resolve_dtype(dtype, target)
+    return KinemaPipeline.from_pretrained(find_model(model)).to(target, precision)
 
 
-def expanded_prompt(request: Request, frames: int, fps: float, log=None) -> tuple[str, str | None]:
-    """(the prompt the model sees, the expansion or None). See kinema.inference.expand."""
-    if not request.expand or request.storyboard is not None:
-        return request.prompt, None
-    from kinema.inference.expand import expand_prompt
-
-    expanded = expand_prompt(request.prompt, seed=request.seed, seconds=max(frames - 1, 0) / fps, fps=fps)
-    if expanded is not None and log is not None:
-        log(f"expanded prompt: {expanded}")
-    return (expanded or request.prompt), expanded
-
-
-def run(pipe, request: Request, progress=None, log=None) -> Path:
-    """Generate one request with a loaded pipeline and write the output (+ sidecar JSON). ``log`` receives
-    one-line notes for the user (the expanded prompt)."""
+def call_arguments(pipe, request: Request) -> tuple[Plan, dict]:
+    """A request's plan (its length known once its input videos are read) and the keyword arguments of the
+    pipeline call that makes it, inputs included."""
     import torch
 
-    from kinema.media import read_image, write_image, write_video
+    from kinema.media import read_image
 
-    plan = validate(request, pipe.defaults.fps)
-    chosen, windows = request_sampling(pipe.defaults, request), request_windows(pipe.defaults, request)
+    plan = validate(request, pipe.defaults)
     videos = read_videos(request, plan.mode)
     if videos:  # the modes that keep input video make the input plus what they add
-        plan = plan._replace(frames=output_frames(plan.mode, request.seconds, plan.fps, [len(v) for v in videos]))
-    latent_frames = latent_count(plan.frames, plan.mode, pipe.vae.temporal_compression)
-    if is_windowed(plan.mode, latent_frames, windows.window, request.storyboard is not None):
-        return _run_long(pipe, request, plan, chosen, windows, progress, log, video=videos[0] if videos else None)
-    inputs: dict = {}
+        added = added_seconds(request, pipe.defaults)
+        plan = plan._replace(frames=output_frames(plan.mode, added, plan.fps, [len(v) for v in videos]))
+    arguments: dict[str, Any] = dict(
+        prompt=request.prompt or None, num_frames=plan.frames, height=plan.height, width=plan.width,
+        num_inference_steps=request.steps, guidance_scale=request.guidance,
+        generator=torch.Generator().manual_seed(request.seed), negative_prompt=request.negative_prompt,
+        mode=plan.mode, strength=request.strength, sampler=request.sampler, storyboard=request.storyboard,
+        expand=request.expand, fps=plan.fps, window=request.window, context=request.context,
+        context_noise=request.context_noise, anchor=request.anchor)
     if plan.mode == "i2v":
-        inputs["image"] = read_image(request.image)
+        arguments["image"] = read_image(request.image)
     if videos:
-        inputs["video"] = videos[0]
+        arguments["video"] = videos[0]
     if plan.mode == "connect":
-        inputs["video_end"] = videos[1]
-    if plan.mode == "edit":
-        inputs["strength"] = request.strength
-    generator = torch.Generator().manual_seed(request.seed)
-    prompt, expanded = expanded_prompt(request, plan.frames, plan.fps, log)
-    result = pipe(prompt, num_frames=plan.frames, height=plan.height, width=plan.width,
-                  num_inference_steps=chosen.steps, guidance_scale=chosen.guidance, generator=generator,
-                  negative_prompt=request.negative_prompt, mode=plan.mode, sampler=chosen.sampler,
-                  callback=progress, **inputs)
+        arguments["video_end"] = videos[1]
+    return plan, arguments
+
+
+def run(pipe, request: Request, progress=None, prepared: tuple[Plan, dict] | None = None) -> Path:
+    """Generate one request with a loaded pipeline and write the output (+ sidecar JSON). ``progress(done, total,
+    latents)`` counts the sampling steps, decoding, and writing the file (then ``done == total``). ``prepared``:
+    the request's ``call_arguments``, when they were made already."""
+    from kinema.media import write_image, write_video
+
+    plan, arguments = prepared or call_arguments(pipe, request)
+    total = [0]
+
+    def counted(done: int, steps: int, latents) -> None:  # one more unit: writing the file
+        total[0] = steps + 1
+        if progress is not None:
+            progress(done, steps + 1, latents)
+
+    result = pipe(**arguments, callback=counted)
     frames_out: np.ndarray = result.frames[0]
-    metadata = _metadata(pipe, request, plan._replace(frames=len(frames_out)), chosen, expand=request.expand,
-                         expanded_prompt=expanded)
+    metadata = provenance(pipe, request, plan._replace(frames=len(frames_out)), result)
     output = Path(request.output)
     if plan.mode == "image":
-        return write_image(output, frames_out[0], metadata=metadata)
-    return write_video(output, frames_out, plan.fps, metadata=metadata)
+        written = write_image(output, frames_out[0], metadata=metadata)
+    else:
+        written = write_video(output, frames_out, plan.fps, metadata=metadata)
+    if progress is not None and total[0]:
+        progress(total[0], total[0], None)
+    return written
 
 
 def read_videos(request: Request, mode: str) -> list[np.ndarray]:
@@ -92,44 +99,20 @@ def read_videos(request: Request, mode: str) -> list[np.ndarray]:
     return [video[:latent_length(len(video))] for video in videos]
 
 
-def _metadata(pipe, request: Request, plan: Plan, chosen: Sampling, **extra) -> dict:
-    """The provenance written into the output and its sidecar JSON."""
+def provenance(pipe, request: Request, plan: Plan, result: Any) -> dict:
+    """The provenance written into the output and its sidecar JSON: the request, what the pipeline resolved and
+    ran with (``result.settings``), the text the model saw, the model and where it ran."""
+    from kinema.devices import dtype_name
+
+    settings = dict(result.settings)
+    expanded = result.expanded_prompts[0] if result.expanded_prompts else None
     return {
         "prompt": request.prompt, "negative_prompt": request.negative_prompt, "mode": plan.mode, "seed": request.seed,
-        "steps": chosen.steps, "guidance": chosen.guidance, "sampler": chosen.sampler,
+        "steps": settings.pop("steps"), "guidance": settings.pop("guidance"), "sampler": settings.pop("sampler"),
         "size": f"{plan.width}x{plan.height}", "fps": plan.fps, "frames": plan.frames, "model": pipe.name,
-        "model_sha256": pipe.weights_sha256, **extra,
+        "model_sha256": pipe.weights_sha256, "expand": settings.pop("expand", request.expand),
+        "expanded_prompt": expanded, **{k: v for k, v in settings.items() if k not in ("fps", "mode")},
+        "device": str(getattr(pipe, "_execution_device", "cpu")),
+        "dtype": dtype_name(pipe.dtype) if hasattr(pipe, "dtype") else None,
         "inputs": {k: v for k, v in asdict(request).items() if k in ("image", "extend", "connect", "edit") and v},
     }
-
-
-def _run_long(pipe, request: Request, plan: Plan, chosen: Sampling, windows: Windows, progress, log=None,
-              video: np.ndarray | None = None) -> Path:
-    """A storyboard, or a video longer than one window: kinema.inference.longvideo, window by window."""
-    import torch
-
-    from kinema.inference import longvideo
-    from kinema.inference.storyboard import Storyboard, storyboard_from_dict
-    from kinema.media import read_image, write_video
-
-    board: Storyboard | None = None
-    expanded = None
-    if request.storyboard is not None:
-        board = storyboard_from_dict(request.storyboard)
-        if request.prompt.strip() and not board.scene:  # a prompt given with a storyboard is its scene
-            board = Storyboard(board.shots, request.prompt.strip())
-        texts = board.shot_texts()
-        _, shot_starts = board.frame_plan(plan.fps)
-    else:
-        prompt, expanded = expanded_prompt(request, plan.frames, plan.fps, log)
-        texts, shot_starts = [prompt], [0]
-    image = read_image(request.image) if plan.mode == "i2v" else None
-    generator = torch.Generator().manual_seed(request.seed)
-    frames_out = longvideo.generate_long(
-        pipe, texts, plan.frames, plan.height, plan.width, shot_starts=shot_starts, num_inference_steps=chosen.steps,
-        guidance_scale=chosen.guidance, generator=generator, negative_prompt=request.negative_prompt, image=image,
-        video=video, sampler=chosen.sampler, callback=progress, **windows.as_dict())
-    metadata = _metadata(pipe, request, plan._replace(frames=len(frames_out)), chosen,
-                         expand=request.expand and board is None, expanded_prompt=expanded, **windows.as_dict(),
-                         storyboard=board.to_dict() if board else None, shot_texts=texts, shot_starts=shot_starts)
-    return write_video(Path(request.output), frames_out, plan.fps, metadata=metadata)

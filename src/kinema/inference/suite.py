@@ -227,7 +227,7 @@ def suite_runs(suite: Suite, pipe, out_dir: Path, limit: int | None = None, over
                 settings = settings | {"seed": int(settings.get("seed", n)) + k * SAMPLE_SEED_STRIDE}
             name = f"{n:04d}.mp4" if k == 0 else f"{n:04d}-{k}.mp4"
             request = Request(prompt=item.prompt, output=str(out_dir / name), **settings)
-            plan = validate(request, pipe.defaults.fps)
+            plan = validate(request, pipe.defaults)
             starts = None
             if item.storyboard is not None:
                 starts = storyboard_from_dict(item.storyboard).frame_plan(plan.fps)[1]
@@ -248,7 +248,9 @@ def _generated_and_scored(pipe, run: SuiteRun) -> dict:
     chosen, windows = request_sampling(pipe.defaults, request), request_windows(pipe.defaults, request)
     wanted = {"prompt": request.prompt, "seed": request.seed, "size": f"{width}x{height}", "fps": fps,
               "steps": chosen.steps, "guidance": chosen.guidance, "model_sha256": pipe.weights_sha256,
-              "frames": frames, "expand": request.expand and storyboard is None}
+              "frames": frames,
+              "expand": (getattr(pipe.defaults, "expand", True) if request.expand is None else request.expand)
+              and storyboard is None}
     latent_frames = latent_count(frames, mode, pipe.vae.temporal_compression)
     windowed = is_windowed(mode, latent_frames, windows.window, storyboard is not None)
     if windowed:
