@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from kinema.cli.options import Device, Dtype
 from kinema.errors import KinemaError
 from kinema.serve.database import is_postgres_url
 
@@ -34,6 +35,8 @@ def serve(
                                                        "width x height.")] = 1 << 25,
     poll_after_ms: Annotated[int, typer.Option(help="Poll interval the server suggests to clients.")] = 500,
     log_level: Annotated[str, typer.Option(help="critical, error, warning, info or debug.")] = "info",
+    device: Device = None,
+    dtype: Dtype = None,
 ) -> None:
     """Serve the OpenAI-compatible video API (/v1/videos) and the web studio (/) on one loaded model."""
     from kinema.serve.guard import check_host
@@ -66,7 +69,7 @@ def serve(
     config = ServerConfig(db=db, media=media, workers=workers, lease=lease_seconds, token=token, max_queue=max_queue,
                           max_upload_bytes=int(max_upload_mb * (1 << 20)), max_video_pixels=max_video_pixels,
                           poll_after_ms=poll_after_ms)
-    pipe = load_pipeline(model)  # the API checks requests against the model's settings, whoever runs them
+    pipe = load_pipeline(model, device, dtype)  # the API checks requests against the model's settings
     if workers:
         pipe.text_encoder  # noqa: B018 (load it now: the first job should not wait, a broken install should fail here)
     run_server(config, pipe, host, port, log_level=log_level)

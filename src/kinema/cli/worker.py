@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from kinema.cli.options import Device, Dtype
 from kinema.cli.serve import check_store
 from kinema.errors import KinemaError
 from kinema.serve.database import is_postgres_url
@@ -32,6 +33,8 @@ def worker(
     split_guidance: Annotated[bool, typer.Option(
         "--split-guidance/--no-split-guidance", help="Under torchrun: guidance's two passes on two halves of the "
                                                      "ranks (an even number), or every rank on every pass.")] = True,
+    device: Device = None,
+    dtype: Dtype = None,
 ) -> None:
     """Run queued jobs, oldest first, until stopped (SIGINT or SIGTERM put the running job back in the queue)."""
     if not is_postgres_url(db):
@@ -55,7 +58,7 @@ def worker(
         from kinema.serve.worker import log_to_stderr, run_worker
 
         log_to_stderr(log_level)
-        pipe = load_pipeline(model)
+        pipe = load_pipeline(model, device, dtype)
         pipe.text_encoder  # noqa: B018 (load it now: a broken install fails here, not in a job)
         with parallel_ranks(pipe, split_guidance) as rank:
             ranks = RankChannel() if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else None

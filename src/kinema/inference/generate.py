@@ -89,6 +89,18 @@ def run(pipe, request: Request, progress=None, prepared: tuple[Plan, dict] | Non
     return written
 
 
+def check_inputs(request: Request, mode: str) -> None:
+    """The request's input files can be read (an image, each video's header), so that a bad file is refused
+    before any model loads; one-line MediaError otherwise."""
+    from kinema.media import read_image, video_info
+
+    if mode == "i2v":
+        read_image(request.image)  # one image: cheap to decode
+    for path in (request.extend, request.edit, *request.connect):
+        if path:
+            video_info(path)
+
+
 def read_videos(request: Request, mode: str) -> list[np.ndarray]:
     """The input videos of the modes that keep them (extend, connect, edit), each cut to 1 + 4k frames."""
     from kinema.media import read_video
