@@ -52,6 +52,29 @@ def word_encoder():
     return WordEncoder
 
 
+def random_pipeline(num_layers: int = 2, scale: float = 0.02, **defaults):
+    """A tiny pipeline (VAE base 8, 4 latent channels; DiT width 48) on the WordEncoder, with random weights: the
+    tensors adaLN-zero starts at zero are drawn too (normal, ``scale``), so that the text matters. 2 steps unless
+    ``defaults`` say otherwise."""
+    from kinema.inference.pipeline import KinemaPipeline
+    from kinema.models.dit import VideoDiT
+    from kinema.models.vae import VideoVAE
+
+    torch.manual_seed(0)
+    vae = VideoVAE.from_name("tiny", base_dim=8, z_dim=4)
+    dit = VideoDiT(in_channels=4, out_channels=4, num_layers=num_layers, num_attention_heads=2, attention_head_dim=24,
+                   ffn_dim=64, text_dim=16)
+    with torch.no_grad():
+        for p in dit.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0, scale)
+    pipe = KinemaPipeline(dit.eval(), vae.eval(), text_encoder=WordEncoder())
+    pipe.defaults.steps = 2
+    for name, value in defaults.items():
+        setattr(pipe.defaults, name, value)
+    return pipe
+
+
 def save_tiny_model(folder: Path, num_layers: int = 1, **defaults) -> Path:
     """A tiny randomly initialised pipeline folder (fast to load, fast to run) with these sampling defaults."""
     from kinema.inference.pipeline import KinemaPipeline

@@ -14,10 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_bounded
+from conftest import random_pipeline, run_bounded
 from kinema.inference.pipeline import KinemaPipeline
-from kinema.models.dit import VideoDiT
-from kinema.models.vae import VideoVAE
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGED = ROOT / "src" / "kinema" / "weights" / "kinema-tiny"
@@ -26,19 +24,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def pipe(word_encoder):
-    torch.manual_seed(0)
-    dit = VideoDiT(in_channels=4, out_channels=4, num_layers=1, num_attention_heads=2, attention_head_dim=24,
-                   ffn_dim=64, text_dim=16)
-    with torch.no_grad():
-        for p in dit.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0, 0.02)
-    pipe = KinemaPipeline(dit.eval(), VideoVAE.from_name("tiny", base_dim=8, z_dim=4).eval(),
-                          text_encoder=word_encoder())
-    pipe.defaults.steps = 2
-    pipe.defaults.size = "32x32"
-    return pipe
+def pipe():
+    return random_pipeline(num_layers=1, size="32x32")
 
 
 def seeded(seed: int = 0) -> torch.Generator:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from conftest import random_pipeline, run_bounded
 from kinema.devices import resolve_device, resolve_dtype
 from kinema.errors import KinemaError
 from kinema.inference.pipeline import KinemaPipeline
@@ -20,19 +21,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def pipe(word_encoder):
-    torch.manual_seed(0)
-    vae = VideoVAE.from_name("tiny", base_dim=8, z_dim=4)
-    dit = VideoDiT(in_channels=4, out_channels=4, num_layers=1, num_attention_heads=2, attention_head_dim=24,
-                   ffn_dim=64, text_dim=16)
-    with torch.no_grad():
-        for p in dit.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0, 0.02)
-    pipe = KinemaPipeline(dit.eval(), vae.eval(), text_encoder=word_encoder())
-    pipe.defaults.steps = 2
-    pipe.defaults.anchor = 1.0  # the anchor's levels and spreads are made too
-    return pipe
+def pipe():
+    return random_pipeline(num_layers=1, anchor=1.0)  # with the anchor, its levels and spreads are made too
 
 
 class Devices(TorchDispatchMode):
@@ -155,8 +145,6 @@ def test_device_and_dtype_resolution():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_a_missing_gpu_is_a_one_line_error_before_the_model_loads(tmp_path, tiny_model_folder):
     import sys
-
-    from conftest import run_bounded
 
     model = tiny_model_folder(tmp_path / "m")
     for args in (["generate", "a red ball", "--model", str(model), "--device", "cuda", "-o", str(tmp_path / "x.mp4")],

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import random_pipeline
 from kinema.errors import KinemaError
 from kinema.inference.pipeline import KinemaPipeline
 from kinema.models.dit import VideoDiT
@@ -15,18 +16,8 @@ from kinema.models.vae import VideoVAE
 
 
 @pytest.fixture(scope="module")
-def pipe(word_encoder):
-    torch.manual_seed(0)
-    vae = VideoVAE.from_name("tiny", base_dim=8, z_dim=4)
-    dit = VideoDiT(in_channels=4, out_channels=4, num_layers=2, num_attention_heads=2, attention_head_dim=24,
-                   ffn_dim=64, text_dim=16)
-    with torch.no_grad():
-        for p in dit.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0, 0.02)
-    pipe = KinemaPipeline(dit.eval(), vae.eval(), text_encoder=word_encoder())
-    pipe.defaults.steps = 2
-    return pipe
+def pipe():
+    return random_pipeline()
 
 
 def clip(frames=9, height=32, width=48, value=0):
