@@ -17,8 +17,9 @@ Model = Callable[..., torch.Tensor]
 
 
 def flow_schedule(steps: int, shift: float = 1.0, start: float = 1.0) -> torch.Tensor:
-    """steps + 1 flow times from ``start`` down to 0, uniform in t then shifted (as SD3/Wan)."""
-    t = torch.linspace(start, 0.0, steps + 1, dtype=torch.float64)
+    """steps + 1 flow times from ``start`` down to 0, uniform in t then shifted (as SD3/Wan). On the CPU whatever
+    torch's default device: samplers read them as Python numbers, which on a GPU would sync at every step."""
+    t = torch.linspace(start, 0.0, steps + 1, dtype=torch.float64, device="cpu")
     return shift_time(t, shift).float()
 
 
