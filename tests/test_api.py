@@ -144,6 +144,30 @@ def test_callback_on_step_end_sees_and_replaces_the_latents(pipe):
         pipe("a red ball", num_frames=5, callback_on_step_end=watch, callback_on_step_end_tensor_inputs=["noise"])
 
 
+def test_bad_generators_and_callbacks_are_one_line_errors_before_any_work(pipe):
+    from kinema.errors import KinemaError
+
+    calls = []
+    pipe.transformer.forward = lambda *a, **k: calls.append(1)
+    try:
+        for kwargs, words in [
+            ({"generator": "x"}, "generator must be a torch.Generator or a list of them (got str)"),
+            ({"generator": [seeded(), seeded()]}, "generator: a list of 2 for 1 videos"),
+            ({"generator": [seeded()], "num_videos_per_prompt": 2, "num_frames": 41, "window": 5},
+             "generator: a list of 1 for 2 videos"),
+            ({"callback_on_step_end": 5}, "callback_on_step_end must be callable (got int)"),
+            ({"callback": "x"}, "callback must be callable (got str)"),
+        ]:
+            with pytest.raises(KinemaError, match=re.escape(words)):
+                pipe("a red ball", **{"num_frames": 5, **kwargs})
+    finally:
+        del pipe.transformer.forward
+    assert not calls
+    two = pipe("a red ball", num_frames=5, num_videos_per_prompt=2, generator=[seeded(1), seeded(2)], expand=False)
+    alone = pipe("a red ball", num_frames=5, generator=seeded(2), expand=False)
+    assert np.array_equal(two.frames[1], alone.frames[0])  # one generator for each video, as in diffusers
+
+
 def test_every_default_in_the_folder_is_kept_and_new_ones_survive(tmp_path, tiny_model_folder):
     folder = tiny_model_folder(tmp_path / "m", storyboard_guidance=7.5, anchor=0.5, seconds=2.0)
     index = json.loads((folder / "model_index.json").read_text())

@@ -495,6 +495,7 @@ class KinemaPipeline(DiffusionPipeline):
             video=video, video_end=video_end, mode=mode, strength=strength, sampler=sampler, conditioning=conditioning,
             num_videos_per_prompt=num_videos_per_prompt, storyboard=storyboard, expand=expand, fps=fps, window=window,
             context=context, memory=memory, context_noise=context_noise, anchor=anchor)
+        check_callbacks(callback=callback, callback_on_step_end=callback_on_step_end)
         if output_type not in OUTPUT_TYPES:
             raise KinemaError(f"output_type '{output_type}': choose {', '.join(OUTPUT_TYPES)}")
         unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
@@ -589,6 +590,7 @@ class KinemaPipeline(DiffusionPipeline):
             raise KinemaError(f"sampler '{chosen.sampler}': choose from {', '.join(SAMPLER_NAMES)}")
         prompts = [board.scene] if board is not None else [prompt] if isinstance(prompt, str) else list(prompt)
         _, negatives = prompt_lists(prompts, negative_prompt)
+        check_generator(generator, len(prompts) * videos_per_prompt)
         settings = windows(self.defaults, window, context, memory, context_noise, anchor)
         latent_frames = latent_count(num_frames, mode, self.vae.temporal_compression)
         windowed = conditioning is None and is_windowed(mode, latent_frames, settings.window, board is not None)
@@ -772,6 +774,23 @@ def convert_frames(frames: np.ndarray, output_type: str) -> Any:
     if output_type == "pt":
         return torch.from_numpy(frames).permute(0, 1, 4, 2, 3).float().div(255.0)
     return frames
+
+
+def check_generator(generator: Any, videos: int) -> None:
+    """A call's ``generator``: None, a torch.Generator, or one for each of its ``videos`` (as diffusers asks)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return
+    if not isinstance(generator, list) or not all(isinstance(g, torch.Generator) for g in generator):
+        raise KinemaError(f"generator must be a torch.Generator or a list of them (got {type(generator).__name__})")
+    if len(generator) != videos:
+        raise KinemaError(f"generator: a list of {len(generator)} for {videos} videos (give one for each video)")
+
+
+def check_callbacks(**callbacks: Any) -> None:
+    """One-line error for a callback that cannot be called, before any work starts."""
+    for name, value in callbacks.items():
+        if value is not None and not callable(value):
+            raise KinemaError(f"{name} must be callable (got {type(value).__name__})")
 
 
 def generator_seed(generator: torch.Generator | list[torch.Generator] | None) -> int:
