@@ -197,6 +197,15 @@ def training_source(data: DiTDataConfig, batch_size: int, streaming: bool = Fals
     return world_source(data, streaming)
 
 
+def training_caches(data: DiTDataConfig) -> list[str]:
+    """The latent caches a DiT run reads: none when ``data.folder`` names your videos, which then win over the
+    config's caches (``kinema train dit --config configs/dit/tiny.yaml data.folder=DIR`` trains on DIR)."""
+    if data.folder is not None and data.latent_cache:
+        print(f"training straight from {data.folder}: data.latent_cache is not read", flush=True)
+        return []
+    return list(data.latent_cache)
+
+
 def cache_training_latents(config: DiTTrainConfig, out_dir: str | Path, clips: int | None = None,
                            dtype: torch.dtype = torch.float16, progress=None) -> Path:
     """Encode ``clips`` clips of the run's source (world clips rendered as ``config.data`` describes, or your
@@ -256,17 +265,18 @@ class DiTTask:
             fresh = load_init(self.model, config.init, config.init_partial)
             if fresh:
                 print(f"init {config.init}: {', '.join(fresh)} start fresh (shapes differ)", flush=True)
-        self.vae = None if config.data.latent_cache else (
+        data = config.data
+        caches = training_caches(data)
+        self.vae = None if caches else (
             VideoVAE.from_pretrained(config.vae).float().eval().requires_grad_(False).to(self.device))
         self.text = (TextEncoder.default(self.device) if config.text_encoder == "minilm"
                      else TextEncoder(config.text_encoder, device=self.device))
-        data = config.data
         self.latents = None
-        if data.latent_cache:
+        if caches:
             from kinema.data.latents import LatentSource
 
-            self.latents = LatentSource(data.latent_cache, seed=data.seed)
-        self.source = training_source(data, config.train.batch_size, streaming=not data.latent_cache)
+            self.latents = LatentSource(caches, seed=data.seed)
+        self.source = training_source(data, config.train.batch_size, streaming=not caches)
         self._last_raw: tuple | None = None  # (key, raw batch, latents) reused by data.repeat
 
     def _raw(self, index: int, rank: int, world_size: int) -> tuple[dict, torch.Tensor]:
