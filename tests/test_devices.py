@@ -22,7 +22,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def pipe():
-    return random_pipeline(num_layers=1, anchor=1.0)  # with the anchor, its levels and spreads are made too
+    # with the anchor, its levels and spreads are made too; with context noise, the noise of "ar" context frames
+    return random_pipeline(num_layers=1, anchor=1.0, ar_context_noise=0.1)
 
 
 class Devices(TorchDispatchMode):
@@ -54,6 +55,9 @@ CALLS = {
     "edit": {"num_frames": 9, "mode": "edit", "video": clip(9)},
     "long, in windows": {"num_frames": 41, "window": 5},
     "long extension": {"num_frames": 41, "mode": "extend_forward", "video": clip(9), "window": 5},
+    "frame by frame": {"num_frames": 9, "sampler": "ar"},  # the frame cache and its masks
+    "frame by frame, extension": {"num_frames": 13, "mode": "extend_forward", "video": clip(5), "sampler": "ar"},
+    "frame by frame, in windows": {"num_frames": 41, "window": 5, "sampler": "ar"},
     "storyboard": {"storyboard": {"scene": "a sunny day", "shots": [
         {"seconds": 1, "framing": "wide", "prompt": "a red ball is dropped"},
         {"seconds": 1, "framing": "close-up", "prompt": "the red ball bounces"}]}, "window": 4},
@@ -69,6 +73,22 @@ def test_every_tensor_of_a_call_is_made_on_the_pipelines_device(pipe, name):
         got = pipe(generator=torch.Generator().manual_seed(3), **kwargs).frames
     assert devices.seen == {"cpu"}, f"{name}: tensors made on {devices.seen - {'cpu'}}"
     assert np.array_equal(got, expected), name
+
+
+@pytest.mark.parametrize("kwargs", [{"num_frames": 9}, {"num_frames": 41, "window": 5}], ids=["one pass", "windows"])
+def test_a_frame_causal_model_makes_every_tensor_on_the_pipelines_device(word_encoder, kwargs):
+    """The frame-by-frame model (block-causal masks, a frame cache of keys and values) under the same check."""
+    torch.manual_seed(0)
+    dit = VideoDiT(in_channels=4, out_channels=4, num_layers=1, num_attention_heads=2, attention_head_dim=24,
+                   ffn_dim=64, text_dim=16, causal=True)
+    causal = KinemaPipeline(dit.eval(), VideoVAE.from_name("tiny", base_dim=8, z_dim=4).eval(),
+                            text_encoder=word_encoder())
+    causal.defaults.steps, causal.defaults.sampler, causal.defaults.ar_context_noise = 2, "ar", 0.1
+    expected = causal("a red ball", height=32, width=32, generator=torch.Generator().manual_seed(1), **kwargs).frames
+    causal.to(torch.device("cpu"))
+    with torch.device("meta"), Devices() as devices:
+        got = causal("a red ball", height=32, width=32, generator=torch.Generator().manual_seed(1), **kwargs).frames
+    assert devices.seen == {"cpu"} and np.array_equal(got, expected)
 
 
 def test_callbacks_and_latents_stay_on_the_device(pipe):
