@@ -772,6 +772,18 @@ def test_studio_at_desktop_and_phone_widths(server, tmp_path):
             page.evaluate(f"localStorage.setItem('kinema-token', '{TOKEN}')")
             page.reload()
             page.wait_for_selector("#gallery .card")
+            # The expansion switch starts at the model's default: on for a model of the simulated world, off for
+            # one trained on other captions (here the server's answer is replaced by such a model's).
+            assert httpx.get(server.url("/healthz")).json()["expand"] is True
+            page.wait_for_function("() => document.querySelector('#model').textContent.startsWith('model: ')")
+            assert page.is_checked("#expand")
+            other = browser.new_page()
+            other.route("**/healthz", lambda route: route.fulfill(json={"status": "ok", "model": "mine",
+                                                                         "expand": False}))
+            other.goto(server.url("/"))
+            other.wait_for_function("() => document.querySelector('#model').textContent === 'model: mine'")
+            assert not other.is_checked("#expand")
+            other.close()
             # A prompt the embedded model cannot draw is warned about, once, under the form.
             page.fill("#prompt", "a cat playing the piano in a jazz club")
             page.click("#generate")

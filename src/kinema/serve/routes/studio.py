@@ -34,4 +34,6 @@ async def studio_style() -> Response:
 async def healthz(request: Request) -> dict:
     state = state_of(request)
     alive = state.worker is None or state.worker.alive  # without one, workers elsewhere run the jobs
-    return {"status": "ok" if alive else "worker stopped", "model": state.pipe.name}
+    # expand: whether the model expands prompts by default (the studio's expansion switch starts there)
+    return {"status": "ok" if alive else "worker stopped", "model": state.pipe.name,
+            "expand": bool(getattr(state.pipe.defaults, "expand", False))}

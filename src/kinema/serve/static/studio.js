@@ -396,8 +396,11 @@ function start() {
   addShot({ framing: "wide", seconds: 2 });
   addShot({ framing: "closeup", seconds: 2 });
   showMode("text");
-  fetch("/healthz").then((r) => r.json()).then((h) => { $("#model").textContent = `model: ${h.model}`; })
-    .catch(() => { /* the page works without the model name */ });
+  fetch("/healthz").then((r) => r.json()).then((h) => {
+    $("#model").textContent = `model: ${h.model}`;
+    // a model trained on your own captions does not expand prompts: the switch starts where the model's default is
+    if (typeof h.expand === "boolean") $("#expand").checked = h.expand;
+  }).catch(() => { /* the page works without the model name */ });
   loadGallery();
 }
 
