@@ -99,6 +99,33 @@ def test_a_long_num_frames_runs_in_windows(pipe):
     assert np.array_equal(out.frames[0], expected)
 
 
+def night_sand_clip(x: float) -> np.ndarray:
+    """A world clip (9 frames, 64x64) of a large red ball dropped at ``x`` on sand, at night."""
+    from kinema.world.dataset import make_clip
+    from kinema.world.scene import ObjectSpec, SceneSpec, ShotSpec
+
+    ball = ObjectSpec(0, "red", "ball", "large", "bouncy", False, "dropped", x, 4.0, 0.0, 0.0)
+    scene = SceneSpec(seed=3, fps=8.0, frames=9, sky="night", ground="sand", occluder=None, occluder_x=6.0,
+                      objects=[ball], shots=[ShotSpec(0, 9, "wide", 0)], far_seed=1)
+    return make_clip(scene, 64, 64).frames
+
+
+def test_connect_and_image_to_video_expand_on_what_their_inputs_show(pipe):
+    """The expansion of a connection (and of an image to video) keeps the inputs' stage and subject, whatever
+    ground and sky the seed would pick for the prompt alone."""
+    from kinema.world.caption import parse_prompt
+
+    first, last = night_sand_clip(4.0), night_sand_clip(8.0)
+    calls = {"connect": {"mode": "connect", "video": first, "video_end": last, "num_frames": 25},
+             "i2v": {"image": first[0], "num_frames": 9}}
+    for name, kwargs in calls.items():
+        for seed in range(3):
+            out = pipe("the red ball rolls", generator=seeded(seed), output_type="latent", **kwargs)
+            got = parse_prompt(out.expanded_prompts[0])
+            assert (got["sky"], got["ground"]) == ("night", "sand"), (name, out.expanded_prompts[0])
+            assert any(o["color"] == "red" and o["shape"] == "ball" for o in got["objects"]), name
+
+
 def test_output_types(pipe):
     base = pipe("a blue box", num_frames=5, generator=seeded(1), expand=False).frames
     pil = pipe("a blue box", num_frames=5, generator=seeded(1), expand=False, output_type="pil").frames
