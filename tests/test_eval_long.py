@@ -402,7 +402,7 @@ class WorldPipe:
 def world_run(pipe, request, progress=None):
     """Writes the clip a perfect model would make, with the metadata ``kinema.inference.generate.run`` writes."""
     from kinema.inference.request import validate
-    from kinema.inference.settings import long_video_settings
+    from kinema.inference.settings import expands, long_video_settings
     from kinema.inference.storyboard import storyboard_from_dict
     from kinema.media import write_video
 
@@ -422,9 +422,7 @@ def world_run(pipe, request, progress=None):
                 "steps": request.steps or pipe.defaults.steps, "guidance": pipe.defaults.guidance_scale,
                 "model": pipe.name, "model_sha256": pipe.weights_sha256, "frames": frames,
                 "storyboard": None if request.storyboard is None else board.to_dict(), "shot_starts": starts,
-                # as the pipeline writes it: the request's, else the model's; storyboards are not expanded
-                "expand": (pipe.defaults.expand if request.expand is None else request.expand)
-                and request.storyboard is None}
+                "expand": expands(pipe, request) and request.storyboard is None}
     if request.storyboard is not None or 1 + (frames - 1) // 4 > pipe.defaults.window:
         metadata |= long_video_settings(pipe, request)
     return write_video(Path(request.output), video, fps, metadata=metadata)

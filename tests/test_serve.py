@@ -6,6 +6,7 @@ Every server here is a `kinema serve` subprocess on a free loopback port with a 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -16,8 +17,10 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -648,7 +651,10 @@ def chromium_or_skip() -> str:
     return path
 
 
-def test_studio_generates_and_plays_a_video(server, tmp_path):
+@contextlib.contextmanager
+def studio(server: Server) -> Iterator[tuple[Any, list[str]]]:
+    """The studio of ``server`` in a headless chromium (skips without one), the token given: (the page, the
+    errors its scripts raise)."""
     executable = chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
@@ -661,63 +667,68 @@ def test_studio_generates_and_plays_a_video(server, tmp_path):
             page.goto(server.url("/"))
             page.fill("#token", TOKEN)
             page.click("#token-form button")
-            page.fill("#prompt", "a red ball is thrown to the right and bounces on the sand")
-            page.click("#seconds-presets button[data-seconds='2']")
-            page.click("#aspect button[data-aspect='16:9']")
-            assert page.text_content("#size") == "112x64"
-            page.click("#generate")
-            page.wait_for_function("() => { const v = document.querySelector('#player');"
-                                   " return v.readyState >= 2 && v.duration > 0; }", timeout=90_000)
-            duration, ready, width = page.evaluate("() => { const v = document.querySelector('#player');"
-                                                   " return [v.duration, v.readyState, v.videoWidth]; }")
-            assert duration == pytest.approx(17 / 8, abs=0.2) and ready >= 2 and width == 112
-            page.wait_for_selector("#metadata dd")
-            assert "a red ball is thrown" in page.text_content("#metadata")
-            page.wait_for_selector("#gallery .card")
-            page.evaluate("document.querySelector('#player').pause()")
-            screenshot = tmp_path / "studio.png"
-            page.screenshot(path=str(screenshot), full_page=True)
-            assert read_image(screenshot).shape[1] == 1280
-
-            def next_video(seconds: float) -> str:
-                """Press Generate and wait until a new video plays for about ``seconds``."""
-                before = page.text_content("#metadata dd")
-                page.click("#generate")
-                page.wait_for_function(
-                    "([before, seconds]) => { const v = document.querySelector('#player');"
-                    " const id = document.querySelector('#metadata dd');"
-                    " return id && id.textContent !== before && v.readyState >= 2"
-                    " && Math.abs(v.duration - seconds) < 0.2; }", arg=[before, seconds], timeout=90_000)
-                return page.text_content("#metadata dd")
-
-            page.click("#remix-current")  # remix: the same length, a new prompt
-            assert page.is_visible("#source-banner")
-            page.fill("#prompt", "a blue ball is thrown to the right")
-            next_video(17 / 8)
-            assert "remixed from" in page.text_content("#metadata")
-            page.click("#extend-current")  # extend the remix by one second, by id
-            page.click("#seconds-presets button[data-seconds='1']")
-            next_video(25 / 8)
-            page.click("#modes button[data-mode='storyboard']")  # two 1-second shots
-            page.fill("#scene", "a sunny day on the sand")
-            page.fill("#shots .shot:nth-child(1) .shot-prompt", "a red ball is dropped")
-            page.fill("#shots .shot:nth-child(2) .shot-prompt", "the red ball bounces")
-            page.fill("#shots .shot:nth-child(1) .shot-seconds", "1")
-            page.fill("#shots .shot:nth-child(2) .shot-seconds", "1")
-            page.click("#advanced summary")  # long-video settings reach the run and its metadata
-            page.fill("#anchor", "0.5")
-            page.fill("#context-noise", "0.25")
-            next_video(17 / 8)
-            shown = page.text_content("#metadata")
-            assert "anchor0.5" in shown.replace(" ", "") and "context noise0.25" in shown, shown
-            page.wait_for_function("() => document.querySelectorAll('#gallery .card .badge.completed').length >= 4")
-            # Without the token the page says what is missing instead of failing silently.
-            page.evaluate("localStorage.removeItem('kinema-token')")
-            page.reload()
-            page.wait_for_selector("#token-form.needed")
-            assert not errors, errors
+            yield page, errors
         finally:
             browser.close()
+
+
+def test_studio_generates_and_plays_a_video(server, tmp_path):
+    with studio(server) as (page, errors):
+        page.fill("#prompt", "a red ball is thrown to the right and bounces on the sand")
+        page.click("#seconds-presets button[data-seconds='2']")
+        page.click("#aspect button[data-aspect='16:9']")
+        assert page.text_content("#size") == "112x64"
+        page.click("#generate")
+        page.wait_for_function("() => { const v = document.querySelector('#player');"
+                               " return v.readyState >= 2 && v.duration > 0; }", timeout=90_000)
+        duration, ready, width = page.evaluate("() => { const v = document.querySelector('#player');"
+                                               " return [v.duration, v.readyState, v.videoWidth]; }")
+        assert duration == pytest.approx(17 / 8, abs=0.2) and ready >= 2 and width == 112
+        page.wait_for_selector("#metadata dd")
+        assert "a red ball is thrown" in page.text_content("#metadata")
+        page.wait_for_selector("#gallery .card")
+        page.evaluate("document.querySelector('#player').pause()")
+        screenshot = tmp_path / "studio.png"
+        page.screenshot(path=str(screenshot), full_page=True)
+        assert read_image(screenshot).shape[1] == 1280
+
+        def next_video(seconds: float) -> str:
+            """Press Generate and wait until a new video plays for about ``seconds``."""
+            before = page.text_content("#metadata dd")
+            page.click("#generate")
+            page.wait_for_function(
+                "([before, seconds]) => { const v = document.querySelector('#player');"
+                " const id = document.querySelector('#metadata dd');"
+                " return id && id.textContent !== before && v.readyState >= 2"
+                " && Math.abs(v.duration - seconds) < 0.2; }", arg=[before, seconds], timeout=90_000)
+            return page.text_content("#metadata dd")
+
+        page.click("#remix-current")  # remix: the same length, a new prompt
+        assert page.is_visible("#source-banner")
+        page.fill("#prompt", "a blue ball is thrown to the right")
+        next_video(17 / 8)
+        assert "remixed from" in page.text_content("#metadata")
+        page.click("#extend-current")  # extend the remix by one second, by id
+        page.click("#seconds-presets button[data-seconds='1']")
+        next_video(25 / 8)
+        page.click("#modes button[data-mode='storyboard']")  # two 1-second shots
+        page.fill("#scene", "a sunny day on the sand")
+        page.fill("#shots .shot:nth-child(1) .shot-prompt", "a red ball is dropped")
+        page.fill("#shots .shot:nth-child(2) .shot-prompt", "the red ball bounces")
+        page.fill("#shots .shot:nth-child(1) .shot-seconds", "1")
+        page.fill("#shots .shot:nth-child(2) .shot-seconds", "1")
+        page.click("#advanced summary")  # long-video settings reach the run and its metadata
+        page.fill("#anchor", "0.5")
+        page.fill("#context-noise", "0.25")
+        next_video(17 / 8)
+        shown = page.text_content("#metadata")
+        assert "anchor0.5" in shown.replace(" ", "") and "context noise0.25" in shown, shown
+        page.wait_for_function("() => document.querySelectorAll('#gallery .card .badge.completed').length >= 4")
+        # Without the token the page says what is missing instead of failing silently.
+        page.evaluate("localStorage.removeItem('kinema-token')")
+        page.reload()
+        page.wait_for_selector("#token-form.needed")
+        assert not errors, errors
 
 
 STUDIO_CHECKS = """() => {

@@ -19,7 +19,7 @@ import typer
 from typer.core import TyperCommand
 
 from kinema.cli.errors import rank
-from kinema.cli.options import Device, Dtype
+from kinema.cli.options import Device, Dtype, Offload
 from kinema.errors import KinemaError
 
 
@@ -46,7 +46,8 @@ def generate(
         show_default=False)] = None,
     frames: Annotated[int | None, typer.Option(help="Exact frame count (1 + 4k); overrides --seconds.")] = None,
     size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT, multiples of 8, any aspect ratio (default: the "
-                                                  "model's, 64x64 for kinema-tiny).", show_default=False)] = None,
+                                                  "model's, 64x64 for kinema-tiny, 832x480 for Wan2.1).",
+                                             show_default=False)] = None,
     fps: Annotated[float | None, typer.Option(help="Frames per second (default: the model's).")] = None,
     steps: Annotated[int | None, typer.Option(help="Sampling steps (default: the model's).")] = None,
     guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
@@ -60,7 +61,7 @@ def generate(
     edit: Annotated[Path | None, typer.Option(help="Video to video: edit this video under the prompt.")] = None,
     strength: Annotated[float, typer.Option(help="Edit strength in (0, 1]: how far from the input.")] = 0.7,
     sampler: Annotated[str | None, typer.Option(
-        help="euler, heun or ar (frame by frame; default: the model's).")] = None,
+        help="euler, heun, ar (frame by frame) or scheduler (a Wan folder's own; default: the model's).")] = None,
     model: Annotated[str | None, typer.Option(help="A model folder, or the name of a packaged model "
                                                    "(default: kinema-tiny).")] = None,
     prompts: Annotated[Path | None, typer.Option(help="Batch: one prompt per line, or JSONL with settings.")] = None,
@@ -80,16 +81,25 @@ def generate(
              "shot's opening (0: off).")] = None,
     expand: Annotated[bool | None, typer.Option(
         "--expand/--no-expand", help="Expand the prompt into the caption style the model was trained on "
-                                     "(printed and stored in the metadata; default: the model's).",
-        show_default=False)] = None,
+                                     "(printed and stored in the metadata; default: the model's, on for models "
+                                     "trained on the world's captions, off for Wan).", show_default=False)] = None,
+    expand_with: Annotated[str | None, typer.Option(
+        help="Extend the prompt with this OpenAI-compatible chat endpoint (a local llama.cpp, vLLM or Ollama "
+             "server, e.g. http://127.0.0.1:8080/v1); on a timeout or a bad answer the prompt is used as written.")
+                           ] = None,
+    lora: Annotated[list[str] | None, typer.Option(
+        help="A LoRA file (.safetensors, diffusers/PEFT or a community Wan format) as FILE or FILE:SCALE; "
+             "repeat for more. Wan2.2 A14B: FILE goes to the high-noise expert, low=FILE to the low-noise one.")
+                           ] = None,
     split_guidance: Annotated[bool, typer.Option(
         "--split-guidance/--no-split-guidance", help="Under torchrun: guidance's two passes on two halves of the "
                                                      "ranks (an even number), or every rank on every pass.")] = True,
     device: Device = None,
+    offload: Offload = "none",
     dtype: Dtype = None,
 ) -> None:
     """Generate a video (or an image) from a prompt, in any mode; writes provenance metadata and a sidecar JSON."""
-    from kinema.inference.generate import check_inputs
+    from kinema.inference.generate import check_inputs, check_placement
     from kinema.inference.request import validate
     from kinema.inference.settings import read_defaults
     from kinema.weights import find_model
@@ -99,18 +109,20 @@ def generate(
                     extend=str(extend) if extend else None, direction=direction, loop=loop,
                     connect=[str(c) for c in connect] if connect else [], edit=str(edit) if edit else None,
                     strength=strength, sampler=sampler, window=window, context=context,
-                    context_noise=context_noise, anchor=anchor, expand=expand)
+                    context_noise=context_noise, anchor=anchor, expand=expand, expand_with=expand_with,
+                    loras=list(lora or []))
     if storyboard is not None or shot:
         if prompts is not None:
             raise KinemaError("--storyboard/--shot make one video; they cannot be combined with --prompts")
         settings["storyboard"] = storyboard_settings(prompt, storyboard, shot)
         prompt = prompt or ""
     requests = requests_for(prompt, output, prompts, out_dir, settings)
+    check_placement(device, dtype, offload)
     folder = find_model(model)
     defaults = read_defaults(folder)  # the model's defaults, read before any weights load
     for request in requests:  # every request, and its input files, is checked before the model loads
         check_inputs(request, validate(request, defaults).mode)
-    pipe = load_with_progress(folder, device, dtype, quiet=rank() > 0)
+    pipe = load_with_progress(folder, device, dtype, offload, quiet=rank() > 0)
     with parallel_ranks(pipe, split_guidance) as this_rank:
         if this_rank == 0:
             run_all(pipe, requests)
@@ -148,9 +160,11 @@ def scratch_outputs(requests: list, folder: Path) -> list:
     return [dataclasses.replace(r, output=str(folder / f"{n}{Path(r.output).suffix}")) for n, r in enumerate(requests)]
 
 
-def load_with_progress(folder: Path, device: str | None, dtype: str | None, quiet: bool = False):
+def load_with_progress(folder: Path, device: str | None, dtype: str | None, offload: str = "none",
+                       quiet: bool = False):
     """Load a model, saying so first (imports and weights take seconds) and where the time went after
-    (``quiet``: neither, as on the ranks that do not write)."""
+    (``quiet``: neither, as on the ranks that do not write). The text encoder is freed after each encoding (a Wan
+    UMT5 is several GB that sampling does not need)."""
     import time
 
     from kinema.cli.progress import Printer
@@ -165,7 +179,7 @@ def load_with_progress(folder: Path, device: str | None, dtype: str | None, quie
     from kinema.inference.generate import load_pipeline
 
     imported = time.monotonic()
-    pipe = load_pipeline(folder, device, dtype)
+    pipe = load_pipeline(folder, device, dtype, release_text_encoder=True, offload=offload)
     loaded = time.monotonic()
     pipe.text_encoder  # noqa: B018 (load it now, inside the timing, not at the first prompt)
     encoder = time.monotonic()

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from kinema.cli.errors import rank
+from kinema.cli.options import Device
 
 train_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                         help="Train the models (one process, or many under torchrun).")
@@ -163,3 +164,35 @@ def _setup_logging() -> None:
             logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
+
+
+@train_app.command("lora")
+def lora_command(
+    model: Annotated[str, typer.Option(help="The model folder (a diffusers Wan folder, or kinema's own).")],
+    data: Annotated[Path, typer.Option(help="A folder of videos, each with a .txt caption beside it (or a "
+                                            "manifest.jsonl).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The LoRA file to write (.safetensors).")] = Path(
+        "lora.safetensors"),
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 500,
+    rank_: Annotated[int, typer.Option("--rank", help="LoRA rank.")] = 16,
+    alpha: Annotated[float | None, typer.Option(help="LoRA alpha (default: the rank, scale 1).")] = None,
+    lr: Annotated[float, typer.Option(help="Learning rate (AdamW).")] = 1e-4,
+    batch_size: Annotated[int, typer.Option(help="Clips per step.")] = 1,
+    frames: Annotated[int, typer.Option(help="Frames per clip (1 + 4k).")] = 17,
+    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT clips are cropped and resized to.")] = "256x256",
+    fps: Annotated[float, typer.Option(help="Frames per second clips are sampled at.")] = 16.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: Device = None,
+    expert: Annotated[str, typer.Option(help="Wan2.2 A14B: the expert to train for, high (noise) or low; load a "
+                                             "low one with --lora low=FILE.")] = "high",
+) -> None:
+    """Train a LoRA on a folder of your own videos with captions; writes the diffusers format, which `kinema generate
+    --lora` and diffusers' WanPipeline.load_lora_weights read."""
+    from kinema.devices import resolve_device
+    from kinema.train.lora import LoraTrainConfig, train_lora
+
+    config = LoraTrainConfig(model=model, data=str(data), out=str(output), rank=rank_, alpha=alpha, steps=steps,
+                             lr=lr, batch_size=batch_size, frames=frames, size=size, fps=fps, seed=seed,
+                             device=str(resolve_device(device)), expert=expert)
+    written = train_lora(config, log=typer.echo)
+    typer.echo(f"wrote {written}")

@@ -148,6 +148,58 @@ def sample_heun(
     return x
 
 
+def experts(high: Model, low: Model, boundary: float) -> Model:
+    """Two models split by flow time (Wan2.2's mixture of experts): ``high`` while the step's time (the largest
+    per-frame time, that of the frames being denoised) is at or above ``boundary``, ``low`` below it."""
+
+    def model(x: torch.Tensor, t: torch.Tensor, **extra) -> torch.Tensor:
+        # diffusers compares timesteps (flow time x 1000); the margin absorbs the float32 rounding of t / 1000
+        return (high if float(t.max()) >= boundary - 1e-6 else low)(x, t, **extra)
+
+    return model
+
+
+@torch.no_grad()
+def sample_scheduler(
+    model: Model,
+    x: torch.Tensor,
+    scheduler,
+    steps: int,
+    start: float = 1.0,
+    known: torch.Tensor | None = None,
+    known_latents: torch.Tensor | None = None,
+    extra_args: dict | None = None,
+    callback: Callback | None = None,
+    known_time: KnownTime = 0.0,
+) -> torch.Tensor:
+    """The steps of a diffusers flow-matching scheduler (Wan's: UniPC, Zhao et al. 2023, on flow sigmas), with
+    kinema's known frames held as in ``sample_euler``. Starts at the first of the scheduler's times at or below
+    ``start`` (an edit's strength; ``scheduler_start`` says which). The model gets flow time = timestep / the
+    scheduler's training timesteps, as Wan's transformer gets the timestep. ``callback(step, steps, x)`` runs after
+    each step; latents it returns replace x, as in ``sample_euler``."""
+    extra_args = extra_args or {}
+    first, _ = scheduler_start(scheduler, steps, start, x.device)
+    timesteps = scheduler.timesteps[first:]
+    scheduler.set_begin_index(first)
+    total = float(scheduler.config.num_train_timesteps)
+    x, mask = _hold_known(x, known, known_latents)
+    for i, t in enumerate(timesteps):
+        v = model(x, _frame_times(float(t) / total, x, known, known_time), **extra_args)
+        x_next = scheduler.step(v, t, x, return_dict=False)[0]
+        x = x_next if mask is None else torch.where(mask, x, x_next)
+        x = _after_step(callback, i + 1, len(timesteps), x, mask)
+    return x
+
+
+def scheduler_start(scheduler, steps: int, start: float, device: torch.device | str = "cpu") -> tuple[int, float]:
+    """Set the scheduler's timesteps for ``steps``; (the index of its first time at or below flow time ``start``,
+    that time)."""
+    scheduler.set_timesteps(steps, device=device)
+    sigmas = [float(s) for s in scheduler.sigmas[: len(scheduler.timesteps)]]
+    first = next((i for i, sigma in enumerate(sigmas) if sigma <= start + 1e-6), len(sigmas) - 1)
+    return first, sigmas[first]
+
+
 SAMPLERS = {"euler": sample_euler, "heun": sample_heun}  # joint samplers; "ar" runs frame by frame (below)
 
 

@@ -247,6 +247,8 @@ def expand_prompts(call: Any, items: Sequence[Any] = (), edited: Any = None) -> 
         if call.world_prompts and not any(names_the_world(text) for text in board.shot_texts()):
             log.warning("%s", undrawable(" ".join(board.shot_texts())))
         return [board.scene], [None]
+    if call.expand_with is not None:
+        return extended_prompts(call)
     seen = None
     if call.expand:
         clips = input_clips(items, edited)
@@ -265,3 +267,18 @@ def expand_prompts(call: Any, items: Sequence[Any] = (), edited: Any = None) -> 
         texts.append(result or prompt)
         expanded.append(result)
     return texts, expanded
+
+
+def extended_prompts(call: Any) -> tuple[list[str], list[str | None]]:
+    """Each prompt extended by the chat endpoint ``call.expand_with`` (``kinema.inference.chat``), or used as given
+    (with a warning) where the endpoint fails."""
+    from kinema.inference.chat import extend_prompt
+
+    def warn(message: str) -> None:
+        log.warning("%s", message.removeprefix("warning: "))
+
+    expanded = [extend_prompt(prompt, call.expand_with, warn=warn) for prompt in call.prompts]
+    for result in expanded:
+        if result is not None:
+            log.info("extended prompt: %s", result)
+    return [result or prompt for prompt, result in zip(call.prompts, expanded)], expanded

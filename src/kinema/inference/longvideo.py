@@ -153,8 +153,8 @@ def encode_texts(pipe, texts: list[str], negative: str) -> tuple[dict, dict]:
     """Conditional and unconditional text for S sequences: (1, S, L, D) each, padded to one length."""
     from kinema.models.text import pad_token_batches
 
-    tokens, mask = pipe.text_encoder.encode(texts)  # (S, L, D)
-    neg_tokens, neg_mask = pipe.text_encoder.encode_cached(negative)  # (1, L', D)
+    tokens, mask, (neg_tokens, neg_mask) = pipe.encoded(
+        lambda encoder: (*encoder.encode(texts), encoder.encode_cached(negative)))  # (S, L, D), (1, L', D)
     both, masks = pad_token_batches([(tokens, mask), (neg_tokens, neg_mask)])
     both, masks = both.to(pipe._execution_device, pipe.transformer.dtype), masks.to(pipe._execution_device)
     tokens, neg_tokens = both.split([len(texts), 1])
@@ -190,6 +190,9 @@ def generate_long(pipe, texts: list[str], num_frames: int, height: int, width: i
     settings = windows(pipe.defaults, window, context, memory, context_noise, anchor)
     shot_starts = shot_starts or [0]
     mode = check_long(texts, num_frames, height, width, chosen, settings, shot_starts, image, video)
+    if pipe.frames_as_channels:
+        raise KinemaError(f"{num_frames} frames need windows (or a storyboard), which Wan's image-to-video models "
+                          f"do not support yet: make at most {1 + 4 * (settings.window - 1)} frames in one pass")
 
     # 2. Plan the passes; the latents the video opens with are known (an image, or the video being extended).
     vae_time = pipe.vae.temporal_compression
@@ -206,7 +209,8 @@ def generate_long(pipe, texts: list[str], num_frames: int, height: int, width: i
     shift = shift or pipe.defaults.shift or shift_for_tokens(tokens, pipe.flow)
 
     # 3. Encode the captions.
-    cond, uncond = encode_texts(pipe, texts, negative_prompt or "")
+    negative = pipe.defaults.negative_prompt if negative_prompt is None else negative_prompt
+    cond, uncond = encode_texts(pipe, texts, negative)
 
     # 4. Denoise pass by pass: the known frames held, only the new ones denoised, each pass anchored to its
     #    shot's opening.

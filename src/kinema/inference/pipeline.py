@@ -35,7 +35,16 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from kinema.diffusion import SAMPLER_NAMES
 from kinema.diffusion.flow import FlowConfig, shift_for_tokens
-from kinema.diffusion.sampling import SAMPLERS, flow_schedule, guided, guided_split, sample_autoregressive_cached
+from kinema.diffusion.sampling import (
+    SAMPLERS,
+    experts,
+    flow_schedule,
+    guided,
+    guided_split,
+    sample_autoregressive_cached,
+    sample_scheduler,
+    scheduler_start,
+)
 from kinema.errors import KinemaError
 from kinema.frames import (
     MAX_SIDE,
@@ -48,10 +57,13 @@ from kinema.inference.conditioning import ConditioningItem, KnownLatents, condit
 from kinema.inference.request import check_request
 from kinema.inference.settings import INDEX, Sampling, SamplingDefaults, Windows, read_model_index, sampling, windows
 from kinema.media import resize_crop
+from kinema.models import wan
 from kinema.models.dit import FrameCache, VideoDiT
+from kinema.models.lora import apply_lora, read_lora
 from kinema.models.parallel import ParallelLayout
-from kinema.models.text import TextEncoder, pad_token_batches
+from kinema.models.text import TextEncoder, UMT5TextEncoder, pad_token_batches
 from kinema.models.vae import VideoVAE
+from kinema.models.wan import wan_index
 
 diffusers_logging.set_verbosity_error()  # no hints about optional packages in the CLI's output
 log = logging.getLogger("kinema.inference")
@@ -143,6 +155,7 @@ class Call:
     windowed: bool
     storyboard: Any  # a kinema.inference.storyboard.Storyboard, or None
     expand: bool
+    expand_with: str | None  # an OpenAI-compatible chat endpoint that extends each prompt (kinema.inference.chat)
     world_prompts: bool  # the model draws the simulated world: warn about prompts that name nothing of it
     seed: int  # seeds the prompt expansion (the generator's initial seed; 0 without one)
     given: int  # latent frames of the video being extended forward (the passes continue from them); else 0
@@ -151,26 +164,41 @@ class Call:
 class KinemaPipeline(DiffusionPipeline):
     """Text-to-video and every 'prompt with images and video' mode on one diffusion transformer."""
 
-    model_cpu_offload_seq = "transformer->vae"
+    model_cpu_offload_seq = "transformer->transformer_2->vae"
+    _optional_components: ClassVar[list[str]] = ["transformer_2"]
     _callback_tensor_inputs: ClassVar[list[str]] = ["latents"]  # what callback_on_step_end may read and replace
 
     def __init__(self, transformer: VideoDiT, vae: VideoVAE, text_encoder: TextEncoder | None = None,
                  defaults: SamplingDefaults | None = None, flow: FlowConfig | None = None,
-                 text_encoder_name: str = "minilm", kinema: dict | None = None) -> None:
+                 text_encoder_name: str = "minilm", kinema: dict | None = None, scheduler: Any = None,
+                 transformer_2: VideoDiT | None = None, boundary: float | None = None) -> None:
         """``kinema``: a model folder's ``kinema`` section of model_index.json (defaults, flow, name, text encoder),
         which diffusers' ``DiffusionPipeline.from_pretrained`` hands over; explicit ``defaults``, ``flow`` and
         ``text_encoder_name`` win over it."""
         super().__init__()
-        self.register_modules(transformer=transformer.eval(), vae=vae.eval())
+        self.register_modules(transformer=transformer.eval(), vae=vae.eval(),
+                              transformer_2=None if transformer_2 is None else transformer_2.eval())
         section = kinema if isinstance(kinema, dict) else {}
         folder_defaults, folder_flow = model_settings(section)
+        # A diffusers scheduler that steps the flow ODE (the sampler "scheduler"; Wan folders bring UniPC), and
+        # for Wan2.2 A14B the flow time from which down the low-noise expert ``transformer_2`` takes over.
+        self.scheduler = scheduler
+        self.boundary = boundary
+        self.release_text_encoder = False  # free the text encoder after each encoding (it reloads when needed)
+        self.text_encoder_device: str | torch.device = "cpu"
+        self.text_encoder_dtype = torch.float32
+        self.text_encoder_offload = False  # a Wan UMT5 kept in host memory between encodings (CPU offload)
+        self.size_multiple = 8  # width and height are multiples of this (a Wan model: VAE compression x patch)
+        self.image_encoder: Any = None  # Wan2.1 image to video: its CLIP image encoder (kinema.models.wan)
+        self._lora_hooks: list = []
         self._text_encoder = text_encoder
         self.text_encoder_name = section.get("text_encoder", text_encoder_name) if kinema else text_encoder_name
         self.defaults = defaults or folder_defaults
         self.flow = flow or folder_flow
         self.name = section.get("name", "kinema")
         self.weights_sha256: str | None = None
-        self._offload_device: torch.device | None = None
+        self._offload_device: torch.device | None = None  # enable_model_cpu_offload / enable_sequential_cpu_offload
+        self._layer_offload = False  # the offload is sequential (accelerate's hooks), not model by model
         self.parallel: ParallelLayout | None = None  # enable_parallel
 
     def enable_parallel(self, split_guidance: bool = True) -> ParallelLayout:
@@ -179,30 +207,57 @@ class KinemaPipeline(DiffusionPipeline):
         tokens shared within a half (``kinema.models.parallel``). Every rank must call this, then make the
         same calls with the same arguments; each gets the whole video."""
         self.parallel = ParallelLayout.create(split_guidance)
-        self.transformer.set_sequence_parallel(self.parallel.sequence_group)
+        for transformer in (self.transformer, self.transformer_2):  # Wan2.2 A14B's second expert too
+            if transformer is not None:
+                transformer.set_sequence_parallel(self.parallel.sequence_group)
         return self.parallel
 
     # -- loading and saving ----------------------------------------------------------------------
 
     @property
-    def text_encoder(self) -> TextEncoder:
+    def text_encoder(self) -> TextEncoder | UMT5TextEncoder:
         if self._text_encoder is None:
             name = self.text_encoder_name
             if name != "minilm" and not Path(name).is_absolute() and self.name_or_path:
                 name = str(Path(self.name_or_path) / name)  # loaded by diffusers: relative to the folder
-            self._text_encoder = TextEncoder.default() if name == "minilm" else TextEncoder(name)
+            if name == "minilm":
+                self._text_encoder = TextEncoder.default()
+            elif (Path(name) / "text_encoder").is_dir():  # a diffusers Wan folder: its UMT5 and tokenizer
+                self._text_encoder = UMT5TextEncoder(Path(name) / "text_encoder", Path(name) / "tokenizer",
+                                                     device=self.text_encoder_device, dtype=self.text_encoder_dtype,
+                                                     offload=self.text_encoder_offload)
+            else:
+                self._text_encoder = TextEncoder(name)
         return self._text_encoder
+
+    def encoded(self, encode: Callable[[Any], Any]) -> Any:
+        """``encode(text_encoder)``, then the encoder freed when ``release_text_encoder`` is set (a Wan UMT5 holds
+        several GB that sampling does not need; it loads again for the next prompt)."""
+        result = encode(self.text_encoder)
+        if self.release_text_encoder:
+            self._text_encoder = None
+        return result
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, text_encoder: TextEncoder | None = None,
-                        torch_dtype: torch.dtype | None = None, **_: Any) -> KinemaPipeline:
-        """Load a pipeline folder (model_index.json, transformer/, vae/), or a packaged model by name
-        (``kinema.weights.find_model``: "kinema-tiny"). Never downloads. ``torch_dtype``: the dtype to cast the
-        models to (default: float32, whatever the stored precision)."""
+                        torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None,
+                        dtype: torch.dtype | None = None, **_: Any) -> KinemaPipeline:
+        """Load a pipeline folder: kinema's (model_index.json, transformer/, vae/), a packaged model by name
+        (``kinema.weights.find_model``: "kinema-tiny") or a diffusers Wan folder (``from_wan_folder``). Never
+        downloads. ``device`` and ``torch_dtype`` (or ``dtype``): where the models go and the dtype they are cast to
+        (default: the CPU, float32 whatever the stored precision; a Wan folder's transformers load straight there,
+        bf16 by default on a GPU)."""
         from kinema.weights import find_model
 
         folder = find_model(path)
+        dtype = torch_dtype or dtype
+        if wan_index(folder) is not None:
+            return cls.from_wan_folder(folder, device or "cpu", dtype, text_encoder)
         index = read_model_index(folder)
+        if index.get("_class_name", "KinemaPipeline") not in ("KinemaPipeline", [Path(PIPELINE_FILE).stem,
+                                                                                 "KinemaPipeline"]):
+            raise KinemaError(f"model folder '{folder}': model_index.json names {index.get('_class_name')!r}; kinema "
+                              f"loads its own folders and diffusers Wan folders ({', '.join(wan.WAN_PIPELINES)})")
         try:
             transformer = VideoDiT.from_pretrained(folder / "transformer", local_files_only=True)
         except KinemaError:
@@ -224,9 +279,75 @@ class KinemaPipeline(DiffusionPipeline):
             from kinema.media import file_sha256
 
             pipe.weights_sha256 = file_sha256(weights)
-        if torch_dtype is not None:
-            pipe.to(dtype=torch_dtype)
+        if device is not None or dtype is not None:
+            pipe.to(*(() if device is None else (device,)), *(() if dtype is None else (dtype,)))
         return pipe
+
+    @classmethod
+    def from_wan_folder(cls, folder: Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                        text_encoder: Any = None) -> KinemaPipeline:
+        """A diffusers Wan2.1 / Wan2.2 folder (``kinema.models.wan``): its transformer(s) on ``device`` in ``dtype``
+        (``kinema.devices``: by default bf16 on a GPU that computes in it, else fp32), its VAE in fp32 (as diffusers
+        keeps it), the UMT5 text encoder loaded on first use, the folder's scheduler, and Wan's sampling defaults for
+        the model's kind."""
+        from kinema.devices import resolve_device, resolve_dtype
+
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype, device)
+        index = wan_index(folder) or {}
+        if device.type == "cuda":
+            wan.check_gpu_memory(folder, device, dtype)
+        transformer = wan.load_transformer(folder / "transformer", device, dtype) if (folder / "transformer").is_dir() \
+            else None
+        transformer_2 = wan.load_transformer(folder / "transformer_2", device, dtype) \
+            if index.get("transformer_2", [None])[0] and (folder / "transformer_2").is_dir() else None
+        if transformer is None:
+            raise KinemaError(f"model folder '{folder}': transformer/ is missing")
+        vae = wan.load_vae(folder / "vae", device, torch.float32)
+        scheduler = wan.load_scheduler(folder / "scheduler")
+        kind = wan.wan_kind(index, transformer.config.in_channels, vae.config.z_dim)
+        boundary = index.get("boundary_ratio") if transformer_2 is not None else None
+        defaults = SamplingDefaults(**wan.wan_defaults(kind, scheduler.config))
+        pipe = cls(transformer, vae, text_encoder, defaults, FlowConfig(), str(folder), scheduler=scheduler,
+                   transformer_2=transformer_2, boundary=boundary)
+        pipe.text_encoder_device, pipe.text_encoder_dtype = device, dtype
+        if transformer.config.image_dim:  # Wan2.1 image to video
+            pipe.image_encoder = wan.ClipImageEncoder(folder, device, dtype)
+        pipe.name = f"{folder.name} ({kind})"
+        pipe.size_multiple = wan.size_multiple(vae, transformer)
+        pipe.weights_sha256 = wan.folder_sha256(folder / "transformer")
+        return pipe
+
+    # -- LoRAs ---------------------------------------------------------------------------------------
+
+    def load_lora_weights(self, path: str | os.PathLike, scale: float = 1.0,
+                          load_into_transformer_2: bool = False) -> None:
+        """Apply a LoRA file (``kinema.models.lora``: diffusers/PEFT or a community format) to the transformer, until
+        ``unload_lora_weights``. As in diffusers, a Wan2.2 A14B LoRA goes to the high-noise expert, or with
+        ``load_into_transformer_2`` to the low-noise one (the experts are trained apart, and so are their LoRAs)."""
+        if load_into_transformer_2 and self.transformer_2 is None:
+            raise KinemaError(f"lora '{path}': low= names the low-noise expert, and this model has one transformer "
+                              "(only Wan2.2 A14B has two)")
+        layers = read_lora(path)
+        self._lora_hooks += apply_lora(self.transformer_2 if load_into_transformer_2 else self.transformer, layers,
+                                       scale)
+
+    def unload_lora_weights(self) -> None:
+        """Take every LoRA off (exactly: a LoRA never changes the weights)."""
+        for handle in self._lora_hooks:
+            handle.remove()
+        self._lora_hooks = []
+
+    @contextlib.contextmanager
+    def loras(self, specs: Sequence[tuple]) -> Iterator[None]:
+        """The LoRAs ``(file, scale)`` or ``(file, scale, expert)`` (``kinema.models.lora.LoraSpec``; expert
+        ``high`` or ``low``) applied for the duration of a block (one generation), then taken off."""
+        try:
+            for path, scale, *expert in specs:
+                self.load_lora_weights(path, scale, load_into_transformer_2=expert == ["low"])
+            yield
+        finally:
+            self.unload_lora_weights()
 
     def save_pretrained(self, path: str | os.PathLike, **_: Any) -> None:
         folder = Path(path)
@@ -264,7 +385,7 @@ class KinemaPipeline(DiffusionPipeline):
             device = resolve_device(device)
             kwargs["device"] = device
             args = tuple(a for a in args if isinstance(a, torch.dtype))
-            self._offload_device = None
+            self._offload_device, self._layer_offload = None, False
         super().to(*args, **kwargs)
         if device is not None and self._text_encoder is not None and hasattr(self._text_encoder, "to"):
             self._text_encoder.to(device)
@@ -276,7 +397,8 @@ class KinemaPipeline(DiffusionPipeline):
 
     @property
     def _execution_device(self) -> torch.device:
-        """Where a call computes: the offload device after ``enable_model_cpu_offload``, else the models' device."""
+        """Where a call computes: the offload device after ``enable_model_cpu_offload`` or
+        ``enable_sequential_cpu_offload``, else the models' device."""
         return self._offload_device or self.transformer.device
 
     def enable_model_cpu_offload(self, gpu_id: int | None = None, device: torch.device | str | None = None) -> None:
@@ -287,13 +409,49 @@ class KinemaPipeline(DiffusionPipeline):
 
         target = resolve_device(device if device is not None else "cuda" if gpu_id is None else f"cuda:{gpu_id}")
         DiffusionPipeline.to(self, "cpu")
-        self._offload_device = target
+        self._offload_device, self._layer_offload = target, False
+
+    def enable_sequential_cpu_offload(self, gpu_id: int | None = None, device: torch.device | str | None = None
+                                      ) -> None:
+        """diffusers' sequential offload: accelerate's hooks move each layer's weights to ``device`` only while it
+        runs (the least GPU memory, and the slowest). ``device``: default ``cuda:gpu_id`` (``cuda``)."""
+        from kinema.devices import resolve_device
+
+        target = resolve_device(device if device is not None else "cuda" if gpu_id is None else f"cuda:{gpu_id}")
+        super().enable_sequential_cpu_offload(device=target)
+        self._offload_device, self._layer_offload = target, True
+
+    @property
+    def model_offload(self) -> bool:
+        """Whether ``enable_model_cpu_offload`` is on: each model moves to the execution device while it runs."""
+        return self._offload_device is not None and not self._layer_offload
+
+    @contextlib.contextmanager
+    def taking_turns(self) -> Iterator[Callable[[torch.nn.Module], None]]:
+        """For sampling: ``place(transformer)`` before each step. With model CPU offload it moves that transformer
+        to the execution device when its turn comes and the one before back to the CPU (Wan2.2 A14B's experts: one
+        on the GPU at a time), and the last back to the CPU after the block; otherwise it does nothing."""
+        current: list[torch.nn.Module] = []
+
+        def place(transformer: torch.nn.Module) -> None:
+            if not self.model_offload or (current and current[0] is transformer):
+                return
+            for module in current:
+                module.to("cpu")
+            transformer.to(self._offload_device)
+            current[:] = [transformer]
+
+        try:
+            yield place
+        finally:
+            for module in current:
+                module.to("cpu")
 
     @contextlib.contextmanager
     def running(self, module: torch.nn.Module) -> Iterator[torch.nn.Module]:
-        """``module`` on the execution device while the block runs; with CPU offload it goes back to the CPU
-        after."""
-        if self._offload_device is None:
+        """``module`` on the execution device while the block runs; with model CPU offload it goes back to the CPU
+        after (with sequential offload accelerate's hooks move its layers)."""
+        if not self.model_offload:
             yield module
             return
         module.to(self._offload_device)
@@ -307,9 +465,8 @@ class KinemaPipeline(DiffusionPipeline):
     def encode_text(self, prompts: list[str], negative: list[str]) -> tuple[dict, dict]:
         """Token states (B, L, D) and masks (B, L) of the prompts and of their negative prompts, padded to one
         length, on the execution device in the transformer's dtype."""
-        encoder = self.text_encoder
-        tokens, mask = encoder.encode(prompts)
-        neg = [encoder.encode_cached(n) for n in negative]
+        tokens, mask, neg = self.encoded(lambda encoder: (*encoder.encode(prompts),
+                                                          [encoder.encode_cached(n) for n in negative]))
         neg_tokens, neg_mask = pad_token_batches(neg)
         both_tokens, both_masks = pad_token_batches([(tokens, mask), (neg_tokens, neg_mask)])
         device, dtype = self._execution_device, self.transformer.dtype
@@ -380,6 +537,13 @@ class KinemaPipeline(DiffusionPipeline):
         if sampler == "ar" and not frame_by_frame:
             sampler = "euler"
         h, w = latents.shape[-2:]
+        device = self._execution_device  # where the transformer runs (a GPU, also when offloaded; or the CPU)
+        latents = latents.to(device)
+        known = None if known is None else known.to(device)
+        known_latents = None if known_latents is None else known_latents.to(device)
+        known_time = known_time.to(device) if isinstance(known_time, torch.Tensor) else known_time
+        cond, uncond = ({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in texts.items()}
+                        for texts in (cond, uncond))
         _, ph, pw = self.transformer.config.patch_size
         pad = (0, (-w) % pw, 0, (-h) % ph, 0, 0)
         if any(pad):
@@ -387,24 +551,13 @@ class KinemaPipeline(DiffusionPipeline):
             if known_latents is not None:
                 known_latents = torch.nn.functional.pad(known_latents, pad, mode="replicate")
 
-        prepared: list = []  # (text, mask, TextContext): the text's keys and values, computed once per run
-
-        def model(x, t, text, text_mask, frame_text_index=None, cache=None):
-            transformer = self.transformer
-            if not prepared or prepared[0][0] is not text or prepared[0][1] is not text_mask:
-                context = transformer.prepare_text(text.to(transformer.dtype), text_mask)
-                prepared[:] = [(text, text_mask, context)]
-            if cache is not None and frame_text_index is not None:  # x holds the frames after the cached ones
-                frame_text_index = frame_text_index[:, cache.frames:cache.frames + x.shape[2]]
-            return transformer(x.to(transformer.dtype), t, prepared[0][2], frame_text_index=frame_text_index,
-                               cache=cache).float()
-
         def cropped(step: int, total: int, x: torch.Tensor) -> torch.Tensor | None:
             """The callback sees the latents at their own size; what it returns is padded again."""
             if callback is None:
                 return None
-            # frame by frame, steps count on over the frames: step k of a frame is (step - 1) % steps + 1
-            replaced = callback(step, total, x[..., :h, :w], float(times[(step - 1) % steps + 1]))
+            # frame by frame, steps count on over the frames: step k of a frame is (step - 1) % per_frame + 1
+            per_frame = len(times) - 1
+            replaced = callback(step, total, x[..., :h, :w], float(times[(step - 1) % per_frame + 1]))
             if replaced is None:
                 return None
             return torch.nn.functional.pad(replaced, pad, mode="replicate") if any(pad) else replaced
@@ -413,19 +566,41 @@ class KinemaPipeline(DiffusionPipeline):
         cond = {k: v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 else v for k, v in cond.items()}
         uncond = {k: v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 else v for k, v in uncond.items()}
         layout = self.parallel
-        if layout is not None and layout.branches == 2 and guidance_scale != 1.0:  # this rank runs one pass
-            fn = guided_split(model, guidance_scale, uncond if layout.branch else cond, layout.exchange)
+        split = layout is not None and layout.branches == 2 and guidance_scale != 1.0  # this rank runs one pass
+        if sampler == "scheduler":
+            if self.scheduler is None:
+                raise KinemaError("sampler 'scheduler': this model has no scheduler (choose euler or heun)")
+            first, _ = scheduler_start(self.scheduler, steps, start)
+            times = self.scheduler.sigmas[first:].float().cpu()  # the flow times the steps reach (the last is 0)
         else:
-            fn = guided(model, guidance_scale, cond, uncond)
-        times = flow_schedule(steps, shift=shift, start=start)
-        with self.running(self.transformer) as transformer:
+            times = flow_schedule(steps, shift=shift, start=start)
+        two_experts = self.transformer_2 is not None and self.boundary is not None
+        with self.taking_turns() as place:
+
+            def guide(transformer: VideoDiT, scale: float) -> Callable[..., torch.Tensor]:
+                velocity = velocity_of(transformer, lambda: place(transformer))
+                if split:
+                    return guided_split(velocity, scale, uncond if layout.branch else cond, layout.exchange)
+                return guided(velocity, scale, cond, uncond)
+
+            fn = guide(self.transformer, guidance_scale)
+            if two_experts:
+                # Wan2.2 A14B: the high-noise expert above the boundary, the low-noise one below it with its own
+                # guidance (the model's pair unless a guidance was asked for, which then serves both, as in
+                # diffusers).
+                low_guidance = self.defaults.guidance_scale_2 if guidance_scale == self.defaults.guidance_scale \
+                    else guidance_scale
+                fn = experts(fn, guide(self.transformer_2, low_guidance or guidance_scale), self.boundary)
             if frame_by_frame:
                 context_time = self.defaults.ar_context_noise
                 noise = self.noise(latents.shape, generator) if context_time > 0 else None
-                out = sample_autoregressive_cached(fn, latents, times, FrameCache(len(transformer.blocks)),
+                out = sample_autoregressive_cached(fn, latents, times, FrameCache(len(self.transformer.blocks)),
                                                    known=known, known_latents=known_latents, callback=cropped,
                                                    known_time=known_time, context_time=context_time,
                                                    context_noise=noise)
+            elif sampler == "scheduler":
+                out = sample_scheduler(fn, latents, self.scheduler, steps, start=start, known=known,
+                                       known_latents=known_latents, callback=cropped, known_time=known_time)
             else:
                 out = SAMPLERS[sampler](fn, latents, times, known=known, known_latents=known_latents,
                                         callback=cropped, known_time=known_time)
@@ -459,6 +634,7 @@ class KinemaPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         storyboard: Any = None,
         expand: bool | None = None,
+        expand_with: str | None = None,
         fps: float | None = None,
         window: int | None = None,
         context: int | None = None,
@@ -475,8 +651,10 @@ class KinemaPipeline(DiffusionPipeline):
         one transformer pass, ``window``, ``context``, ``memory``, ``context_noise`` and ``anchor``. ``expand``
         (default: the model's) rewrites each prompt in the caption style of the simulated world, describing the
         input image or video with the analyzer (``kinema.inference.expand``), seeded by the generator's initial
-        seed. A video longer than one pass, and a ``storyboard`` (``kinema.inference.storyboard``: shots with their
-        own prompts; ``prompt`` is its scene), is made window by window.
+        seed; ``expand_with`` (a URL) has an OpenAI-compatible chat endpoint extend each prompt instead
+        (``kinema.inference.chat``, as Wan's prompt extension). A video longer than one pass, and a ``storyboard``
+        (``kinema.inference.storyboard``: shots with their own prompts; ``prompt`` is its scene), is made window by
+        window.
 
         mode: t2v (default), image (1 frame), i2v (``image`` is frame 0), extend_forward / extend_backward
         (``video`` is kept and ``num_frames`` is the total length), loop (a seamless loop of ``num_frames`` = 4k
@@ -493,8 +671,8 @@ class KinemaPipeline(DiffusionPipeline):
             prompt=prompt, num_frames=num_frames, height=height, width=width, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, generator=generator, negative_prompt=negative_prompt, image=image,
             video=video, video_end=video_end, mode=mode, strength=strength, sampler=sampler, conditioning=conditioning,
-            num_videos_per_prompt=num_videos_per_prompt, storyboard=storyboard, expand=expand, fps=fps, window=window,
-            context=context, memory=memory, context_noise=context_noise, anchor=anchor)
+            num_videos_per_prompt=num_videos_per_prompt, storyboard=storyboard, expand=expand, expand_with=expand_with,
+            fps=fps, window=window, context=context, memory=memory, context_noise=context_noise, anchor=anchor)
         check_callbacks(callback=callback, callback_on_step_end=callback_on_step_end)
         if output_type not in OUTPUT_TYPES:
             raise KinemaError(f"output_type '{output_type}': choose {', '.join(OUTPUT_TYPES)}")
@@ -543,7 +721,8 @@ class KinemaPipeline(DiffusionPipeline):
                      guidance_scale: float | None = None, generator=None, negative_prompt=None, image=None,
                      video=None, video_end=None, mode: str | None = None, strength: float = 0.7,
                      sampler: str | None = None, conditioning=None, num_videos_per_prompt: int = 1, storyboard=None,
-                     expand: bool | None = None, fps: float | None = None, window: int | None = None,
+                     expand: bool | None = None, expand_with: str | None = None, fps: float | None = None,
+                     window: int | None = None,
                      context: int | None = None, memory: int | None = None, context_noise: float | None = None,
                      anchor: float | None = None, **_: Any) -> Call:
         """Every setting of a call: its own, else the model's; checked before anything is allocated. Takes the
@@ -589,7 +768,8 @@ class KinemaPipeline(DiffusionPipeline):
         if chosen.sampler not in SAMPLER_NAMES:
             raise KinemaError(f"sampler '{chosen.sampler}': choose from {', '.join(SAMPLER_NAMES)}")
         prompts = [board.scene] if board is not None else [prompt] if isinstance(prompt, str) else list(prompt)
-        _, negatives = prompt_lists(prompts, negative_prompt)
+        _, negatives = prompt_lists(prompts, negative_prompt, self.defaults.negative_prompt)
+        self.check_size(height, width)
         check_generator(generator, len(prompts) * videos_per_prompt)
         settings = windows(self.defaults, window, context, memory, context_noise, anchor)
         latent_frames = latent_count(num_frames, mode, self.vae.temporal_compression)
@@ -600,6 +780,7 @@ class KinemaPipeline(DiffusionPipeline):
         return Call(mode=mode, prompts=prompts, negatives=negatives, num_frames=num_frames, height=height, width=width,
                     fps=fps, videos_per_prompt=videos_per_prompt, chosen=chosen, windows=settings, windowed=windowed,
                     storyboard=board, expand=self.defaults.expand if expand is None else bool(expand),
+                    expand_with=expand_with,
                     world_prompts=bool(self.defaults.expand), seed=generator_seed(generator),
                     given=self.given_latents(video) if mode == "extend_forward" and video is not None else 0)
 
@@ -656,10 +837,17 @@ class KinemaPipeline(DiffusionPipeline):
         noise = self.noise((batch, channels, latent_frames, plh, plw), generator)[..., :lh, :lw]
         latents, start = noise, 1.0
         if call.mode == "edit":
-            latents, start = self.edit_start(video, noise, float(strength), num_frames, height, width), float(strength)
+            start = self.start_time(call.chosen, float(strength))
+            latents = self.edit_start(video, noise, start, num_frames, height, width)
 
-        # Known frames, held clean: the conditioning encoded by the VAE, or a loop's two ends.
-        known = [self.encode_conditioning(item, height, width) for item in conditioning]
+        # Known frames, held clean: the conditioning encoded by the VAE, or a loop's two ends. A Wan
+        # image-to-video model takes them as input channels instead, with (Wan2.1) the image's tokens.
+        if self.frames_as_channels:
+            extra = self.image_condition(conditioning, call.mode, num_frames, height, width)
+            cond, uncond = {**cond, **extra}, {**uncond, **extra}
+            known = []
+        else:
+            known = [self.encode_conditioning(item, height, width) for item in conditioning]
         if call.mode == "loop":
             known = self.loop_ends(cond, uncond, call.chosen, shift, generator, (batch, channels, lh, lw, plh, plw),
                                    reporter)
@@ -698,6 +886,19 @@ class KinemaPipeline(DiffusionPipeline):
                 **call.windows.as_dict()))
         return torch.cat(videos), settings
 
+    def check_size(self, height: int, width: int) -> None:
+        """Width and height must be whole multiples of the VAE's spatial compression (16 for Wan2.2's VAE)."""
+        multiple = self.vae.spatial_compression
+        if height % multiple or width % multiple:
+            raise KinemaError(f"size {width}x{height}: this model needs multiples of {multiple}")
+
+    def start_time(self, chosen: Sampling, strength: float) -> float:
+        """The flow time an edit of ``strength`` starts from: the strength on kinema's grids, the scheduler's first
+        time at or below it when the folder's scheduler steps."""
+        if chosen.sampler == "scheduler" and self.scheduler is not None:
+            return scheduler_start(self.scheduler, chosen.steps, strength)[1]
+        return strength
+
     def check_tokens(self, latent_frames: int, num_frames: int, height: int, width: int) -> int:
         """The patch tokens of one pass over ``latent_frames``; one-line KinemaError over MAX_TOKENS_PER_PASS."""
         tokens = latent_frames * self.tokens_per_frame(height, width)
@@ -715,6 +916,49 @@ class KinemaPipeline(DiffusionPipeline):
         if item.at == "end" and latents.shape[2] > 1:
             latents = latents[:, :, 1:]
         return KnownLatents(latents, item.at)
+
+    @property
+    def frames_as_channels(self) -> bool:
+        """Whether known frames enter as input channels (Wan's image-to-video transformers: mask and latents beside
+        the noise) rather than as latents held clean at flow time 0."""
+        return self.transformer.config.in_channels > self.vae.config.z_dim
+
+    def check_mode(self, mode: str, given: bool = True) -> None:
+        """A one-line KinemaError for a mode this model cannot make (checked before a job is queued): Wan's
+        image-to-video models make video only from given frames (``given``)."""
+        if self.frames_as_channels and (not given or mode not in ("i2v", "extend_forward", "extend_backward",
+                                                                  "connect")):
+            raise KinemaError(f"a Wan image-to-video model makes video from given frames: give an image (or a video "
+                              f"to extend or connect), not mode '{mode}'")
+
+    def image_condition(self, conditioning: Sequence[ConditioningItem], mode: str, num_frames: int, height: int,
+                        width: int) -> dict[str, torch.Tensor]:
+        """A Wan image-to-video model's inputs, as ``WanImageToVideoPipeline`` makes them for an image: the
+        known frames in a video of zeros, encoded by the VAE, after a mask of the known video frames folded into
+        the latent frames (the first frame counted ``temporal_compression`` times), (1, 4 + C, F', h, w); and, for
+        Wan2.1, the first known frame's image-encoder tokens (1, M, D_image). Known frames that open or close the
+        video (extend, connect) go in the same way."""
+        self.check_mode(mode, given=bool(conditioning))
+        video = torch.zeros(1, 3, num_frames, height, width)
+        known = torch.zeros(num_frames, dtype=torch.bool)
+        for item in conditioning:
+            frames = np.asarray(item.frames)
+            pixels = frames_to_tensor(trim_to_latent_length(frames[None] if frames.ndim == 3 else frames), height,
+                                      width)  # (1, 3, k, H, W)
+            count = min(pixels.shape[2], num_frames)
+            where = slice(0, count) if item.at == "start" else slice(num_frames - count, num_frames)
+            video[:, :, where] = pixels[:, :, :count]
+            known[where] = True
+        latents = self.encode_video(video)  # (1, C, F', h, w)
+        stride, (lh, lw) = self.vae.temporal_compression, latents.shape[-2:]
+        mask = known.to(latents.device, torch.float32)[None, None, :, None, None].expand(1, 1, num_frames, lh, lw)
+        mask = torch.cat([mask[:, :, :1].repeat_interleave(stride, dim=2), mask[:, :, 1:]], dim=2)  # (1, 1, F+3, ..)
+        mask = mask.reshape(1, -1, stride, lh, lw).transpose(1, 2)  # (1, 4, F', h, w)
+        inputs = {"condition": torch.cat([mask, latents], dim=1)}
+        if self.image_encoder is not None:  # Wan2.1 (Wan2.2's A14B image-to-video experts take no image tokens)
+            first = np.asarray(conditioning[0].frames)
+            inputs["image"] = self.image_encoder.encode([first if first.ndim == 3 else first[0]])  # (1, M, D_image)
+        return inputs
 
     def edit_start(self, video: np.ndarray, noise: torch.Tensor, strength: float, num_frames: int, height: int,
                    width: int) -> torch.Tensor:
@@ -799,11 +1043,35 @@ def generator_seed(generator: torch.Generator | list[torch.Generator] | None) ->
     return int(first.initial_seed()) if isinstance(first, torch.Generator) else 0
 
 
-def prompt_lists(prompt: str | list[str], negative_prompt: str | list[str] | None) -> tuple[list[str], list[str]]:
-    """The prompts of a batch and one negative prompt for each ("" when none is given)."""
+def prompt_lists(prompt: str | list[str], negative_prompt: str | list[str] | None, default_negative: str = ""
+                 ) -> tuple[list[str], list[str]]:
+    """The prompts of a batch and one negative prompt for each (``default_negative`` when none is given)."""
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    negative = negative_prompt if negative_prompt is not None else ""
+    negative = negative_prompt if negative_prompt is not None else default_negative
     negatives = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
     if len(negatives) != len(prompts):
         raise KinemaError(f"negative_prompt: got {len(negatives)} for {len(prompts)} prompts")
     return prompts, negatives
+
+
+def velocity_of(transformer: VideoDiT, before: Callable[[], None] | None = None) -> Callable[..., torch.Tensor]:
+    """The sampler's ``model(x, t, text, text_mask, frame_text_index, cache, condition, image)`` for a transformer:
+    the text's (and an image's) keys and values are computed once per run (the samplers pass the same objects at
+    every step). ``before()`` runs first at every call (CPU offload puts the transformer on the device there)."""
+    prepared: list = []  # (text, mask, image, TextContext)
+
+    def model(x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None,
+              frame_text_index: torch.Tensor | None = None, cache: FrameCache | None = None,
+              condition: torch.Tensor | None = None, image: torch.Tensor | None = None) -> torch.Tensor:
+        if before is not None:
+            before()
+        if not prepared or any(a is not b for a, b in zip(prepared[0][:3], (text, text_mask, image))):
+            context = transformer.prepare_text(text.to(transformer.dtype), text_mask,
+                                               image=None if image is None else image.to(transformer.dtype))
+            prepared[:] = [(text, text_mask, image, context)]
+        if cache is not None and frame_text_index is not None:  # x holds the frames after the cached ones
+            frame_text_index = frame_text_index[:, cache.frames:cache.frames + x.shape[2]]
+        return transformer(x.to(transformer.dtype), t, prepared[0][3], frame_text_index=frame_text_index,
+                           cache=cache, condition=condition).float()
+
+    return model

@@ -31,6 +31,7 @@ from kinema.frames import (
 MAX_WINDOW = 64  # latent frames of a pass (window and context)
 VIDEO_OUTPUTS = (".mp4", ".webm", ".gif")  # kinema.media.write_video: H.264, VP9, GIF
 IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg")
+MAX_LORAS = 8  # LoRAs applied to one generation
 OUTPUT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # a --prompts line's 'name': a file name, no path
 
 
@@ -42,7 +43,7 @@ class Request:
     output: str = "out.mp4"
     seconds: float | None = None  # None: the model's (for --extend/--connect: what is added)
     frames: int | None = None
-    size: str | None = None  # None: the model's
+    size: str | None = None  # WIDTHxHEIGHT (default: the model's; DEFAULT_SIZE for kinema's own)
     fps: float | None = None
     steps: int | None = None
     guidance: float | None = None
@@ -61,7 +62,11 @@ class Request:
     context: int | None = None  # long videos: latent frames of context per pass (default: the model's)
     context_noise: float | None = None  # long videos: flow time of later passes' context frames (the model's)
     anchor: float | None = None  # long videos: pull of each later pass back to its shot's latent levels (the model's)
-    expand: bool | None = None  # expand the prompt (kinema.inference.expand; not storyboards); None: the model's
+    # expand the prompt into a training-style caption (kinema.inference.expand; default: the model's, on for models
+    # trained on the world's captions); not storyboards
+    expand: bool | None = None
+    expand_with: str | None = None  # an OpenAI-compatible chat endpoint that extends the prompt (kinema.inference.chat)
+    loras: list[str] = field(default_factory=list)  # LoRA files, each FILE or FILE:SCALE (kinema.models.lora)
 
     def mode(self) -> str:
         chosen = [name for name, on in (("image", self.image), ("extend", self.extend), ("loop", self.loop),
@@ -100,7 +105,8 @@ FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "connect": ((list,), "a list of two file paths"), "edit": ((str,), "a file path"), "strength": _NUMBER,
     "sampler": ((str,), "a string"), "storyboard": ((dict,), "a mapping with 'shots'"),
     "window": ((int,), "an integer"), "context": ((int,), "an integer"), "context_noise": _NUMBER, "anchor": _NUMBER,
-    "expand": ((bool,), "true or false"),
+    "expand": ((bool,), "true or false"), "expand_with": ((str,), "a URL"),
+    "loras": ((list,), "a list of FILE or FILE:SCALE strings"),
 }
 OPTIONAL = frozenset(f.name for f in fields(Request) if f.default is None)
 
@@ -112,7 +118,7 @@ def check_field(name: str, value: Any) -> None:
         return
     wrong_bool = isinstance(value, bool) and bool not in allowed
     if wrong_bool or not isinstance(value, allowed) or (
-            name == "connect" and not all(isinstance(path, str) for path in value)):
+            name in ("connect", "loras") and not all(isinstance(path, str) for path in value)):
         raise KinemaError(f"{name} must be {words} (got {_shown(value)})")
 
 
@@ -137,9 +143,11 @@ def validate(request: Request, defaults: Any = None) -> Plan:
         raise KinemaError(f"sampler '{sampler}': choose from {', '.join(SAMPLER_NAMES)}")
     mode = request.mode()
     frames = _frames(request, mode, fps, added_seconds(request, defaults))
-    for path in [request.image, request.extend, request.edit, *request.connect]:
+    for path in [request.image, request.extend, request.edit, *request.connect, *lora_files(request)]:
         if path is not None and not Path(path).is_file():
             raise KinemaError(f"input file '{path}' does not exist")
+    if request.expand_with is not None and not re.fullmatch(r"https?://\S+", request.expand_with):
+        raise KinemaError(f"expand_with '{request.expand_with}': give an http:// or https:// URL")
     return Plan(mode, frames, width, height, fps)
 
 
@@ -155,6 +163,15 @@ def check_output(output: str) -> None:
     if suffix not in VIDEO_OUTPUTS and suffix not in IMAGE_OUTPUTS:
         raise KinemaError(f"output '{output}': write a video ({', '.join(VIDEO_OUTPUTS)}) or an image "
                           f"({', '.join(IMAGE_OUTPUTS)})")
+
+
+def lora_files(request: Request) -> list[str]:
+    """The files of a request's LoRAs (each [high=|low=]FILE[:SCALE], the scale checked)."""
+    from kinema.models.lora import parse_lora_spec
+
+    if len(request.loras) > MAX_LORAS:
+        raise KinemaError(f"loras: {len(request.loras)} given, at most {MAX_LORAS}")
+    return [parse_lora_spec(spec).path for spec in request.loras]
 
 
 def _check_text(request: Request) -> None:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from kinema.config import WAN_PIPELINES
 from kinema.errors import KinemaError
 from kinema.frames import DEFAULT_SECONDS, DEFAULT_SIZE
 
@@ -57,6 +58,8 @@ class SamplingDefaults:
     # The "ar" sampler makes latent frames one at a time, each attending to the ones before it (a frame-causal
     # model): frames already made enter later ones noised to this flow time (0: clean).
     ar_context_noise: float = 0.0
+    negative_prompt: str = ""  # what a call without a negative prompt steers away from (Wan's own for Wan models)
+    guidance_scale_2: float | None = None  # Wan2.2 A14B: the low-noise expert's guidance (None: guidance_scale)
     # Fields this version of kinema does not know (written by a newer one): kept, and written back on save.
     extra: dict = field(default_factory=dict)
 
@@ -96,8 +99,14 @@ def read_model_index(folder: str | os.PathLike) -> dict:
 
 
 def read_defaults(folder: str | os.PathLike) -> SamplingDefaults:
-    """A model folder's sampling defaults, without loading its weights."""
-    section = read_model_index(folder).get("kinema")
+    """A model folder's sampling defaults, without loading its weights (a diffusers Wan folder's: Wan's for its
+    kind, ``kinema.models.wan.folder_defaults``)."""
+    index = read_model_index(folder)
+    if index.get("_class_name") in WAN_PIPELINES:
+        from kinema.models.wan import folder_defaults
+
+        return SamplingDefaults(**folder_defaults(Path(folder)))
+    section = index.get("kinema")
     try:
         return SamplingDefaults.from_dict(section.get("defaults", {}) if isinstance(section, dict) else {})
     except (TypeError, ValueError) as e:
@@ -169,3 +178,9 @@ def long_video_settings(pipe: Any, request: Any) -> dict[str, Any]:
     """How a video longer than one window is made: window, context, memory, context noise and anchor, from the
     request or else the model's defaults (also written into the output's metadata)."""
     return request_windows(pipe.defaults, request).as_dict()
+
+
+def expands(pipe: Any, request: Any) -> bool:
+    """Whether a request's prompt is expanded with the world: its own choice, else the model's default (on for models
+    trained on the world's captions, off for Wan)."""
+    return pipe.defaults.expand if request.expand is None else request.expand

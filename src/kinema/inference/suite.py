@@ -47,7 +47,7 @@ from kinema.eval.long import LONG_SECONDS, suite_targets
 from kinema.eval.metrics import expectation_from_prompt
 from kinema.frames import is_windowed, latent_count
 from kinema.inference.request import Plan, Request, validate
-from kinema.inference.settings import request_sampling, request_windows
+from kinema.inference.settings import expands, request_sampling, request_windows
 
 SETTINGS = ("seconds", "size", "fps", "steps", "guidance", "seed", "sampler", "negative_prompt", "expand")
 MAX_PROMPTS = 10_000
@@ -248,9 +248,7 @@ def _generated_and_scored(pipe, run: SuiteRun) -> dict:
     chosen, windows = request_sampling(pipe.defaults, request), request_windows(pipe.defaults, request)
     wanted = {"prompt": request.prompt, "seed": request.seed, "size": f"{width}x{height}", "fps": fps,
               "steps": chosen.steps, "guidance": chosen.guidance, "model_sha256": pipe.weights_sha256,
-              "frames": frames,
-              "expand": (getattr(pipe.defaults, "expand", True) if request.expand is None else request.expand)
-              and storyboard is None}
+              "frames": frames, "expand": expands(pipe, request) and storyboard is None}
     latent_frames = latent_count(frames, mode, pipe.vae.temporal_compression)
     windowed = is_windowed(mode, latent_frames, windows.window, storyboard is not None)
     if windowed:

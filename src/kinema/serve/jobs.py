@@ -59,6 +59,7 @@ def check_request(request: Request, pipe, *, input_frames: tuple[int, ...] = (),
     input videos, known from the upload checks. One-line KinemaError otherwise.
     """
     mode, frames, width, height, fps = validate(request, pipe.defaults)
+    pipe.check_mode(mode)
     if input_frames:  # the modes that keep input video make the input and what is added
         frames = output_frames(mode, added_seconds(request, pipe.defaults), fps, input_frames)
     pixels = frames * width * height

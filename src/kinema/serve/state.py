@@ -33,6 +33,8 @@ class ServerConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS  # width x height of an uploaded image or video frame
     max_video_pixels: int = 1 << 25  # frames x width x height of an uploaded or generated video
     poll_after_ms: int = 500  # the openai client's poll interval hint
+    lora_dir: Path | None = None  # the LoRA files a request's 'loras' may name; None: requests name none
+    expand_with: str | None = None  # the chat endpoint a request's 'expand_with' uses; None: requests cannot
 
     @property
     def media_folder(self) -> Path:

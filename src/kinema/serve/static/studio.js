@@ -8,6 +8,7 @@ const state = {
   mode: "text",          // text | storyboard | image | edit | extend | loop | connect | remix
   source: null,          // {id, prompt}: the gallery video a remix or an extension starts from
   aspect: "1:1",
+  multiple: 8,  // sizes are multiples of this (/healthz says the model's)
   current: null,         // id of the video shown in the player
   polling: null,
   nextPage: null,
@@ -46,9 +47,25 @@ async function blobURL(key, path) {
 
 // ---------------------------------------------------------------------------- form
 
+function showModel(health) {
+  // the model's name, its own size among the resolutions (Wan: 480 or 704), chosen when it is not one of them, and
+  // whether it expands prompts
+  $("#model").textContent = `model: ${health.model}`;
+  state.multiple = health.size_multiple || 8;
+  const base = Math.min(...String(health.size || "").split("x").map(Number));
+  const select = $("#resolution");
+  if (base > 0 && ![...select.options].some((o) => Number(o.value) === base)) {
+    select.add(new Option(`model's (${base})`, String(base), true, true));
+  }
+  $("#size").textContent = currentSize();
+  // a model trained on your own captions (or Wan) does not expand prompts: the switch starts at the model's default
+  if (typeof health.expand === "boolean") $("#expand").checked = health.expand;
+}
+
 function sizeFor(aspect, base) {
   const [w, h] = aspect.split(":").map(Number);
-  const long = Math.max(8, Math.round((base * Math.max(w, h)) / Math.min(w, h) / 8) * 8);
+  const step = state.multiple;  // the model's: 8, 16 for Wan2.1, 32 for Wan2.2 TI2V-5B
+  const long = Math.max(step, Math.round((base * Math.max(w, h)) / Math.min(w, h) / step) * step);
   return w >= h ? `${long}x${base}` : `${base}x${long}`;
 }
 
@@ -396,11 +413,8 @@ function start() {
   addShot({ framing: "wide", seconds: 2 });
   addShot({ framing: "closeup", seconds: 2 });
   showMode("text");
-  fetch("/healthz").then((r) => r.json()).then((h) => {
-    $("#model").textContent = `model: ${h.model}`;
-    // a model trained on your own captions does not expand prompts: the switch starts where the model's default is
-    if (typeof h.expand === "boolean") $("#expand").checked = h.expand;
-  }).catch(() => { /* the page works without the model name */ });
+  fetch("/healthz").then((r) => r.json()).then(showModel)
+    .catch(() => { /* the page works without the model name */ });
   loadGallery();
 }
 
