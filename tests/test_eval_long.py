@@ -393,7 +393,7 @@ class WorldPipe:
     class defaults:
         fps, steps, guidance_scale, storyboard_guidance, sampler = FPS, 2, 1.0, None, "euler"
         window, context, memory, context_noise, anchor = 13, 1, 2, 0.0, 0.0
-        expand, width, height = True, 64, 64
+        expand = True
 
     class vae:
         temporal_compression = 4
@@ -406,7 +406,7 @@ def world_run(pipe, request, progress=None):
     from kinema.inference.storyboard import storyboard_from_dict
     from kinema.media import write_video
 
-    _, frames, width, height, fps = validate(request, pipe.defaults.fps)
+    _, frames, width, height, fps = validate(request, pipe.defaults)
     scene = one_object_scene("red", "ball")
     starts = [0]
     if request.storyboard is not None:

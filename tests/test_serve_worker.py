@@ -238,7 +238,8 @@ class FakePipe:
                 time.sleep(0.02)
             if callback is not None:
                 callback(step, steps, None)
-        return SimpleNamespace(frames=np.full((1, num_frames, height, width, 3), 90, np.uint8))
+        return SimpleNamespace(frames=np.full((1, num_frames, height, width, 3), 90, np.uint8), prompts=[prompt],
+                               expanded_prompts=[None], settings={"steps": steps, "guidance": 4.0, "sampler": "euler"})
 
 
 def wait_for(condition, timeout: float = 30.0) -> None:

@@ -137,6 +137,28 @@ def test_real_wan21_width_with_one_block(tmp_path):
     assert np.abs(ours.astype(int) - theirs).max() <= 1
 
 
+def test_callback_on_step_end_replaces_latents_with_the_folders_scheduler(folders):
+    """The scheduler sampler hands each step to ``callback_on_step_end`` as the other samplers do: diffusers'
+    timestep of the flow time reached, and latents it returns replace the sampler's."""
+    folder, _ = folders["wan2.1"]
+    pipe = KinemaPipeline.from_pretrained(folder)
+    call = dict(num_frames=5, height=32, width=32, num_inference_steps=3, output_type="latent")
+    seen = []
+
+    def on_step_end(_pipe, step, timestep, tensors):
+        seen.append((step, float(timestep)))
+        return {"latents": torch.zeros_like(tensors["latents"])} if step in (0, 2) else {}
+
+    latents = pipe(PROMPT, generator=torch.Generator().manual_seed(0), callback_on_step_end=on_step_end, **call).frames
+    reached = [1000.0 * float(sigma) for sigma in pipe.scheduler.sigmas[1:4]]  # the last is 0
+    assert [step for step, _ in seen] == [0, 1, 2]
+    assert [t for _, t in seen] == pytest.approx(reached, abs=1e-3) and reached[-1] == 0
+    assert torch.count_nonzero(latents) == 0  # the last step's replacement is the output
+    plain = pipe(PROMPT, generator=torch.Generator().manual_seed(0), **call).frames
+    kept = pipe(PROMPT, generator=torch.Generator().manual_seed(0), callback_on_step_end=lambda *_: {}, **call).frames
+    assert torch.equal(kept, plain) and torch.count_nonzero(plain) > 0
+
+
 def test_wan_defaults_come_from_the_folder(folders):
     pipe = KinemaPipeline.from_pretrained(folders["wan2.1"][0])
     assert (pipe.defaults.fps, pipe.defaults.shift, pipe.defaults.sampler) == (16.0, 3.0, "scheduler")
@@ -201,18 +223,25 @@ def test_a_gpu_too_small_is_told_before_loading_with_what_would_fit(folders, mon
 
 @pytest.mark.parametrize("kind", ["wan2.1", "wan2.2-a14b"])
 def test_model_cpu_offload_gives_the_same_frames(folders, kind):
-    """diffusers' model CPU offload hooks (here with the CPU as the execution device, the only one in the tests):
-    the pipeline runs each model, both A14B experts included, where the hooks put it and gives the same frames."""
+    """Model CPU offload (here with the CPU as the execution device, the only one in the tests): each model, both
+    A14B experts included, is moved to the execution device when its turn comes and back after, one at a time, and
+    the frames are the same."""
     folder, _ = folders[kind]
-    call = dict(num_frames=5, height=32, width=32, num_inference_steps=2)
+    call = dict(num_frames=5, height=32, width=32, num_inference_steps=4)  # A14B: 3 high-noise steps, 1 low
     plain = KinemaPipeline.from_pretrained(folder)(PROMPT, generator=torch.Generator().manual_seed(0), **call).frames
     pipe = KinemaPipeline.from_pretrained(folder)
     pipe.enable_model_cpu_offload(device="cpu")
-    hooked = [name for name in ("transformer", "transformer_2", "vae")
-              if getattr(getattr(pipe, name), "_hf_hook", None) is not None]
-    assert hooked == ["transformer", "transformer_2", "vae"] if kind == "wan2.2-a14b" else ["transformer", "vae"]
+    names = ["transformer", "transformer_2", "vae"] if kind == "wan2.2-a14b" else ["transformer", "vae"]
+    moves = []
+    for name in names:
+        module = getattr(pipe, name)
+        module.to = lambda device, *a, _name=name, _to=module.to, **k: moves.append((_name, str(device))) or _to(
+            device, *a, **k)
     ours = pipe(PROMPT, generator=torch.Generator().manual_seed(0), **call).frames
     assert np.array_equal(ours, plain)
+    # each model to the execution device and back before the next one goes there (the steps run high noise first)
+    assert [name for name, _ in moves] == [name for name in names for _ in range(2)], moves
+    assert [device for _, device in moves] == ["cpu"] * len(moves)
 
 
 def test_bf16_weights_give_wan_pipelines_bf16_frames(folders):

@@ -471,6 +471,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# The diffusers pipelines whose model folders kinema loads as Wan folders (model_index.json's _class_name).
+WAN_PIPELINES = ("WanPipeline", "WanImageToVideoPipeline")
+
+
 def read_json_object(path: Path, what: str) -> dict[str, Any]:
     """A JSON object from ``path`` (a model folder's config.json, a shard index); a one-line KinemaError that
     starts with ``what`` when it is missing, unreadable, or not an object."""

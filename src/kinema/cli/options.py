@@ -1,4 +1,5 @@
-"""Options that several commands share: where a model runs (a diffusers Wan folder's device, dtype and offload)."""
+"""Options several commands share: where the model runs, in what precision (``kinema.devices``), and how its weights
+are offloaded to host memory (diffusers' CPU offload; for models larger than the GPU, such as Wan's)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-Device = Annotated[str, typer.Option(help="Where a Wan model runs: cpu, cuda or cuda:N.")]
+Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or mps (default: the best available).",
+                                            show_default=False)]
+Dtype = Annotated[str | None, typer.Option(help="float32, bfloat16 or float16 (default: bfloat16 where the device "
+                                                "computes in it, else float32; a Wan folder's VAE stays float32).",
+                                           show_default=False)]
 Offload = Annotated[str, typer.Option(help="none, model (each model moves to the GPU while it runs) or sequential "
                                            "(each layer; least GPU memory, slowest).")]
-Dtype = Annotated[str | None, typer.Option(
-    help="A Wan transformer's dtype: float32, bfloat16 or float16 (default: bfloat16 on a GPU, float32 on the CPU; "
-         "the VAE stays float32).")]

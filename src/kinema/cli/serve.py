@@ -41,7 +41,7 @@ def serve(
     expand_with: Annotated[str | None, typer.Option(
         help="An OpenAI-compatible chat endpoint that requests may ask to extend their prompts with "
              "('expand_with': true).")] = None,
-    device: Device = "cpu",
+    device: Device = None,
     offload: Offload = "none",
     dtype: Dtype = None,
 ) -> None:

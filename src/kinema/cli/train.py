@@ -7,6 +7,7 @@ models load inside the commands), so ``kinema --help`` is fast.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Annotated
 import typer
 
 from kinema.cli.errors import rank
+from kinema.cli.options import Device
 
 train_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                         help="Train the models (one process, or many under torchrun).")
@@ -76,22 +78,28 @@ def dit(config: ConfigPath, resume: Resume = False, overrides: Overrides = None)
 def cache_latents_command(
     config: ConfigPath,
     output: Annotated[Path, typer.Option("-o", "--out", help="Cache folder to write (resumable).")],
-    clips: Annotated[int, typer.Option("--clips", min=1, help="How many world clips to render and encode.")],
+    clips: Annotated[int | None, typer.Option("--clips", min=1, help="How many clips to encode (world clips: "
+                                                                     "required; a video folder: default, each "
+                                                                     "video once).")] = None,
     fp32: Annotated[bool, typer.Option("--fp32", help="Store float32 latents (default: float16).")] = False,
     overrides: Overrides = None,
 ) -> None:
-    """Encode world clips (as the DiT config's `data` section describes) with its VAE into a latent cache."""
+    """Encode the clips of the DiT config's `data` section (world clips, or your videos with data.folder=DIR) with
+    its VAE into a latent cache; train on it with data.latent_cache=[DIR]."""
     import torch
     from tqdm import tqdm
 
-    from kinema.train.dit import cache_world_latents, load_dit_config
+    from kinema.errors import KinemaError
+    from kinema.train.dit import cache_training_latents, load_dit_config
 
+    _setup_logging()
     settings = load_dit_config(config, overrides or [])
-    total = -(-clips // settings.train.batch_size)
-    with tqdm(total=total, unit="batch", desc="caching latents") as bar:
-        index = cache_world_latents(settings, output, clips, torch.float32 if fp32 else torch.float16,
-                                    progress=lambda done: bar.update(done - bar.n))
-    typer.echo(f"wrote {index.parent} ({total * settings.train.batch_size} clips)")
+    if clips is None and settings.data.folder is None:
+        raise KinemaError("--clips is needed for world clips (how many to render and encode)")
+    with tqdm(unit="batch", desc="caching latents") as bar:
+        index = cache_training_latents(settings, output, clips, torch.float32 if fp32 else torch.float16,
+                                       progress=lambda done: bar.update(done - bar.n))
+    typer.echo(f"wrote {index.parent} ({json.loads(index.read_text(encoding='utf-8'))['items']} clips)")
 
 
 @train_app.command("export-vae")
@@ -147,13 +155,15 @@ class _TqdmHandler(logging.Handler):
 
 
 def _setup_logging() -> None:
-    train_logger = logging.getLogger("kinema.train")
-    if not any(isinstance(handler, _TqdmHandler) for handler in train_logger.handlers):
-        handler = _TqdmHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        train_logger.addHandler(handler)
-    train_logger.setLevel(logging.INFO)
-    train_logger.propagate = False
+    """The trainer's log and the data sources' (what a video folder holds and skips) as plain lines."""
+    for name in ("kinema.train", "kinema.data"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(handler, _TqdmHandler) for handler in logger.handlers):
+            handler = _TqdmHandler()
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 @train_app.command("lora")
@@ -172,17 +182,17 @@ def lora_command(
     size: Annotated[str, typer.Option(help="WIDTHxHEIGHT clips are cropped and resized to.")] = "256x256",
     fps: Annotated[float, typer.Option(help="Frames per second clips are sampled at.")] = 16.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    device: Device = None,
     expert: Annotated[str, typer.Option(help="Wan2.2 A14B: the expert to train for, high (noise) or low; load a "
                                              "low one with --lora low=FILE.")] = "high",
 ) -> None:
     """Train a LoRA on a folder of your own videos with captions; writes the diffusers format, which `kinema generate
     --lora` and diffusers' WanPipeline.load_lora_weights read."""
-    from kinema.inference.generate import check_device
+    from kinema.devices import resolve_device
     from kinema.train.lora import LoraTrainConfig, train_lora
 
     config = LoraTrainConfig(model=model, data=str(data), out=str(output), rank=rank_, alpha=alpha, steps=steps,
                              lr=lr, batch_size=batch_size, frames=frames, size=size, fps=fps, seed=seed,
-                             device=check_device(device), expert=expert)
+                             device=str(resolve_device(device)), expert=expert)
     written = train_lora(config, log=typer.echo)
     typer.echo(f"wrote {written}")

@@ -33,7 +33,7 @@ def worker(
     split_guidance: Annotated[bool, typer.Option(
         "--split-guidance/--no-split-guidance", help="Under torchrun: guidance's two passes on two halves of the "
                                                      "ranks (an even number), or every rank on every pass.")] = True,
-    device: Device = "cpu",
+    device: Device = None,
     offload: Offload = "none",
     dtype: Dtype = None,
 ) -> None:

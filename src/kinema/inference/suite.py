@@ -47,7 +47,7 @@ from kinema.eval.long import LONG_SECONDS, suite_targets
 from kinema.eval.metrics import expectation_from_prompt
 from kinema.frames import is_windowed, latent_count
 from kinema.inference.request import Plan, Request, validate
-from kinema.inference.settings import expands, model_size, request_sampling, request_windows
+from kinema.inference.settings import expands, request_sampling, request_windows
 
 SETTINGS = ("seconds", "size", "fps", "steps", "guidance", "seed", "sampler", "negative_prompt", "expand")
 MAX_PROMPTS = 10_000
@@ -227,7 +227,7 @@ def suite_runs(suite: Suite, pipe, out_dir: Path, limit: int | None = None, over
                 settings = settings | {"seed": int(settings.get("seed", n)) + k * SAMPLE_SEED_STRIDE}
             name = f"{n:04d}.mp4" if k == 0 else f"{n:04d}-{k}.mp4"
             request = Request(prompt=item.prompt, output=str(out_dir / name), **settings)
-            plan = validate(request, pipe.defaults.fps, model_size(pipe))
+            plan = validate(request, pipe.defaults)
             starts = None
             if item.storyboard is not None:
                 starts = storyboard_from_dict(item.storyboard).frame_plan(plan.fps)[1]

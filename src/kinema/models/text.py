@@ -62,6 +62,14 @@ class TextEncoder:
         self.dim = int(getattr(config, "hidden_size", None) or config.d_model)
         self._memo: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
+    def to(self, device: str | torch.device) -> TextEncoder:
+        """Run on ``device`` (float32 wherever it runs); remembered states move along."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self._memo = {text: (states.to(self.device), mask.to(self.device))
+                      for text, (states, mask) in self._memo.items()}
+        return self
+
     @classmethod
     def default(cls, device: str | torch.device = "cpu") -> TextEncoder:
         return cls(minilm_path(), device=device)

@@ -32,12 +32,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from kinema.config import read_json_object
+from kinema.config import WAN_PIPELINES, read_json_object
 from kinema.errors import KinemaError
 from kinema.models.dit import VideoDiT
 from kinema.models.vae import LatentScaling, VideoVAE, rename_wan_keys
 
-WAN_PIPELINES = ("WanPipeline", "WanImageToVideoPipeline")
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 # Wan's default negative prompt (its shared config's sample_neg_prompt): the model was trained to move away from it.
 WAN_NEGATIVE_PROMPT = ("色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，"
@@ -275,30 +274,46 @@ def load_scheduler(folder: Path) -> Any:
         raise KinemaError(f"{what}: {' '.join(str(error).split())[:200]}") from None
 
 
-def wan_kind(index: dict[str, Any], transformer: VideoDiT, vae: VideoVAE | WanVAE) -> str:
+def wan_kind(index: dict[str, Any], in_channels: int, z_dim: int) -> str:
     """wan2.1 (T2V 1.3B / 14B), wan2.1-i2v (CLIP image tokens and image channels), wan2.2-ti2v (5B, 48-channel
-    VAE), wan2.2-a14b (a pair of experts) or wan2.2-i2v-a14b (a pair of image-to-video experts)."""
-    image = transformer.config.in_channels > vae.config.z_dim
+    VAE), wan2.2-a14b (a pair of experts) or wan2.2-i2v-a14b (a pair of image-to-video experts), from the index,
+    the transformer's input channels and the VAE's latent channels."""
+    image = in_channels > z_dim
     if index.get("boundary_ratio") is not None:
         return "wan2.2-i2v-a14b" if image else "wan2.2-a14b"
     if image:
         return "wan2.1-i2v"
-    if vae.config.z_dim == 48:
+    if z_dim == 48:
         return "wan2.2-ti2v"
     return "wan2.1"
 
 
-def wan_defaults(kind: str, scheduler: Any) -> dict[str, Any]:
-    """Sampling defaults of a Wan folder, as Wan's own generate.py and diffusers' model cards use them."""
-    shift = getattr(scheduler.config, "flow_shift", None) or getattr(scheduler.config, "shift", None)
+def wan_defaults(kind: str, scheduler_config: Any) -> dict[str, Any]:
+    """Sampling defaults of a Wan folder, as Wan's own generate.py and diffusers' model cards use them
+    (``scheduler_config``: the folder's scheduler's, for its flow shift)."""
+    shift = scheduler_config.get("flow_shift") or scheduler_config.get("shift")
     common = dict(steps=50, guidance_scale=5.0, sampler="scheduler", shift=float(shift) if shift else None,
                   fps=16.0, window=21, context=1, memory=2, context_noise=0.0, anchor=0.0,
-                  negative_prompt=WAN_NEGATIVE_PROMPT, expand=False, width=832, height=480)
+                  negative_prompt=WAN_NEGATIVE_PROMPT, expand=False, size="832x480")
     if kind == "wan2.2-ti2v":
-        return {**common, "fps": 24.0, "window": 31, "width": 1280, "height": 704}
+        return {**common, "fps": 24.0, "window": 31, "size": "1280x704"}
     if kind in ("wan2.2-a14b", "wan2.2-i2v-a14b"):
-        return {**common, "steps": 40, "guidance_scale": 4.0, "guidance_scale_2": 3.0, "width": 1280, "height": 720}
+        return {**common, "steps": 40, "guidance_scale": 4.0, "guidance_scale_2": 3.0, "size": "1280x720"}
     return common
+
+
+def folder_defaults(folder: Path) -> dict[str, Any]:
+    """A Wan folder's sampling defaults from its JSON files alone (the CLI checks requests against them before any
+    weights load); one-line KinemaError for a broken file."""
+    index = wan_index(folder) or {}
+    transformer = read_json_object(folder / "transformer" / "config.json", f"cannot load '{folder / 'transformer'}'")
+    vae = read_json_object(folder / "vae" / "config.json", f"cannot load '{folder / 'vae'}'")
+    scheduler = read_json_object(folder / "scheduler" / "scheduler_config.json",
+                                 f"cannot load scheduler from '{folder / 'scheduler'}'")
+    in_channels, z_dim = transformer.get("in_channels", 16), vae.get("z_dim", 16)
+    if not isinstance(in_channels, int) or not isinstance(z_dim, int):
+        raise KinemaError(f"model folder '{folder}': in_channels and z_dim must be integers")
+    return wan_defaults(wan_kind(index, in_channels, z_dim), scheduler)
 
 
 def size_multiple(vae: VideoVAE | WanVAE, transformer: VideoDiT) -> int:

@@ -81,7 +81,7 @@ def video_object(state: ServerState, job: Job, *, position: bool = False) -> dic
         "negative_prompt": params.get("negative_prompt"), "storyboard": params.get("storyboard"),
         "context_noise": windows.context_noise, "anchor": windows.anchor,
         "expanded_prompt": params.get("prompt") if params.get("prompt") != job.prompt else None,
-        "characters": server.get("characters", []),
+        "characters": server.get("characters", []), "warnings": server.get("warnings", []),
     }
     if server.get("mode") in ("edit", "remix"):
         extension["strength"] = params.get("strength")

@@ -166,6 +166,22 @@ def job_folder(state: ServerState, prefix: str = "video") -> Iterator[tuple[str,
         raise
 
 
+def prompt_warnings(pipe: Any, request: GenerateRequest) -> list[str]:
+    """What the CLI warns about a request, for the studio to show once: a prompt that names nothing a model of the
+    simulated world can draw (``kinema.inference.expand.undrawable``)."""
+    from kinema.inference.expand import undrawable
+    from kinema.inference.storyboard import storyboard_from_dict
+
+    if not getattr(pipe.defaults, "expand", False):  # not a model of the simulated world
+        return []
+    if request.storyboard is not None:
+        text = " ".join(storyboard_from_dict(request.storyboard).shot_texts())
+    else:
+        text = request.prompt
+    warning = undrawable(text)
+    return [warning] if warning else []
+
+
 LORA_NAME = re.compile(FILE_NAME.pattern + r"\.safetensors")  # a file name in the LoRA folder, no path
 
 
@@ -207,7 +223,7 @@ async def submit(state: ServerState, job_id: str, folder: Path, *, prompt: str, 
     seconds, size = check_request(request, state.pipe, input_frames=input_frames,
                                   max_job_pixels=state.config.max_video_pixels)
     params = stored_params(request, folder)
-    params["_server"] = {"mode": mode, "characters": used}
+    params["_server"] = {"mode": mode, "characters": used, "warnings": prompt_warnings(state.pipe, request)}
     length = remixed_from.seconds if remixed_from is not None else seconds_text(seconds)  # a remix keeps the length
     job = state.store.add(job_id, model=state.pipe.name, prompt=prompt, seconds=length, size=size, params=params,
                           remixed_from=remixed_from.id if remixed_from else None, max_queue=state.config.max_queue)
