@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from typing import Any
@@ -42,6 +41,7 @@ from typing import Any
 import torch
 
 from kinema.models.dit import DIT_CONFIGS, VideoDiT
+from kinema.models.wan import rename_wan_transformer_keys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # `kinema bench` runs this file via runpy
 from bench_vae import _machine, _median_times
@@ -61,21 +61,6 @@ def diffusers_twin(config: dict[str, Any]):
         ffn_dim=config["ffn_dim"], num_layers=config["num_layers"], cross_attn_norm=True,
         qk_norm="rms_norm_across_heads", eps=config["eps"],
     )
-
-
-def rename_wan_transformer_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A diffusers ``WanTransformer3DModel`` state dict (text-to-video layout) with VideoDiT's names and shapes."""
-    renamed = {}
-    for key, value in state_dict.items():
-        key = key.removeprefix("condition_embedder.")
-        key = re.sub(r"\.to_out\.0\.", ".to_out.", key)
-        key = key.replace(".ffn.net.0.proj.", ".ffn.fc1.").replace(".ffn.net.2.", ".ffn.fc2.")
-        if key in ("proj_out.weight", "proj_out.bias", "scale_shift_table"):
-            key = f"final.{key}"
-        if key.endswith("scale_shift_table"):  # (1, n, D) -> (1, 1, n, D): kinema modulates per latent frame
-            value = value[:, None]
-        renamed[key] = value
-    return renamed
 
 
 def twins(name: str, seed: int = 0) -> tuple[VideoDiT, Any]:

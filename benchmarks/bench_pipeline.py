@@ -19,6 +19,14 @@
   frames of the last timed runs. Median seconds of the repeats after a warmup, the two pipelines
   alternating; ``speedup_vs_diffusers`` = diffusers time / kinema time (wall; ``cpu_speedup_vs_diffusers``
   from process CPU time).
+- ``--wan CONFIG`` (``wan2.1-1.3b``, ``wan2.2-ti2v-5b``) ``[--wan-dtype bfloat16]``: a random-weight diffusers Wan
+  folder at that model's real transformer and VAE dims (a 1-layer UMT5 of the real 4096-d width stands in for the
+  5.7B text encoder), written with diffusers' classes in 2 GB shards (``wan_folders.make_large_wan_folder``), then
+  loaded and run by each side in a fresh
+  child process of its own, the two alternating: kinema ``KinemaPipeline.from_pretrained`` (lazy, shard by shard)
+  against ``WanPipeline.from_pretrained``, the folder's UniPC scheduler, the same seed, steps, guidance 5 and
+  Wan's negative prompt. Each child reports seconds to load, seconds to generate and its peak RSS
+  (``ru_maxrss``: weights, activations and the interpreter); ``max_abs_diff_uint8`` compares the frames.
 - ``--default-model MODEL``: seconds for kinema alone to generate the same clip from a pipeline folder or a
   packaged model (``kinema.weights.find_model``, e.g. ``kinema-tiny``) with its default sampling settings.
 - ``--compile`` (with ``--default-model``): the same clip per video with the transformer's repeated blocks
@@ -183,6 +191,75 @@ def compiled_video(folder: Path, encoder: TextEncoder, frames: int, width: int, 
     }
 
 
+WAN_CONFIGS = {"wan2.1-1.3b": ("wan2.1", "WAN21_1_3B"), "wan2.2-ti2v-5b": ("wan2.2-ti2v", "WAN22_5B")}
+
+
+def wan_child(side: str, folder: str, frames: int, width: int, height: int, steps: int, dtype: str, out: str) -> None:
+    """One side of the Wan comparison, in a process of its own (so that its peak RSS is its own)."""
+    import resource
+    import time
+
+    torch.manual_seed(0)
+    chosen = getattr(torch, dtype)
+    started = time.perf_counter()
+    if side == "kinema":
+        pipe = KinemaPipeline.from_pretrained(folder, dtype=chosen)
+        pipe.release_text_encoder = True  # as `kinema generate` runs
+        loaded = time.perf_counter()
+        video = pipe(PROMPT, num_frames=frames, height=height, width=width, num_inference_steps=steps,
+                     guidance_scale=5.0, generator=torch.Generator().manual_seed(0)).frames
+    else:
+        from diffusers import AutoencoderKLWan, WanPipeline
+
+        from kinema.models.wan import WAN_NEGATIVE_PROMPT
+
+        vae = AutoencoderKLWan.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32)
+        pipe = WanPipeline.from_pretrained(folder, vae=vae, torch_dtype=chosen)  # the VAE in fp32, as the model card
+        pipe.set_progress_bar_config(disable=True)
+        loaded = time.perf_counter()
+        video = pipe(PROMPT, negative_prompt=WAN_NEGATIVE_PROMPT, num_frames=frames, height=height, width=width,
+                     num_inference_steps=steps, guidance_scale=5.0, generator=torch.Generator().manual_seed(0),
+                     output_type="np").frames
+        video = (video * 255.0).round().clip(0, 255).astype(np.uint8)
+    done = time.perf_counter()
+    np.save(out, video)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    print(json.dumps({"load_s": round(loaded - started, 2), "generate_s": round(done - loaded, 2),
+                      "peak_rss_gib": round(peak, 2)}), flush=True)
+
+
+def wan_end_to_end(config: str, frames: int, width: int, height: int, steps: int, repeats: int,
+                   dtype: str = "float32") -> dict:
+    import subprocess
+    import tempfile
+
+    import wan_folders
+
+    kind, dims = WAN_CONFIGS[config]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / config
+        parameters = wan_folders.make_large_wan_folder(folder, kind, getattr(wan_folders, dims),
+                                                       getattr(torch, dtype))
+        runs: dict[str, list[dict]] = {"kinema": [], "diffusers": []}
+        for _ in range(repeats):
+            for side in runs:
+                out = Path(tmp) / f"{side}.npy"
+                child = subprocess.run([sys.executable, __file__, "--wan-child", side, str(folder), str(frames),
+                                        str(width), str(height), str(steps), dtype, str(out)], capture_output=True,
+                                       text=True, check=True)
+                runs[side].append(json.loads(child.stdout.strip().splitlines()[-1]))
+        ours, theirs = np.load(Path(tmp) / "kinema.npy"), np.load(Path(tmp) / "diffusers.npy")
+    best = {side: min(items, key=lambda r: r["generate_s"]) for side, items in runs.items()}
+    return {
+        "benchmark": "pipeline_wan", "config": config, "transformer_parameters": parameters, "dtype": dtype,
+        "device": "cpu", "frames": frames, "size": f"{width}x{height}", "steps": steps, "guidance_scale": 5.0,
+        "repeats": repeats, **{f"{side}_{key}": value for side, run in best.items() for key, value in run.items()},
+        "speedup_vs_diffusers": round(best["diffusers"]["generate_s"] / best["kinema"]["generate_s"], 2),
+        "max_abs_diff_uint8": int(np.abs(ours.astype(np.int16) - theirs.astype(np.int16)).max()),
+        **_machine(),
+    }
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dit", default="tiny", help="DiT config of both pipelines")
@@ -201,12 +278,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
                              "kinema-tiny) and its default settings")
     parser.add_argument("--compile", action="store_true",
                         help="with --default-model: also time videos with the transformer's blocks compiled")
+    parser.add_argument("--wan", default=None, choices=list(WAN_CONFIGS),
+                        help="compare kinema and WanPipeline on a random-weight folder of this Wan model's dims")
+    parser.add_argument("--wan-dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="the Wan transformer's dtype (stored and run; the VAE stays float32)")
+    parser.add_argument("--wan-child", nargs=8, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true",
                         help="accepted for `kinema bench pipeline --json`; always JSON")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.wan_child:
+        side, folder, frames, width, height, steps, dtype, out = args.wan_child
+        wan_child(side, folder, int(frames), int(width), int(height), int(steps), dtype, out)
+        return []
     width, height = (int(v) for v in args.size.lower().split("x"))
+    if args.wan:
+        line = wan_end_to_end(args.wan, args.frames, width, height, args.steps, args.repeats, args.wan_dtype)
+        print(json.dumps(line), flush=True)
+        return [line]
     encoder = TextEncoder.default()
 
     results: list[dict] = []

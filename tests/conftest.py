@@ -29,8 +29,9 @@ class WordEncoder:
 
     def encode(self, texts):
         rows = [[self._vec(w) for w in (t.split() or [""])] for t in texts]
-        tokens = torch.zeros(len(rows), max(len(r) for r in rows), self.dim)
-        mask = torch.zeros(tokens.shape[:2], dtype=torch.bool)
+        # on the CPU, as the real encoder's states come back: the pipeline moves them to its device
+        tokens = torch.zeros(len(rows), max(len(r) for r in rows), self.dim, device="cpu")
+        mask = torch.zeros(tokens.shape[:2], dtype=torch.bool, device="cpu")
         for i, r in enumerate(rows):
             tokens[i, :len(r)] = torch.stack(r)
             mask[i, :len(r)] = True
@@ -42,13 +43,36 @@ class WordEncoder:
     @staticmethod
     def _vec(word):
         seed = int(hashlib.sha256(word.encode()).hexdigest()[:8], 16)
-        return torch.randn(16, generator=torch.Generator().manual_seed(seed))
+        return torch.randn(16, generator=torch.Generator().manual_seed(seed), device="cpu")
 
 
 @pytest.fixture(scope="session")
 def word_encoder():
     """The WordEncoder class (session-scoped, so module-scoped fixtures can build pipelines with it)."""
     return WordEncoder
+
+
+def random_pipeline(num_layers: int = 2, scale: float = 0.02, **defaults):
+    """A tiny pipeline (VAE base 8, 4 latent channels; DiT width 48) on the WordEncoder, with random weights: the
+    tensors adaLN-zero starts at zero are drawn too (normal, ``scale``), so that the text matters. 2 steps unless
+    ``defaults`` say otherwise."""
+    from kinema.inference.pipeline import KinemaPipeline
+    from kinema.models.dit import VideoDiT
+    from kinema.models.vae import VideoVAE
+
+    torch.manual_seed(0)
+    vae = VideoVAE.from_name("tiny", base_dim=8, z_dim=4)
+    dit = VideoDiT(in_channels=4, out_channels=4, num_layers=num_layers, num_attention_heads=2, attention_head_dim=24,
+                   ffn_dim=64, text_dim=16)
+    with torch.no_grad():
+        for p in dit.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0, scale)
+    pipe = KinemaPipeline(dit.eval(), vae.eval(), text_encoder=WordEncoder())
+    pipe.defaults.steps = 2
+    for name, value in defaults.items():
+        setattr(pipe.defaults, name, value)
+    return pipe
 
 
 def save_tiny_model(folder: Path, num_layers: int = 1, **defaults) -> Path:

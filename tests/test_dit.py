@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from kinema.models.dit import RotaryEmbedding3D, VideoDiT, apply_rotary
+from kinema.models.wan import rename_wan_transformer_keys
 
 
 def tiny(**kw) -> VideoDiT:
@@ -202,7 +203,7 @@ def test_matches_diffusers_wan_transformer():
     with torch.no_grad():
         for tensor in reference.state_dict().values():
             tensor.normal_(0.0, 0.05)
-    model.load_state_dict(module.rename_wan_transformer_keys(reference.state_dict()), strict=True)
+    model.load_state_dict(rename_wan_transformer_keys(reference.state_dict()), strict=True)
     x, text = torch.randn(2, 16, 3, 6, 4), torch.randn(2, 7, 16)
     with torch.inference_mode():
         ours = model(x, torch.tensor([0.25, 0.75]), text)

@@ -393,6 +393,7 @@ class WorldPipe:
     class defaults:
         fps, steps, guidance_scale, storyboard_guidance, sampler = FPS, 2, 1.0, None, "euler"
         window, context, memory, context_noise, anchor = 13, 1, 2, 0.0, 0.0
+        expand = True
 
     class vae:
         temporal_compression = 4
@@ -401,11 +402,11 @@ class WorldPipe:
 def world_run(pipe, request, progress=None):
     """Writes the clip a perfect model would make, with the metadata ``kinema.inference.generate.run`` writes."""
     from kinema.inference.request import validate
-    from kinema.inference.settings import long_video_settings
+    from kinema.inference.settings import expands, long_video_settings
     from kinema.inference.storyboard import storyboard_from_dict
     from kinema.media import write_video
 
-    _, frames, width, height, fps = validate(request, pipe.defaults.fps)
+    _, frames, width, height, fps = validate(request, pipe.defaults)
     scene = one_object_scene("red", "ball")
     starts = [0]
     if request.storyboard is not None:
@@ -421,7 +422,7 @@ def world_run(pipe, request, progress=None):
                 "steps": request.steps or pipe.defaults.steps, "guidance": pipe.defaults.guidance_scale,
                 "model": pipe.name, "model_sha256": pipe.weights_sha256, "frames": frames,
                 "storyboard": None if request.storyboard is None else board.to_dict(), "shot_starts": starts,
-                "expand": request.expand and request.storyboard is None}
+                "expand": expands(pipe, request) and request.storyboard is None}
     if request.storyboard is not None or 1 + (frames - 1) // 4 > pipe.defaults.window:
         metadata |= long_video_settings(pipe, request)
     return write_video(Path(request.output), video, fps, metadata=metadata)

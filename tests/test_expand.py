@@ -73,3 +73,56 @@ def test_filled_in_skies_and_grounds_contrast_with_the_named_colours():
                 far = [n for n in palette if np.linalg.norm(np.subtract(palette[n], rgb)) >= 150]
                 assert not far or name in far, (color, seed, name)
     assert parse_prompt(expand_prompt("a red ball at dusk"))["sky"] == "dusk", "what the prompt names is kept"
+
+
+SEEN = {"sky": "night", "ground": "sand", "occluder": None,
+        "objects": [{"color": "red", "shape": "ball", "size": "large", "material": None, "paint": None,
+                     "action": None}]}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_an_extension_is_expanded_on_the_inputs_stage_and_subject(seed):
+    """What the analyzer saw in the input (SEEN) wins over the seed's choices; the named ball is the input's."""
+    expanded = expand_prompt("the red ball keeps bouncing", seed=seed, seen=SEEN)
+    got = parse_prompt(expanded)
+    assert (got["sky"], got["ground"]) == ("night", "sand"), expanded
+    assert [(o["color"], o["shape"], o["size"]) for o in got["objects"]][:1] == [("red", "ball", "large")], expanded
+    # the input's stage wins over the prompt's for an extension; the prompt's wins for an edit
+    assert parse_prompt(expand_prompt("a red ball on the snow", seed=seed, seen=SEEN))["ground"] == "sand"
+    assert parse_prompt(expand_prompt("a red ball on the snow", seed=seed, seen=SEEN, prompt_first=True))[
+        "ground"] == "snow"
+
+
+def test_objects_of_the_input_the_prompt_does_not_name_are_kept():
+    got = parse_prompt(expand_prompt("a blue box slides to the left", seed=1, seen=SEEN))
+    looks = {(o["color"], o["shape"]) for o in got["objects"]}
+    assert {("blue", "box"), ("red", "ball")} <= looks
+    assert expand_prompt("keep going", seed=1, seen=SEEN) is not None  # the input alone names the scene
+    assert expand_prompt("keep going", seed=1) is None
+
+
+def test_the_input_frames_read_are_those_next_to_the_generated_ones():
+    import numpy as np
+
+    from kinema.inference.conditioning import ConditioningItem
+    from kinema.inference.expand import SEEN_FRAMES, input_clips
+
+    first = np.arange(100)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    last = first + 1
+    opening, closing = input_clips([ConditioningItem(first), ConditioningItem(last, "end")])
+    assert opening[0, 0, 0, 0] == 100 - SEEN_FRAMES // 2 and len(opening) == SEEN_FRAMES // 2  # its end
+    assert closing[0, 0, 0, 0] == 1 and len(closing) == SEEN_FRAMES // 2  # its start
+    image, = input_clips([ConditioningItem(first[0])])
+    assert image.shape == (1, 2, 2, 3)
+    edited, = input_clips([], edited=first)
+    assert edited[0, 0, 0, 0] == 0 and len(edited) == SEEN_FRAMES
+
+
+def test_a_prompt_that_names_nothing_of_the_world_gets_one_warning_naming_its_words():
+    from kinema.inference.expand import undrawable
+
+    warning = undrawable("a cat playing the piano in a jazz club")
+    assert warning is not None and "cat, playing, piano, jazz, club" in warning and "kinema world vocab" in warning
+    assert "\n" not in warning
+    for prompt in ("a red ball bounces", "a ball", "at night on the snow", "a wall"):
+        assert undrawable(prompt) is None, prompt

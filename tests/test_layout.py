@@ -10,12 +10,15 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # What each part of kinema may import, besides itself. cli and serve sit above inference; inference above the
-# models, diffusion, eval and media; frames, config, errors and kinema (its version) sit at the bottom.
-BOTTOM = {"kinema", "kinema.frames", "kinema.config", "kinema.errors"}
+# models, diffusion, eval and media; frames, config, devices, errors and kinema (its version) sit at the bottom.
+BOTTOM = {"kinema", "kinema.frames", "kinema.config", "kinema.devices", "kinema.errors"}
 ALLOWED = {
-    "kinema": set(),  # the package itself: its version
+    # the package itself: its version, and the Python API's names, which it loads by name on first use (importlib),
+    # so that importing kinema imports nothing else
+    "kinema": set(),
     "kinema.frames": set(),
     "kinema.config": {"kinema.errors"},
+    "kinema.devices": {"kinema.errors"},
     "kinema.errors": set(),
     "kinema.media": BOTTOM,
     "kinema.weights": BOTTOM,
@@ -53,8 +56,13 @@ def imports(path: Path) -> list[tuple[str, str]]:
     return found
 
 
+def is_module(path: Path) -> bool:
+    """A module of the package, not a Python file shipped as data (a model folder's pipeline.py for diffusers)."""
+    return all(part.isidentifier() for part in path.relative_to(SRC).with_suffix("").parts)
+
+
 def graph() -> tuple[dict[str, set[str]], dict[str, list[tuple[str, str]]]]:
-    modules = {module_name(p): p for p in (SRC / "kinema").rglob("*.py")}
+    modules = {module_name(p): p for p in (SRC / "kinema").rglob("*.py") if is_module(p)}
     edges: dict[str, set[str]] = {m: set() for m in modules}
     raw = {}
     for name, path in modules.items():

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_bounded
+from conftest import random_pipeline, run_bounded
 from kinema.errors import KinemaError
 from kinema.frames import shot_of_latent_frames
 from kinema.inference.longvideo import MAX_SPREAD_CHANGE, anchor_levels, generate_long, latent_levels, plan_windows
-from kinema.inference.pipeline import KinemaPipeline, frames_to_tensor
+from kinema.inference.pipeline import frames_to_tensor
 from kinema.inference.storyboard import (
     Shot,
     Storyboard,
@@ -24,25 +24,13 @@ from kinema.inference.storyboard import (
     storyboard_from_dict,
     storyboard_from_flags,
 )
-from kinema.models.dit import VideoDiT
-from kinema.models.vae import VideoVAE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def pipe(word_encoder):
-    torch.manual_seed(0)
-    vae = VideoVAE.from_name("tiny", base_dim=8, z_dim=4)
-    dit = VideoDiT(in_channels=4, out_channels=4, num_layers=2, num_attention_heads=2, attention_head_dim=24,
-                   ffn_dim=64, text_dim=16)
-    with torch.no_grad():  # random outputs instead of adaLN-zero's exact zeros, so that text matters
-        for p in dit.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0, 0.05)
-    pipe = KinemaPipeline(dit.eval(), vae.eval(), text_encoder=word_encoder())
-    pipe.defaults.steps = 2
-    return pipe
+def pipe():
+    return random_pipeline(scale=0.05)
 
 
 # -- window plans ------------------------------------------------------------------------------------
@@ -92,7 +80,8 @@ def test_sixty_seconds_cost_grows_linearly():
 
 def test_windowed_equals_single_window_when_the_video_fits(pipe):
     prompt = "a red ball is thrown to the right"
-    single = pipe(prompt, num_frames=17, height=32, width=48, generator=torch.Generator().manual_seed(5)).frames[0]
+    single = pipe(prompt, num_frames=17, height=32, width=48, generator=torch.Generator().manual_seed(5),
+                  expand=False).frames[0]
     windowed = generate_long(pipe, [prompt], 17, 32, 48, window=5, generator=torch.Generator().manual_seed(5))
     assert np.array_equal(single, windowed)
     other_seed = generate_long(pipe, [prompt], 17, 32, 48, window=5, generator=torch.Generator().manual_seed(6))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import random_pipeline
 from kinema.errors import KinemaError
 from kinema.inference.pipeline import KinemaPipeline
 from kinema.models.dit import VideoDiT
@@ -15,18 +16,8 @@ from kinema.models.vae import VideoVAE
 
 
 @pytest.fixture(scope="module")
-def pipe(word_encoder):
-    torch.manual_seed(0)
-    vae = VideoVAE.from_name("tiny", base_dim=8, z_dim=4)
-    dit = VideoDiT(in_channels=4, out_channels=4, num_layers=2, num_attention_heads=2, attention_head_dim=24,
-                   ffn_dim=64, text_dim=16)
-    with torch.no_grad():
-        for p in dit.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0, 0.02)
-    pipe = KinemaPipeline(dit.eval(), vae.eval(), text_encoder=word_encoder())
-    pipe.defaults.steps = 2
-    return pipe
+def pipe():
+    return random_pipeline()
 
 
 def clip(frames=9, height=32, width=48, value=0):
@@ -115,7 +106,8 @@ def test_save_load_round_trip(pipe, tmp_path, word_encoder):
     ({"prompt": "a", "mode": "warp"}, "mode"),
     ({"prompt": "a", "num_inference_steps": 0}, "num_inference_steps"),
     ({"prompt": "a", "mode": "edit", "video": clip(5), "strength": 1.5, "num_frames": 5}, "strength"),
-    ({"prompt": "a", "num_frames": 4097, "height": 1024, "width": 1024}, "tokens"),
+    ({"prompt": "a", "num_frames": 4097, "height": 1024, "width": 1024, "window": 64}, "tokens"),
+    ({"prompt": "a", "num_frames": 9, "height": 1024, "width": 1024, "mode": "loop"}, "multiple of 4"),
 ])
 def test_bad_requests_are_clear_errors(pipe, kwargs, words):
     with pytest.raises(KinemaError, match=re.escape(words)):

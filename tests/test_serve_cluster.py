@@ -87,6 +87,9 @@ def kinema(*args: str) -> tuple[int, list[str]]:
     (["worker", "--db", "postgresql://kinema:hunter2@127.0.0.1:1/jobs?connect_timeout=2", "--media", "."],
      "cannot be reached"),
     (["worker", "--db", "postgresql://127.0.0.1:1/jobs", "--media", "no-such-folder"], "is not a folder"),
+    (["worker", "--db", "postgresql://127.0.0.1:1/jobs", "--media", ".", "--device", "tpu"], "device 'tpu'"),
+    (["worker", "--db", "postgresql://127.0.0.1:1/jobs", "--media", ".", "--offload", "model"],
+     "moves models to a GPU"),
 ])
 def test_store_options_are_checked_with_one_line(args, words):
     status, lines = kinema(*args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sqlite3
@@ -222,6 +223,10 @@ class FakePipe:
         self.defaults = SamplingDefaults(steps=3)
         self.vae = SimpleNamespace(temporal_compression=4, spatial_compression=8)
 
+    def loras(self, specs):
+        assert not specs  # these jobs name no LoRA
+        return contextlib.nullcontext()
+
     def __call__(self, prompt, num_frames, height, width, num_inference_steps=None, callback=None, **_):
         if "hog" in prompt:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
@@ -233,7 +238,8 @@ class FakePipe:
                 time.sleep(0.02)
             if callback is not None:
                 callback(step, steps, None)
-        return SimpleNamespace(frames=np.full((1, num_frames, height, width, 3), 90, np.uint8))
+        return SimpleNamespace(frames=np.full((1, num_frames, height, width, 3), 90, np.uint8), prompts=[prompt],
+                               expanded_prompts=[None], settings={"steps": steps, "guidance": 4.0, "sampler": "euler"})
 
 
 def wait_for(condition, timeout: float = 30.0) -> None:

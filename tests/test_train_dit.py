@@ -49,10 +49,10 @@ def test_cache_train_resume_export_generate_and_score(tmp_path, small_vae):
     from kinema.data.latents import LatentSource
     from kinema.inference.pipeline import KinemaPipeline
     from kinema.inference.suite import load_suite, run_suite
-    from kinema.train.dit import cache_world_latents, export_pipeline, train_dit
+    from kinema.train.dit import cache_training_latents, export_pipeline, train_dit
 
     base = dit_config(tmp_path, small_vae)
-    index = cache_world_latents(base, tmp_path / "cache", clips=4)
+    index = cache_training_latents(base, tmp_path / "cache", clips=4)
     cache = LatentSource(index.parent)
     assert len(cache) == 4 and cache.batch(0, 2)["latents"].shape == (2, 4, 3, 4, 4)
     assert cache.batch(0, 2)["latents"].dtype == torch.float16
@@ -107,10 +107,10 @@ def test_cache_train_resume_export_generate_and_score(tmp_path, small_vae):
 
 
 def test_the_loss_falls_on_a_tiny_set(tmp_path, small_vae):
-    from kinema.train.dit import cache_world_latents, train_dit
+    from kinema.train.dit import cache_training_latents, train_dit
 
     base = dit_config(tmp_path, small_vae)
-    index = cache_world_latents(base, tmp_path / "cache", clips=2)
+    index = cache_training_latents(base, tmp_path / "cache", clips=2)
     config = dit_config(tmp_path, small_vae, f"data.latent_cache=[{index.parent}]", "train.steps=60",
                         "train.save_every=60", "train.lr=3e-3", "caption_dropout=0.0")
     train_dit(config)
@@ -169,10 +169,10 @@ def test_shipped_suites_parse_and_cover_the_vocabulary():
 
 
 def test_cache_latents_command_rejects_bad_counts(tmp_path, small_vae):
-    from kinema.train.dit import cache_world_latents
+    from kinema.train.dit import cache_training_latents
 
     with pytest.raises(KinemaError, match="clips"):
-        cache_world_latents(dit_config(tmp_path, small_vae), tmp_path / "c", clips=0)
+        cache_training_latents(dit_config(tmp_path, small_vae), tmp_path / "c", clips=0)
 
 
 def test_memory_windows_match_what_long_generation_conditions_on():
@@ -194,10 +194,10 @@ def test_memory_windows_match_what_long_generation_conditions_on():
 
 
 def test_memory_window_batches_know_memory_and_context_only(tmp_path, small_vae):
-    from kinema.train.dit import DiTTask, cache_world_latents
+    from kinema.train.dit import DiTTask, cache_training_latents
 
     base = dit_config(tmp_path, small_vae, "data.frames=25")
-    index = cache_world_latents(base, tmp_path / "cache", clips=2)
+    index = cache_training_latents(base, tmp_path / "cache", clips=2)
     task = DiTTask(dit_config(tmp_path, small_vae, "data.frames=25", f"data.latent_cache=[{index.parent}]",
                               "memory_windows=1.0"))
     for step in range(4):
@@ -304,10 +304,10 @@ def test_teacher_forcing_batches_train_every_frame_after_clean_ones(tmp_path, sm
     context noise) and fully independent times for the noisy copies; the loss is finite and falls on a tiny set;
     an export carries the sampling defaults the config names (the "ar" sampler)."""
     from kinema.inference.pipeline import KinemaPipeline
-    from kinema.train.dit import DiTTask, cache_world_latents, export_pipeline, train_dit
+    from kinema.train.dit import DiTTask, cache_training_latents, export_pipeline, train_dit
 
     base = dit_config(tmp_path, small_vae)
-    index = cache_world_latents(base, tmp_path / "cache", clips=2)
+    index = cache_training_latents(base, tmp_path / "cache", clips=2)
     overrides = (f"data.latent_cache=[{index.parent}]", "teacher_forcing=1.0", "teacher_forcing_context_noise=0.05",
                  "caption_dropout=0.0", "memory_windows=0.0")
     task = DiTTask(dit_config(tmp_path, small_vae, *overrides))
@@ -329,10 +329,10 @@ def test_teacher_forcing_batches_train_every_frame_after_clean_ones(tmp_path, sm
 
 
 def test_causal_attention_joint_batches_do_not_see_later_frames(tmp_path, small_vae, monkeypatch):
-    from kinema.train.dit import DiTTask, cache_world_latents
+    from kinema.train.dit import DiTTask, cache_training_latents
 
     base = dit_config(tmp_path, small_vae)
-    index = cache_world_latents(base, tmp_path / "cache", clips=2)
+    index = cache_training_latents(base, tmp_path / "cache", clips=2)
     task = DiTTask(dit_config(tmp_path, small_vae, f"data.latent_cache=[{index.parent}]", "causal_attention=true"))
     seen = []
     forward = task.model.forward

@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import difflib
 import functools
+import json
 import re
 import types
 from collections.abc import Iterable, Mapping
@@ -31,7 +32,7 @@ import yaml
 
 from kinema.errors import ConfigError, KinemaError
 
-__all__ = ["config_to_dict", "load_config", "parse_size", "save_config"]
+__all__ = ["config_to_dict", "load_config", "parse_size", "read_json_object", "save_config"]
 
 T = TypeVar("T")
 
@@ -467,4 +468,22 @@ def _plain(value: Any) -> Any:
         return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, PurePath):
         return str(value)
+    return value
+
+
+# The diffusers pipelines whose model folders kinema loads as Wan folders (model_index.json's _class_name).
+WAN_PIPELINES = ("WanPipeline", "WanImageToVideoPipeline")
+
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from ``path`` (a model folder's config.json, a shard index); a one-line KinemaError that
+    starts with ``what`` when it is missing, unreadable, or not an object."""
+    if not path.is_file():
+        raise KinemaError(f"{what}: {path.name} is missing")
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise KinemaError(f"{what}: {path.name} is not valid JSON ({' '.join(str(error).split())[:240]})") from None
+    if not isinstance(value, dict):
+        raise KinemaError(f"{what}: {path.name} must hold a JSON object")
     return value

@@ -4,17 +4,19 @@ Reading: ``read_video`` decodes any video PyAV can open (mp4, webm, mov, mkv, ..
 ``(frames, height, width, 3)``. Images (png, jpg, gif, webp, bmp, tiff) go through Pillow instead: a still
 image is a 1-frame video (what image-to-video expects) and an animated gif/png/webp gives all its frames.
 
-Writing: ``write_video`` makes an H.264 yuv420p MP4 with ``+faststart`` so it plays in browsers, and
-``write_image`` a PNG (or JPEG). Both write to a temporary file in the target directory and ``os.replace``
-it, so a reader never sees a half-written file.
+Writing: ``write_video`` makes an H.264 yuv420p MP4 with ``+faststart`` so it plays in browsers, a VP9 WebM, or a
+GIF (one palette of 256 colours for the whole clip, so colours do not flicker between frames), all with PyAV; and
+``write_image`` a PNG (or JPEG). Each writes to a temporary file in the target directory and ``os.replace``s it, so
+a reader never sees a half-written file. ``export_to_video`` is the same for the frames a pipeline returns, in any
+of its output types, as diffusers' helper of that name.
 
 Frames: ``resize_crop`` fits frames to a size (centred crop, then resize) and ``contact_sheet`` tiles them into
 one image.
 
 Metadata: a JSON object (prompt, seed, settings, model name and sha256, ...) always carrying
-``kinema_version`` and ``created``. It goes in the MP4 ``comment`` tag (the mp4 muxer keeps it; ``encoder``
+``kinema_version`` and ``created``. It goes in the MP4 and WebM ``comment`` tag (the muxers keep it; ``encoder``
 is overwritten by libavformat), in the PNG ``tEXt`` chunk ``kinema`` or the JPEG comment, and in a sidecar
-``<name>.json`` next to the file.
+``<name>.json`` next to the file (a GIF has only the sidecar).
 
 Every problem with a file raises ``MediaError`` with a one-line message; no PyAV or Pillow exception
 escapes. libav logging is left at PyAV's default (off), so nothing is printed to the terminal.
@@ -52,7 +54,7 @@ DEFAULT_FPS = 8.0  # used when a file does not say how fast it plays (still imag
 DEFAULT_MAX_PIXELS = 4096 * 4096
 METADATA_TAG = "comment"  # the MP4 container tag that holds the metadata JSON
 PNG_TEXT_KEY = "kinema"
-VIDEO_SUFFIXES = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
+VIDEO_SUFFIXES = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".webm": "webm", ".gif": "gif"}
 IMAGE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 # (colorspace, primaries, transfer, range) = BT.709, BT.709, BT.709, limited ("MPEG").
 BT709_TAGS = (1, 1, 1, 1)
@@ -424,8 +426,8 @@ def _container_metadata(path: Path) -> dict | None:
     """Kinema metadata in the container `comment` tag, or None. Comments that are not a JSON object
     holding ``kinema_version`` were written by other tools and are ignored."""
     container = _open_av(path, "file")
-    with container:
-        comment = container.metadata.get(METADATA_TAG)
+    with container:  # the mp4 muxer keeps the tag's case, matroska (WebM) writes it upper case
+        comment = next((v for k, v in container.metadata.items() if k.lower() == METADATA_TAG), None)
     if not comment:
         return None
     try:
@@ -531,10 +533,11 @@ def write_video(
     crf: int = 12,
     sidecar: bool = True,
 ) -> Path:
-    """Write (F, H, W, 3) frames (uint8, or float in [0, 1]) as an H.264 yuv420p MP4 that browsers play.
+    """Write (F, H, W, 3) frames (uint8, or float in [0, 1]) as an H.264 yuv420p MP4 that browsers play, a VP9 WebM
+    (``.webm``, ``crf`` on VP9's scale) or a GIF (``.gif``), chosen by the suffix.
 
-    Width and height must be even (yuv420p). Metadata JSON goes in the ``comment`` tag and, when
-    `sidecar`, in ``<name>.json``. A ``.png``/``.jpg`` path with exactly one frame writes an image
+    Width and height must be even for MP4 and WebM (yuv420p). Metadata JSON goes in the ``comment`` tag (not in a
+    GIF) and, when `sidecar`, in ``<name>.json``. A ``.png``/``.jpg`` path with exactly one frame writes an image
     via ``write_image``. The file is written to a temp name and moved into place.
     """
     path = Path(path)
@@ -552,17 +555,23 @@ def write_video(
     if isinstance(crf, bool) or not isinstance(crf, numbers.Integral) or not 0 <= crf <= 51:
         raise MediaError(f"crf must be an integer in [0, 51], got {crf!r}")
     _, height, width, _ = array.shape
-    if width % 2 or height % 2:
+    if container_format != "gif" and (width % 2 or height % 2):
+        codec = "VP9" if container_format == "webm" else "H.264"
         raise MediaError(
             f"cannot write video '{path}': size {width}x{height} has an odd side; "
-            "H.264 yuv420p needs even width and height"
+            f"{codec} yuv420p needs even width and height"
         )
     metadata = _complete_metadata(metadata)
     comment = _dump_metadata(metadata)
 
     with _atomic_target(path) as temp:
         try:
-            _encode_h264(temp, container_format, array, rate, int(crf), comment, metadata["kinema_version"])
+            if container_format == "gif":
+                _encode_gif(temp, array, rate)
+            elif container_format == "webm":
+                _encode_vp9(temp, array, rate, int(crf), comment)
+            else:
+                _encode_h264(temp, container_format, array, rate, int(crf), comment, metadata["kinema_version"])
         except OSError:
             raise
         except Exception as error:
@@ -606,6 +615,80 @@ def _encode_h264(
             video_frame.pts = index
             container.mux(stream.encode(video_frame))
         container.mux(stream.encode())
+
+
+def _encode_vp9(target: Path, frames: np.ndarray, rate: Fraction, crf: int, comment: str) -> None:
+    """VP9 in WebM at constant quality (``crf``, with no bitrate cap), BT.709 like the MP4s, one thread (so the same
+    frames give the same bytes)."""
+    with av.open(str(target), "w", format="webm") as container:
+        container.metadata[METADATA_TAG] = comment
+        stream = container.add_stream("libvpx-vp9", rate=rate)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.thread_count = 1
+        stream.options = {"crf": str(crf), "b": "0", "deadline": "good", "cpu-used": "4"}
+        codec = stream.codec_context
+        codec.colorspace, codec.color_primaries, codec.color_trc, codec.color_range = BT709_TAGS
+        reformatter = VideoReformatter()
+        for index, frame in enumerate(frames):
+            video_frame = reformatter.reformat(av.VideoFrame.from_ndarray(_as_uint8(frame), format="rgb24"),
+                                               format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG")
+            video_frame.pts = index
+            container.mux(stream.encode(video_frame))
+        container.mux(stream.encode())
+
+
+def _encode_gif(target: Path, frames: np.ndarray, rate: Fraction) -> None:
+    """A looping GIF: one palette of up to 256 colours chosen (median cut) from the whole clip, so that colours
+    hold still from frame to frame, each frame mapped to it without dithering; PyAV's GIF encoder writes it."""
+    pixels = np.stack([_as_uint8(frame) for frame in frames])  # (F, H, W, 3)
+    sample = pixels[np.unique(np.linspace(0, len(pixels) - 1, min(len(pixels), 64)).round().astype(int))]
+    palette_image = Image.fromarray(sample.reshape(-1, sample.shape[2], 3)).quantize(
+        colors=256, method=Image.Quantize.MEDIANCUT)
+    rgb = np.zeros((256, 3), np.uint8)
+    used = np.asarray(palette_image.getpalette()[:768], np.uint8).reshape(-1, 3)
+    rgb[:len(used)] = used
+    argb = np.concatenate([np.full((256, 1), 255, np.uint8), rgb], axis=1)  # (256, 4) as PyAV's pal8 wants
+    with av.open(str(target), "w", format="gif") as container:
+        stream = container.add_stream("gif", rate=rate)
+        stream.width, stream.height = pixels.shape[2], pixels.shape[1]
+        stream.pix_fmt = "pal8"
+        for index, frame in enumerate(pixels):
+            indices = np.asarray(Image.fromarray(frame).quantize(palette=palette_image, dither=Image.Dither.NONE))
+            video_frame = av.VideoFrame.from_ndarray((indices, argb), format="pal8")
+            video_frame.pts = index
+            container.mux(stream.encode(video_frame))
+        container.mux(stream.encode())
+
+
+def export_to_video(video_frames: Any, output_video_path: str | os.PathLike | None = None, fps: float = 8.0, *,
+                    metadata: dict | None = None) -> str:
+    """Write the frames of one video, as a pipeline returns them in any output type, to an MP4, WebM or GIF (by the
+    suffix; default a temporary .mp4) and return its path, as diffusers' ``export_to_video``: uint8 or float [0, 1]
+    arrays (F, H, W, 3), a tensor (F, 3, H, W) or (F, H, W, 3), a list of such frames or of PIL images. No
+    sidecar JSON is written; ``metadata`` goes into the file."""
+    if output_video_path is None:
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(suffix=".mp4", delete=False) as file:
+            output_video_path = file.name
+    frames = _frames_of(video_frames)
+    if frames.ndim == 4 and frames.shape[-1] != 3 and frames.shape[1] == 3:  # (F, 3, H, W), as "pt" gives
+        frames = frames.transpose(0, 2, 3, 1)
+    return str(write_video(output_video_path, frames, fps, metadata=metadata, sidecar=False))
+
+
+def _frames_of(video_frames: Any) -> np.ndarray:
+    """Frames as one numpy array, from an array, a tensor, or a list of frames or PIL images."""
+    if hasattr(video_frames, "detach"):  # a torch tensor
+        return video_frames.detach().float().cpu().numpy() if video_frames.is_floating_point() else \
+            video_frames.detach().cpu().numpy()
+    if isinstance(video_frames, (list, tuple)):
+        if not video_frames:
+            raise MediaError("no frames to write")
+        return np.stack([np.asarray(frame.convert("RGB")) if isinstance(frame, Image.Image) else _frames_of(frame)
+                         for frame in video_frames])
+    return np.asarray(video_frames)
 
 
 # ----------------------------------------------------------------------------- frames

@@ -15,7 +15,7 @@ BENCHMARKS = Path(__file__).resolve().parents[3] / "benchmarks"  # src/kinema/cl
 
 def bench(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="world, vae, train, dit, pipeline, long, fewstep or stepcache "
+    name: Annotated[str, typer.Argument(help="world, vae, train, dit, pipeline, long, startup, fewstep or stepcache "
                                              "(benchmarks/bench_NAME.py).")],
 ) -> None:
     """Run a benchmark from the source checkout; it prints JSON lines (extra flags are passed through)."""

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from kinema.cli.options import Device, Dtype
+
 eval_app = typer.Typer(no_args_is_help=True, help="Score videos against their captions with the analyzer.")
 
 
@@ -44,10 +46,12 @@ def eval_suite(
     guidance: Annotated[float | None, typer.Option(help="Guidance scale for every prompt.")] = None,
     step_cache: Annotated[float | None, typer.Option(
         help="First-Block Cache threshold in [0, 1] for every prompt (0: off; default: the model's).")] = None,
-    expand: Annotated[bool | None, typer.Option("--expand/--no-expand",
-                                                help="Prompt expansion for every prompt (default: on).")] = None,
+    expand: Annotated[bool | None, typer.Option(
+        "--expand/--no-expand", help="Prompt expansion for every prompt (default: the model's).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON alone on standard output "
                                                           "(the table goes to standard error).")] = False,
+    device: Device = None,
+    dtype: Dtype = None,
 ) -> None:
     """Generate every prompt of a suite and score it with the analyzer against what the prompt names.
 
@@ -59,7 +63,7 @@ def eval_suite(
     spec = load_suite(suite)
     overrides = {k: v for k, v in (("steps", steps), ("guidance", guidance), ("expand", expand),
                                    ("step_cache", step_cache)) if v is not None}
-    pipe = load_pipeline(model)
+    pipe = load_pipeline(model, device, dtype)
     folder = out or Path("runs") / "eval" / spec.name
     report = run_suite(spec, pipe, folder, limit=limit, overrides=overrides, samples=samples)
     print_report(report, to_stderr=json_out)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from kinema.cli.options import Device, Dtype, Offload
 from kinema.errors import KinemaError
 from kinema.serve.database import is_postgres_url
 
@@ -34,6 +36,14 @@ def serve(
                                                        "width x height.")] = 1 << 25,
     poll_after_ms: Annotated[int, typer.Option(help="Poll interval the server suggests to clients.")] = 500,
     log_level: Annotated[str, typer.Option(help="critical, error, warning, info or debug.")] = "info",
+    lora_dir: Annotated[Path | None, typer.Option(help="A folder of LoRA .safetensors files that requests may name "
+                                                       "in 'loras'.")] = None,
+    expand_with: Annotated[str | None, typer.Option(
+        help="An OpenAI-compatible chat endpoint that requests may ask to extend their prompts with "
+             "('expand_with': true).")] = None,
+    device: Device = None,
+    offload: Offload = "none",
+    dtype: Dtype = None,
 ) -> None:
     """Serve the OpenAI-compatible video API (/v1/videos) and the web studio (/) on one loaded model."""
     from kinema.serve.guard import check_host
@@ -59,14 +69,18 @@ def serve(
     if workers == 0 and not is_postgres_url(db):
         raise KinemaError("--workers 0 needs a PostgreSQL job store (--db postgresql://...) that 'kinema worker' "
                           "processes share; one server process uses a SQLite file")
+    if expand_with is not None and not re.fullmatch(r"https?://\S+", expand_with):
+        raise KinemaError(f"expand-with '{expand_with}': give an http:// or https:// URL")
+    if lora_dir is not None and not lora_dir.is_dir():
+        raise KinemaError(f"lora-dir '{lora_dir}' is not a folder")
     check_host(host, token)  # before anything heavy loads, so a refusal is immediate
     from kinema.inference.generate import load_pipeline
     from kinema.serve import ServerConfig, run_server
 
     config = ServerConfig(db=db, media=media, workers=workers, lease=lease_seconds, token=token, max_queue=max_queue,
                           max_upload_bytes=int(max_upload_mb * (1 << 20)), max_video_pixels=max_video_pixels,
-                          poll_after_ms=poll_after_ms)
-    pipe = load_pipeline(model)  # the API checks requests against the model's settings, whoever runs them
+                          poll_after_ms=poll_after_ms, lora_dir=lora_dir, expand_with=expand_with)
+    pipe = load_pipeline(model, device, dtype, offload=offload)  # the API checks requests against the model's settings
     if workers:
         pipe.text_encoder  # noqa: B018 (load it now: the first job should not wait, a broken install should fail here)
     run_server(config, pipe, host, port, log_level=log_level)

@@ -7,6 +7,7 @@ models load inside the commands), so ``kinema --help`` is fast.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from kinema.cli.errors import rank
+from kinema.cli.options import Device
 
 train_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                         help="Train the models (one process, or many under torchrun).")
@@ -114,22 +116,28 @@ def export_distill_command(
 def cache_latents_command(
     config: ConfigPath,
     output: Annotated[Path, typer.Option("-o", "--out", help="Cache folder to write (resumable).")],
-    clips: Annotated[int, typer.Option("--clips", min=1, help="How many world clips to render and encode.")],
+    clips: Annotated[int | None, typer.Option("--clips", min=1, help="How many clips to encode (world clips: "
+                                                                     "required; a video folder: default, each "
+                                                                     "video once).")] = None,
     fp32: Annotated[bool, typer.Option("--fp32", help="Store float32 latents (default: float16).")] = False,
     overrides: Overrides = None,
 ) -> None:
-    """Encode world clips (as the DiT config's `data` section describes) with its VAE into a latent cache."""
+    """Encode the clips of the DiT config's `data` section (world clips, or your videos with data.folder=DIR) with
+    its VAE into a latent cache; train on it with data.latent_cache=[DIR]."""
     import torch
     from tqdm import tqdm
 
-    from kinema.train.dit import cache_world_latents, load_dit_config
+    from kinema.errors import KinemaError
+    from kinema.train.dit import cache_training_latents, load_dit_config
 
+    _setup_logging()
     settings = load_dit_config(config, overrides or [])
-    total = -(-clips // settings.train.batch_size)
-    with tqdm(total=total, unit="batch", desc="caching latents") as bar:
-        index = cache_world_latents(settings, output, clips, torch.float32 if fp32 else torch.float16,
-                                    progress=lambda done: bar.update(done - bar.n))
-    typer.echo(f"wrote {index.parent} ({total * settings.train.batch_size} clips)")
+    if clips is None and settings.data.folder is None:
+        raise KinemaError("--clips is needed for world clips (how many to render and encode)")
+    with tqdm(unit="batch", desc="caching latents") as bar:
+        index = cache_training_latents(settings, output, clips, torch.float32 if fp32 else torch.float16,
+                                       progress=lambda done: bar.update(done - bar.n))
+    typer.echo(f"wrote {index.parent} ({json.loads(index.read_text(encoding='utf-8'))['items']} clips)")
 
 
 @train_app.command("export-vae")
@@ -185,10 +193,44 @@ class _TqdmHandler(logging.Handler):
 
 
 def _setup_logging() -> None:
-    train_logger = logging.getLogger("kinema.train")
-    if not any(isinstance(handler, _TqdmHandler) for handler in train_logger.handlers):
-        handler = _TqdmHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        train_logger.addHandler(handler)
-    train_logger.setLevel(logging.INFO)
-    train_logger.propagate = False
+    """The trainer's log and the data sources' (what a video folder holds and skips) as plain lines."""
+    for name in ("kinema.train", "kinema.data"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(handler, _TqdmHandler) for handler in logger.handlers):
+            handler = _TqdmHandler()
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+@train_app.command("lora")
+def lora_command(
+    model: Annotated[str, typer.Option(help="The model folder (a diffusers Wan folder, or kinema's own).")],
+    data: Annotated[Path, typer.Option(help="A folder of videos, each with a .txt caption beside it (or a "
+                                            "manifest.jsonl).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The LoRA file to write (.safetensors).")] = Path(
+        "lora.safetensors"),
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 500,
+    rank_: Annotated[int, typer.Option("--rank", help="LoRA rank.")] = 16,
+    alpha: Annotated[float | None, typer.Option(help="LoRA alpha (default: the rank, scale 1).")] = None,
+    lr: Annotated[float, typer.Option(help="Learning rate (AdamW).")] = 1e-4,
+    batch_size: Annotated[int, typer.Option(help="Clips per step.")] = 1,
+    frames: Annotated[int, typer.Option(help="Frames per clip (1 + 4k).")] = 17,
+    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT clips are cropped and resized to.")] = "256x256",
+    fps: Annotated[float, typer.Option(help="Frames per second clips are sampled at.")] = 16.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: Device = None,
+    expert: Annotated[str, typer.Option(help="Wan2.2 A14B: the expert to train for, high (noise) or low; load a "
+                                             "low one with --lora low=FILE.")] = "high",
+) -> None:
+    """Train a LoRA on a folder of your own videos with captions; writes the diffusers format, which `kinema generate
+    --lora` and diffusers' WanPipeline.load_lora_weights read."""
+    from kinema.devices import resolve_device
+    from kinema.train.lora import LoraTrainConfig, train_lora
+
+    config = LoraTrainConfig(model=model, data=str(data), out=str(output), rank=rank_, alpha=alpha, steps=steps,
+                             lr=lr, batch_size=batch_size, frames=frames, size=size, fps=fps, seed=seed,
+                             device=str(resolve_device(device)), expert=expert)
+    written = train_lora(config, log=typer.echo)
+    typer.echo(f"wrote {written}")

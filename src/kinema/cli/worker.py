@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from kinema.cli.options import Device, Dtype, Offload
 from kinema.cli.serve import check_store
 from kinema.errors import KinemaError
 from kinema.serve.database import is_postgres_url
@@ -32,6 +33,9 @@ def worker(
     split_guidance: Annotated[bool, typer.Option(
         "--split-guidance/--no-split-guidance", help="Under torchrun: guidance's two passes on two halves of the "
                                                      "ranks (an even number), or every rank on every pass.")] = True,
+    device: Device = None,
+    offload: Offload = "none",
+    dtype: Dtype = None,
 ) -> None:
     """Run queued jobs, oldest first, until stopped (SIGINT or SIGTERM put the running job back in the queue)."""
     if not is_postgres_url(db):
@@ -44,7 +48,10 @@ def worker(
         raise KinemaError(f"log-level '{log_level}': choose critical, error, warning, info or debug")
     if not media.is_dir():
         raise KinemaError(f"--media '{media}' is not a folder (the API creates it; give the same folder)")
+    from kinema.inference.generate import check_placement
     from kinema.serve.database import open_job_store
+
+    check_placement(device, dtype, offload)  # before the job store is opened
 
     leader = int(os.environ.get("RANK", "0") or 0) == 0
     store = open_job_store(db) if leader else None  # before the model loads: a wrong URL is told at once
@@ -55,7 +62,7 @@ def worker(
         from kinema.serve.worker import log_to_stderr, run_worker
 
         log_to_stderr(log_level)
-        pipe = load_pipeline(model)
+        pipe = load_pipeline(model, device, dtype, offload=offload)  # the API's model, placed for this machine
         pipe.text_encoder  # noqa: B018 (load it now: a broken install fails here, not in a job)
         with parallel_ranks(pipe, split_guidance) as rank:
             ranks = RankChannel() if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else None

@@ -1,9 +1,12 @@
 """A folder of real videos with captions, served as shape-bucketed, index-addressable batches.
 
-Captions come from ``ROOT/manifest.jsonl`` when it exists (one JSON object per line: ``file``
-relative to ROOT, ``caption``, optional ``scene_caption`` and ``shots``, a list of ``{"start":
-source frame or "start_seconds": s, "caption": ...}``, as ``kinema world make`` writes), otherwise from
-a ``.txt`` file beside each video with the same stem.
+Captions come from a manifest when there is one, otherwise from a ``.txt`` file beside each video with the same
+stem (as kohya's and musubi-tuner's datasets do). A manifest is ``manifest.jsonl``, ``metadata.jsonl``,
+``manifest.csv`` or ``metadata.csv`` in ROOT (the first found), or any such file named explicitly: JSON lines, or a
+CSV with a header row. Each entry names its video relative to ROOT (``file``, or ``file_name`` as Hugging Face
+datasets' folders do, ``video``, ``video_path`` or ``path``) and its caption (``caption``, ``text`` or
+``prompt``); JSON lines may add ``scene_caption`` and ``shots``, a list of ``{"start": source frame or
+"start_seconds": s, "caption": ...}``, as ``kinema world make`` writes.
 
 The scan at construction reads headers only (``video_info``). Files that cannot be used are
 skipped and reported in ``skipped`` as (path, reason), with a one-line summary logged to
@@ -53,6 +56,9 @@ log = logging.getLogger("kinema.data")
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 MANIFEST = "manifest.jsonl"
+MANIFESTS = (MANIFEST, "metadata.jsonl", "manifest.csv", "metadata.csv")  # looked for in ROOT, in this order
+FILE_KEYS = ("file", "file_name", "video", "video_path", "path")  # a manifest entry's video, relative to ROOT
+CAPTION_KEYS = ("caption", "text", "prompt")
 _EPS = 1e-6
 
 
@@ -132,25 +138,46 @@ def check_buckets(buckets: list[tuple[int, int, int]]) -> list[tuple[int, int, i
 # ----------------------------------------------------------------------------- caption sources
 
 
-def _manifest_entries(root: Path, skipped: list[tuple[str, str]]) -> list[tuple[Path, dict]]:
-    manifest = root / MANIFEST
-    entries = []
+def find_manifest(root: Path) -> Path | None:
+    """The manifest of a video folder: the first of MANIFESTS in it, or None (captions from .txt files)."""
+    return next((root / name for name in MANIFESTS if (root / name).is_file()), None)
+
+
+def _manifest_rows(manifest: Path, skipped: list[tuple[str, str]]) -> list[tuple[str, object]]:
+    """(where, row) for every non-empty row of a JSONL or CSV manifest; rows that are not valid are skipped."""
     try:
-        text = manifest.read_text(encoding="utf-8")
+        text = manifest.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise KinemaError(f"cannot read '{manifest}': {e}") from None
+    if manifest.suffix.lower() == ".csv":
+        import csv
+
+        reader = csv.DictReader(text.splitlines())
+        if not reader.fieldnames or not set(reader.fieldnames) & set(FILE_KEYS):
+            raise KinemaError(f"manifest '{manifest}': its header must name the video column "
+                              f"({' or '.join(FILE_KEYS)}) and the caption column ({' or '.join(CAPTION_KEYS)})")
+        return [(f"{manifest}:{n}", row) for n, row in enumerate(reader, start=2)]
+    rows = []
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            rows.append((f"{manifest}:{n}", json.loads(line)))
         except json.JSONDecodeError as e:
             skipped.append((f"{manifest}:{n}", f"bad manifest line: not valid JSON ({e.msg})"))
+    return rows
+
+
+def _manifest_entries(root: Path, manifest: Path, skipped: list[tuple[str, str]]) -> list[tuple[Path, dict]]:
+    entries = []
+    for where, record in _manifest_rows(manifest, skipped):
+        file = next((record[k] for k in FILE_KEYS if isinstance(record, dict) and isinstance(record.get(k), str)),
+                    None)
+        if file is None:
+            skipped.append((where, f"bad manifest line: expected an object with a video ({', '.join(FILE_KEYS)})"))
             continue
-        if not isinstance(record, dict) or not isinstance(record.get("file"), str):
-            skipped.append((f"{manifest}:{n}", "bad manifest line: expected an object with a 'file' string"))
-            continue
-        entries.append((root / record["file"], record))
+        caption = next((record[k] for k in CAPTION_KEYS if isinstance(record.get(k), str)), None)
+        entries.append((root / file, {**record, "caption": caption}))
     return entries
 
 
@@ -197,10 +224,16 @@ class VideoFolderSource:
     """Batches of real videos from ``root``, bucketed by aspect ratio and duration (module docstring)."""
 
     def __init__(self, root: str | Path, fps: float, buckets: list[tuple[int, int, int]], batch_size: int,
-                 seed: int, min_frames: int | None = None, random_window: bool = True) -> None:
+                 seed: int, min_frames: int | None = None, random_window: bool = True,
+                 manifest: str | Path | None = None) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise KinemaError(f"video folder '{root}' does not exist or is not a directory")
+        self.manifest = Path(manifest) if manifest is not None else find_manifest(self.root)
+        if self.manifest is not None and not self.manifest.is_file():
+            raise KinemaError(f"manifest '{manifest}' does not exist")
+        if self.manifest is not None and self.manifest.suffix.lower() not in (".jsonl", ".csv"):
+            raise KinemaError(f"manifest '{manifest}': expected a .jsonl or .csv file")
         if not (isinstance(fps, numbers.Real) and 0 < fps <= 1000):
             raise KinemaError(f"fps must be in (0, 1000] (got {fps!r})")
         check_index(0, batch_size)
@@ -225,8 +258,10 @@ class VideoFolderSource:
     # ------------------------------------------------------------------ scan
 
     def _scan(self) -> list[VideoRecord]:
-        use_manifest = (self.root / MANIFEST).is_file()
-        entries = (_manifest_entries if use_manifest else _text_entries)(self.root, self.skipped)
+        if self.manifest is not None:
+            entries = _manifest_entries(self.root, self.manifest, self.skipped)
+        else:
+            entries = _text_entries(self.root, self.skipped)
         records = []
         for path, entry in entries:
             reason_or_record = self._check(path, entry)
@@ -278,6 +313,9 @@ class VideoFolderSource:
     def describe(self) -> dict:
         return {"source": "folder", "root": str(self.root), "fps": self.fps, "buckets": [list(b) for b in self.buckets],
                 "seed": self.seed, "videos": len(self.records), "random_window": self.random_window}
+
+    def close(self) -> None:
+        """Nothing to stop (sources with render processes stop them here)."""
 
     def batches_per_epoch(self, batch_size: int | None = None) -> int:
         return epoch_length(self.groups, batch_size or self.batch_size)

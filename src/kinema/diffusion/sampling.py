@@ -17,8 +17,9 @@ Model = Callable[..., torch.Tensor]
 
 
 def flow_schedule(steps: int, shift: float = 1.0, start: float = 1.0) -> torch.Tensor:
-    """steps + 1 flow times from ``start`` down to 0, uniform in t then shifted (as SD3/Wan)."""
-    t = torch.linspace(start, 0.0, steps + 1, dtype=torch.float64)
+    """steps + 1 flow times from ``start`` down to 0, uniform in t then shifted (as SD3/Wan). On the CPU whatever
+    torch's default device: samplers read them as Python numbers, which on a GPU would sync at every step."""
+    t = torch.linspace(start, 0.0, steps + 1, dtype=torch.float64, device="cpu")
     return shift_time(t, shift).float()
 
 
@@ -66,6 +67,18 @@ def _hold_known(x: torch.Tensor, known: torch.Tensor | None, known_latents: torc
 
 
 KnownTime = float | torch.Tensor
+Callback = Callable[[int, int, torch.Tensor], torch.Tensor | None]
+
+
+def _after_step(callback: Callback | None, step: int, steps: int, x: torch.Tensor,
+                mask: torch.Tensor | None) -> torch.Tensor:
+    """Call ``callback(step, steps, x)``; latents it returns replace x (known frames stay held)."""
+    if callback is None:
+        return x
+    replaced = callback(step, steps, x)
+    if replaced is None:
+        return x
+    return replaced if mask is None else torch.where(mask, x, replaced.to(x.dtype))
 
 
 def _frame_times(value: float, x: torch.Tensor, known: torch.Tensor | None, known_time: KnownTime = 0.0,
@@ -87,7 +100,7 @@ def sample_euler(
     known: torch.Tensor | None = None,
     known_latents: torch.Tensor | None = None,
     extra_args: dict | None = None,
-    callback: Callable[[int, int, torch.Tensor], None] | None = None,
+    callback: Callback | None = None,
     known_time: KnownTime = 0.0,
 ) -> torch.Tensor:
     """Euler integration of dx/dt = v from times[0] to times[-1] (Liu et al. 2023, rectified flow).
@@ -95,7 +108,7 @@ def sample_euler(
     x: (B, C, F', H', W') start (noise at times[0]). Frames where ``known`` (B, F') is True are held
     at ``known_latents`` with t = ``known_time`` throughout (0: clean; a number or one per frame, (B, F')),
     so they stay bit-identical. A known time > 0 says those latents carry that much noise (noised context,
-    as in diffusion forcing).
+    as in diffusion forcing). ``callback(step, steps, x)`` runs after each step; latents it returns replace x.
     """
     extra_args = extra_args or {}
     x, mask = _hold_known(x, known, known_latents)
@@ -104,8 +117,7 @@ def sample_euler(
         v = model(x, _frame_times(float(times[i]), x, known, known_time), **extra_args)
         x_next = x + (float(times[i + 1]) - float(times[i])) * v
         x = x_next if mask is None else torch.where(mask, x, x_next)
-        if callback is not None:
-            callback(i + 1, steps, x)
+        x = _after_step(callback, i + 1, steps, x, mask)
     return x
 
 
@@ -117,7 +129,7 @@ def sample_heun(
     known: torch.Tensor | None = None,
     known_latents: torch.Tensor | None = None,
     extra_args: dict | None = None,
-    callback: Callable[[int, int, torch.Tensor], None] | None = None,
+    callback: Callback | None = None,
     known_time: KnownTime = 0.0,
 ) -> torch.Tensor:
     """Heun's second-order method (Karras et al. 2022, Algorithm 1 without churn); Euler on the last step."""
@@ -132,12 +144,63 @@ def sample_heun(
             v1 = model(x_next, _frame_times(t1, x, known, known_time), **extra_args)
             x_next = x + (t1 - t0) * 0.5 * (v0 + v1)
         x = x_next if mask is None else torch.where(mask, x, x_next)
-        if callback is not None:
-            callback(i + 1, steps, x)
+        x = _after_step(callback, i + 1, steps, x, mask)
     return x
 
 
-SAMPLERS = {"euler": sample_euler, "heun": sample_heun}
+def experts(high: Model, low: Model, boundary: float) -> Model:
+    """Two models split by flow time (Wan2.2's mixture of experts): ``high`` while the step's time (the largest
+    per-frame time, that of the frames being denoised) is at or above ``boundary``, ``low`` below it."""
+
+    def model(x: torch.Tensor, t: torch.Tensor, **extra) -> torch.Tensor:
+        # diffusers compares timesteps (flow time x 1000); the margin absorbs the float32 rounding of t / 1000
+        return (high if float(t.max()) >= boundary - 1e-6 else low)(x, t, **extra)
+
+    return model
+
+
+@torch.no_grad()
+def sample_scheduler(
+    model: Model,
+    x: torch.Tensor,
+    scheduler,
+    steps: int,
+    start: float = 1.0,
+    known: torch.Tensor | None = None,
+    known_latents: torch.Tensor | None = None,
+    extra_args: dict | None = None,
+    callback: Callback | None = None,
+    known_time: KnownTime = 0.0,
+) -> torch.Tensor:
+    """The steps of a diffusers flow-matching scheduler (Wan's: UniPC, Zhao et al. 2023, on flow sigmas), with
+    kinema's known frames held as in ``sample_euler``. Starts at the first of the scheduler's times at or below
+    ``start`` (an edit's strength; ``scheduler_start`` says which). The model gets flow time = timestep / the
+    scheduler's training timesteps, as Wan's transformer gets the timestep. ``callback(step, steps, x)`` runs after
+    each step; latents it returns replace x, as in ``sample_euler``."""
+    extra_args = extra_args or {}
+    first, _ = scheduler_start(scheduler, steps, start, x.device)
+    timesteps = scheduler.timesteps[first:]
+    scheduler.set_begin_index(first)
+    total = float(scheduler.config.num_train_timesteps)
+    x, mask = _hold_known(x, known, known_latents)
+    for i, t in enumerate(timesteps):
+        v = model(x, _frame_times(float(t) / total, x, known, known_time), **extra_args)
+        x_next = scheduler.step(v, t, x, return_dict=False)[0]
+        x = x_next if mask is None else torch.where(mask, x, x_next)
+        x = _after_step(callback, i + 1, len(timesteps), x, mask)
+    return x
+
+
+def scheduler_start(scheduler, steps: int, start: float, device: torch.device | str = "cpu") -> tuple[int, float]:
+    """Set the scheduler's timesteps for ``steps``; (the index of its first time at or below flow time ``start``,
+    that time)."""
+    scheduler.set_timesteps(steps, device=device)
+    sigmas = [float(s) for s in scheduler.sigmas[: len(scheduler.timesteps)]]
+    first = next((i for i, sigma in enumerate(sigmas) if sigma <= start + 1e-6), len(sigmas) - 1)
+    return first, sigmas[first]
+
+
+SAMPLERS = {"euler": sample_euler, "heun": sample_heun}  # joint samplers; "ar" runs frame by frame (below)
 
 
 @torch.no_grad()
@@ -148,7 +211,7 @@ def sample_autoregressive(
     known: torch.Tensor | None = None,
     known_latents: torch.Tensor | None = None,
     extra_args: dict | None = None,
-    callback: Callable[[int, int, torch.Tensor], None] | None = None,
+    callback: Callback | None = None,
     known_time: KnownTime = 0.0,
     context_time: float = 0.0,
     context_noise: torch.Tensor | None = None,
@@ -177,9 +240,8 @@ def sample_autoregressive(
         prefix_known[:, k] = False
         offset = n * steps
 
-        def step_callback(i: int, _steps: int, x_now: torch.Tensor, offset: int = offset) -> None:
-            if callback is not None:
-                callback(offset + i, total, x_now)
+        def step_callback(i: int, _steps: int, x_now: torch.Tensor, offset: int = offset) -> torch.Tensor | None:
+            return callback(offset + i, total, x_now) if callback is not None else None
 
         made = sample_euler(model, prefix, times, known=prefix_known, known_latents=prefix, extra_args=extra_args,
                             callback=step_callback, known_time=held[:, :k + 1])
@@ -201,7 +263,7 @@ def sample_autoregressive_cached(
     known: torch.Tensor | None = None,
     known_latents: torch.Tensor | None = None,
     extra_args: dict | None = None,
-    callback: Callable[[int, int, torch.Tensor], None] | None = None,
+    callback: Callback | None = None,
     known_time: KnownTime = 0.0,
     context_time: float = 0.0,
     context_noise: torch.Tensor | None = None,
@@ -234,8 +296,9 @@ def sample_autoregressive_cached(
             t = torch.full((b, 1), float(times[i]), device=x.device)
             v = model(frame, t, cache=cache, **extra_args)
             frame = frame + (float(times[i + 1]) - float(times[i])) * v
-            if callback is not None:
-                callback(n * steps + i + 1, total, frame)
+            if callback is not None:  # it sees the frame being made; latents it returns replace that frame
+                replaced = callback(n * steps + i + 1, total, frame)
+                frame = frame if replaced is None else replaced
         out[:, :, k:k + 1] = frame
         if k + 1 < frames:
             seen = frame

@@ -68,14 +68,16 @@ def conditioning_for_mode(mode: str, image: np.ndarray | None = None, video: np.
     return []
 
 
-def hold(known: Sequence[KnownLatents], shape: tuple[int, ...]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def hold(known: Sequence[KnownLatents], shape: tuple[int, ...],
+         device: torch.device | str = "cpu") -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The known-frame mask (B, F') and the latents (B, C, F', H', W') of ``shape`` that hold ``known`` in place,
-    or (None, None) when nothing is known. Items are placed in order, a later one over an earlier one."""
+    on ``device``, or (None, None) when nothing is known. Items are placed in order, a later one over an earlier
+    one."""
     if not known:
         return None, None
     batch, _, latent_frames = shape[:3]
-    mask = torch.zeros(batch, latent_frames, dtype=torch.bool)
-    values = torch.zeros(shape)
+    mask = torch.zeros(batch, latent_frames, dtype=torch.bool, device=device)
+    values = torch.zeros(shape, device=device)
     for item in known:
         count = item.latents.shape[2]
         first = 0 if item.at == "start" else latent_frames - count

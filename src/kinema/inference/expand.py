@@ -9,16 +9,27 @@ seed, simulates that scene for the requested length, and lets the world's captio
 expansion therefore only says things that happen in a world consistent with the prompt, in the exact
 words of the training captions.
 
-A prompt that names nothing the world knows is left as it is.
+A prompt that names nothing the world knows is left as it is, with a warning (``undrawable``): a model trained
+on the world draws only the world (``kinema world vocab`` lists its words).
+
+**Input first.** Where the output keeps or starts from given frames (image to video, extend, connect, edit), the
+input is described with kinema's analyzer (``seen_scene``: its sky, ground, occluder and objects) and the
+expansion is built on that: the input's stage wins over the seed's choices, and each object the prompt names takes
+what it leaves open (size, colour) from the input object it matches; objects of the input the prompt does not name
+are kept. An edit is the exception where the prompt's own stage wins, since it asks for a change.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from kinema.world.caption import caption_clip, find_phrases, parse_prompt
+from kinema.world.caption import EXTRA_WORDS, VOCAB, caption_clip, find_phrases, parse_prompt
 from kinema.world.palette import GROUND_COLORS, OBJECT_COLORS, SKY_COLORS
 from kinema.world.physics import simulate
 from kinema.world.scene import (
@@ -45,6 +56,16 @@ MOVING = tuple(a for a in ACTIONS if a != "rests")
 FILL_SIZES = ("medium", "large")
 MIN_CONTRAST = 150.0  # RGB distance between a filled-in sky or ground and a named object's colour
 _BOUNCE = re.compile(r"\bbounc")
+SEEN_FRAMES = 32  # frames of an input the analyzer reads (tens of ms each): the end the output continues from
+log = logging.getLogger("kinema.inference")
+# Words of a prompt that say nothing about what is drawn.
+FUNCTION_WORDS = frozenset([
+    "a", "an", "the", "and", "or", "of", "in", "on", "at", "to", "into", "onto", "over", "under", "with", "without",
+    "from", "by", "for", "as", "is", "are", "was", "were", "be", "being", "been", "it", "its", "this", "that",
+    "these", "those", "there", "here", "then", "than", "very", "some", "one", "two", "three", "four", "several",
+    "while", "when", "where", "which", "who", "what", "up", "down", "off", "out", "away", "again", "keeps", "keep",
+    "continues", "still", "also", "just", "slowly", "quickly",
+])
 
 
 def _contrasting(rng: np.random.Generator, names: tuple[str, ...], palette: dict, colors: list[str]) -> str:
@@ -68,11 +89,116 @@ def _objects_named(prompt: str) -> list[dict]:
             for _, shape in shapes[:1]]
 
 
-def expand_prompt(prompt: str, seed: int = 0, seconds: float = 4.0, fps: float = 8.0) -> str | None:
-    """The training-style caption of a simulated scene that matches ``prompt``; None if the prompt names
-    no object, sky, ground or occluder of the world. The same prompt and seed give the same expansion."""
+def names_the_world(prompt: str) -> bool:
+    """Whether a prompt names an object, sky, ground or occluder of the simulated world."""
+    parsed = parse_prompt(prompt)
+    return bool(_objects_named(prompt)) or any(parsed[key] is not None for key in ("sky", "ground", "occluder"))
+
+
+def world_words() -> frozenset[str]:
+    """Every word of the world's vocabulary (``kinema world vocab``) and of the prompt words it reads."""
+    words = {word for values in VOCAB.values() for phrases in values.values() for phrase in phrases
+             for word in re.findall(r"[a-z]+", phrase)}
+    words |= {word for values in EXTRA_WORDS.values() for word in values}
+    return frozenset(words | {"left", "right", "rightward", "leftward", "bouncing", "rolling", "throw", "drop"})
+
+
+def undrawable(prompt: str) -> str | None:
+    """A one-line warning for a prompt that names nothing of the simulated world (a model trained on the world
+    cannot draw it), naming the words it does not know; None for a prompt it can draw."""
+    if names_the_world(prompt):
+        return None
+    known = world_words() | FUNCTION_WORDS
+    unknown = list(dict.fromkeys(w for w in re.findall(r"[a-z]+", prompt.lower()) if w not in known))
+    shown = ", ".join(unknown[:6]) + (", ..." if len(unknown) > 6 else "")
+    words = f" ({shown} are not among its words)" if unknown else ""
+    return (f"the prompt names nothing this model knows{words}: it draws only the simulated world's balls and "
+            f"boxes on grass, sand, snow or stone; `kinema world vocab` lists its words")
+
+
+def seen_scene(clips: list[np.ndarray], fps: float) -> dict[str, Any] | None:
+    """What kinema's analyzer sees in input frames (each clip uint8 (F, H, W, 3)): the sky, ground and occluder
+    seen most and the objects tracked longest, as ``parse_prompt`` gives them; None when it sees no stage."""
+    from kinema.eval.analyzer import analyze_video
+
+    skies: Counter = Counter()
+    grounds: Counter = Counter()
+    occluders: Counter = Counter()
+    objects: Counter = Counter()  # (colour, shape) -> frames seen
+    sizes: dict[tuple[str, str], Counter] = {}
+    for clip in clips:
+        analysis = analyze_video(np.asarray(clip), fps)
+        for frame in analysis.frames:
+            skies.update([frame.sky] if frame.sky else [])
+            grounds.update([frame.ground] if frame.ground else [])
+            occluders.update([frame.occluder] if frame.occluder else [])
+            for detection in frame.objects:
+                key = (detection.color, detection.shape)
+                objects[key] += 1
+                sizes.setdefault(key, Counter())[detection.size] += 1
+    if not skies and not grounds:
+        return None
+    frames = sum(len(np.asarray(c)) if np.asarray(c).ndim == 4 else 1 for c in clips)
+    seen = [key for key, count in objects.most_common() if count * 4 >= frames][:MAX_OBJECTS]  # in 1 of 4 frames
+    return {
+        "sky": skies.most_common(1)[0][0] if skies else None,
+        "ground": grounds.most_common(1)[0][0] if grounds else None,
+        "occluder": occluders.most_common(1)[0][0] if occluders and sum(occluders.values()) * 2 >= frames else None,
+        "objects": [{"color": color, "shape": shape, "size": sizes[(color, shape)].most_common(1)[0][0],
+                     "material": None, "paint": None, "action": None} for color, shape in seen],
+    }
+
+
+def input_clips(items: Sequence[Any], edited: Any = None) -> list[np.ndarray]:
+    """The input frames an output continues from, for ``seen_scene``: of each known item
+    (``kinema.inference.conditioning.ConditioningItem``) the frames nearest the generated ones (the last of an
+    opening item, the first of a closing one), or the first frames of a video being edited."""
+    if edited is not None:
+        return [np.asarray(edited)[:SEEN_FRAMES]]
+    clips = []
+    share = SEEN_FRAMES // max(1, len(items))
+    for item in items:
+        frames = np.asarray(item.frames)
+        frames = frames[None] if frames.ndim == 3 else frames
+        clips.append(frames[-share:] if item.at == "start" else frames[:share])
+    return clips
+
+
+def _matching(want: dict, seen: list[dict]) -> dict | None:
+    """The input object a named object is: the same colour and shape, else the same shape, else the same colour."""
+    for same in (lambda o: (o["color"], o["shape"]) == (want["color"], want["shape"]),
+                 lambda o: want["shape"] is not None and o["shape"] == want["shape"],
+                 lambda o: want["color"] is not None and o["color"] == want["color"]):
+        found = next((o for o in seen if same(o)), None)
+        if found is not None:
+            return found
+    return None
+
+
+def _with_seen(parsed: dict, named: list[dict], seen: dict, prompt_first: bool) -> tuple[dict, list[dict]]:
+    """The prompt's stage and objects completed by what the input shows (``seen_scene``)."""
+    stage = {key: (parsed[key] or seen[key]) if prompt_first else (seen[key] or parsed[key])
+             for key in ("sky", "ground", "occluder")}
+    left = list(seen["objects"])
+    objects = []
+    for want in named:
+        found = _matching(want, left)
+        if found is not None:
+            left.remove(found)
+            want = {**want, **{k: found[k] for k in ("color", "shape", "size") if want[k] is None}}
+        objects.append(want)
+    return {**parsed, **stage}, objects + left
+
+
+def expand_prompt(prompt: str, seed: int = 0, seconds: float = 4.0, fps: float = 8.0, seen: dict | None = None,
+                  prompt_first: bool = False) -> str | None:
+    """The training-style caption of a simulated scene that matches ``prompt`` (and ``seen``, what the input
+    shows: ``seen_scene``; its stage wins unless ``prompt_first``); None if neither names an object, sky, ground
+    or occluder of the world. The same prompt, input and seed give the same expansion."""
     parsed = parse_prompt(prompt)
     named = _objects_named(prompt)
+    if seen is not None:
+        parsed, named = _with_seen(parsed, named, seen, prompt_first)
     if not named and parsed["sky"] is None and parsed["ground"] is None and parsed["occluder"] is None:
         return None
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x657870]))
@@ -108,3 +234,51 @@ def expand_prompt(prompt: str, seed: int = 0, seconds: float = 4.0, fps: float =
                       objects=objects, shots=[ShotSpec(0, frames, "wide", 0)],
                       far_seed=int(rng.integers(1 << 30)))
     return caption_clip(scene, simulate(scene)).caption
+
+
+def expand_prompts(call: Any, items: Sequence[Any] = (), edited: Any = None) -> tuple[list[str], list[str | None]]:
+    """The text each prompt of a pipeline call (``KinemaPipeline.resolve_call``) is generated from, and its
+    expansion (None where the prompt is used as given). Expands when ``call.expand``, on what the input shows (the
+    call's known ``items`` and the video it ``edited``: ``input_clips``); warns once per prompt that names nothing
+    of the world when the model draws the world. Storyboards are not expanded (their shots are written in the
+    captions' own shape)."""
+    board = call.storyboard
+    if board is not None:
+        if call.world_prompts and not any(names_the_world(text) for text in board.shot_texts()):
+            log.warning("%s", undrawable(" ".join(board.shot_texts())))
+        return [board.scene], [None]
+    if call.expand_with is not None:
+        return extended_prompts(call)
+    seen = None
+    if call.expand:
+        clips = input_clips(items, edited)
+        seen = seen_scene(clips, call.fps) if clips else None
+    texts: list[str] = []
+    expanded: list[str | None] = []
+    for prompt in call.prompts:
+        result = None
+        if call.expand:
+            result = expand_prompt(prompt, seed=call.seed, seconds=max(call.num_frames - 1, 0) / call.fps,
+                                   fps=call.fps, seen=seen, prompt_first=call.mode == "edit")
+        if result is not None:
+            log.info("expanded prompt: %s", result)
+        elif call.world_prompts and (warning := undrawable(prompt)) is not None:
+            log.warning("%s", warning)
+        texts.append(result or prompt)
+        expanded.append(result)
+    return texts, expanded
+
+
+def extended_prompts(call: Any) -> tuple[list[str], list[str | None]]:
+    """Each prompt extended by the chat endpoint ``call.expand_with`` (``kinema.inference.chat``), or used as given
+    (with a warning) where the endpoint fails."""
+    from kinema.inference.chat import extend_prompt
+
+    def warn(message: str) -> None:
+        log.warning("%s", message.removeprefix("warning: "))
+
+    expanded = [extend_prompt(prompt, call.expand_with, warn=warn) for prompt in call.prompts]
+    for result in expanded:
+        if result is not None:
+            log.info("extended prompt: %s", result)
+    return [result or prompt for prompt, result in zip(call.prompts, expanded)], expanded

@@ -103,6 +103,15 @@ def window_start_frames(num_frames: int, window: int, context: int, memory: int,
     return [1 + LATENT_STRIDE * (w.start - 1) for w in plan[1:]]
 
 
+def plan_for_call(pipe, call) -> list[Window]:
+    """The passes ``generate_long`` makes for a resolved pipeline call (``KinemaPipeline.resolve_call``)."""
+    vae_time = pipe.vae.temporal_compression
+    shot_starts = call.storyboard.frame_plan(call.fps)[1] if call.storyboard is not None else [0]
+    return plan_windows(latent_count(call.num_frames, stride=vae_time), call.windows.window, call.windows.context,
+                        call.windows.memory, latent_shot_starts(shot_starts, vae_time),
+                        first_known=call.mode == "i2v", given=call.given)
+
+
 def latent_levels(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The levels and the spread of latent frames (1, C, F, H, W). A level is one per channel and latent row:
     the median over the frames and the row's positions, (1, C, 1, H, 1), so that an object covering less than
@@ -144,15 +153,15 @@ def encode_texts(pipe, texts: list[str], negative: str) -> tuple[dict, dict]:
     """Conditional and unconditional text for S sequences: (1, S, L, D) each, padded to one length."""
     from kinema.models.text import pad_token_batches
 
-    tokens, mask = pipe.text_encoder.encode(texts)  # (S, L, D)
-    neg_tokens, neg_mask = pipe.text_encoder.encode_cached(negative)  # (1, L', D)
+    tokens, mask, (neg_tokens, neg_mask) = pipe.encoded(
+        lambda encoder: (*encoder.encode(texts), encoder.encode_cached(negative)))  # (S, L, D), (1, L', D)
     both, masks = pad_token_batches([(tokens, mask), (neg_tokens, neg_mask)])
+    both, masks = both.to(pipe._execution_device, pipe.transformer.dtype), masks.to(pipe._execution_device)
     tokens, neg_tokens = both.split([len(texts), 1])
     mask, neg_mask = masks.split([len(texts), 1])
-    dtype = pipe.transformer.dtype
     sequences = len(texts)
-    cond = {"text": tokens[None].to(dtype), "text_mask": mask[None]}
-    uncond = {"text": neg_tokens[None].expand(1, sequences, -1, -1).to(dtype),
+    cond = {"text": tokens[None], "text_mask": mask[None]}
+    uncond = {"text": neg_tokens[None].expand(1, sequences, -1, -1),
               "text_mask": neg_mask[None].expand(1, sequences, -1)}
     return cond, uncond
 
@@ -182,6 +191,9 @@ def generate_long(pipe, texts: list[str], num_frames: int, height: int, width: i
     settings = windows(pipe.defaults, window, context, memory, context_noise, anchor)
     shot_starts = shot_starts or [0]
     mode = check_long(texts, num_frames, height, width, chosen, settings, shot_starts, image, video)
+    if pipe.frames_as_channels:
+        raise KinemaError(f"{num_frames} frames need windows (or a storyboard), which Wan's image-to-video models "
+                          f"do not support yet: make at most {1 + 4 * (settings.window - 1)} frames in one pass")
 
     # 2. Plan the passes; the latents the video opens with are known (an image, or the video being extended).
     vae_time = pipe.vae.temporal_compression
@@ -198,28 +210,32 @@ def generate_long(pipe, texts: list[str], num_frames: int, height: int, width: i
     shift = shift or pipe.defaults.shift or shift_for_tokens(tokens, pipe.flow)
 
     # 3. Encode the captions.
-    cond, uncond = encode_texts(pipe, texts, negative_prompt or "")
+    negative = pipe.defaults.negative_prompt if negative_prompt is None else negative_prompt
+    cond, uncond = encode_texts(pipe, texts, negative)
 
     # 4. Denoise pass by pass: the known frames held, only the new ones denoised, each pass anchored to its
     #    shot's opening.
-    latents = torch.zeros(1, channels, latent_frames, lh, lw)
+    device = pipe._execution_device
+    latents = torch.zeros(1, channels, latent_frames, lh, lw, device=device)
     if opening:
         latents[:, :, :opening[0].shape[2]] = opening[0]
     references: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # a shot's levels and spread (anchor_levels)
     for n, win in enumerate(plan):
         known_count = len(win.known)
-        noise = torch.randn((1, channels, win.count, plh, plw), generator=generator)
+        noise = pipe.noise((1, channels, win.count, plh, plw), generator)
         held, known_time = latents[:, :, list(win.known)], 0.0
         if settings.context_noise > 0 and known_count and (n > 0 or video is not None):
-            held, known_time = noised_context(held, win, settings, generator)
+            held, known_time = noised_context(held, win, settings, pipe.noise(held.shape, generator))
         x = torch.cat([held, noise[..., :lh, :lw]], dim=2)
-        known = torch.zeros(1, x.shape[2], dtype=torch.bool)
+        known = torch.zeros(1, x.shape[2], dtype=torch.bool, device=device)
         known[:, :known_count] = True
         frame_cond, frame_uncond = window_text(cond, uncond, [text_index[f] for f in win.frames], len(texts))
 
-        def progress(step: int, _total: int, x_now: torch.Tensor, offset: int = n * chosen.steps) -> None:
+        def progress(step: int, _total: int, x_now: torch.Tensor, *more, offset: int = n * chosen.steps):
+            """The pass's steps counted over the whole video; what the callback returns goes back to the sampler."""
             if callback is not None:
-                callback(offset + step, chosen.steps * len(plan), x_now)
+                return callback(offset + step, chosen.steps * len(plan), x_now, *more)
+            return None
 
         out = pipe.denoise(x, known if known_count else None, x if known_count else None, frame_cond, frame_uncond,
                            chosen.steps, chosen.guidance, 1.0, shift, chosen.sampler, progress, known_time=known_time,
@@ -239,7 +255,7 @@ def check_long(texts: list[str], num_frames: int, height: int, width: int, chose
                shot_starts: list[int], image: np.ndarray | None, video: np.ndarray | None) -> str:
     """The checks of ``generate_long``, before anything is allocated; returns the mode it makes (t2v, i2v or
     extend_forward)."""
-    from kinema.inference.pipeline import check_request
+    from kinema.inference.request import check_request
 
     noise = settings.context_noise
     if not (isinstance(noise, (int, float)) and 0.0 <= noise < 1.0):
@@ -260,20 +276,21 @@ def check_long(texts: list[str], num_frames: int, height: int, width: int, chose
 
 
 def noised_context(held: torch.Tensor, win: Window, settings: Windows,
-                   generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """A pass's known frames with its context (the last frames made) noised to ``context_noise``, and the flow
-    time of every frame of the pass, (1, F'): the context says it is noised; memory frames and an image to
-    video's first frame stay clean."""
-    level = torch.tensor([settings.context_noise if f >= win.start - settings.context else 0.0 for f in win.known])
-    scale = level[None, None, :, None, None]
-    held = (1.0 - scale) * held + scale * torch.randn(held.shape, generator=generator)
-    return held, torch.cat([level, torch.zeros(win.count)])[None]
+                   noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A pass's known frames with its context (the last frames made) noised to ``context_noise`` with ``noise``
+    (held's shape), and the flow time of every frame of the pass, (1, F'): the context says it is noised; memory
+    frames and an image to video's first frame stay clean."""
+    levels = [settings.context_noise if f >= win.start - settings.context else 0.0 for f in win.known]
+    level = torch.tensor(levels + [0.0] * win.count, device=held.device)  # (F',)
+    scale = level[None, None, :len(levels), None, None]
+    held = (1.0 - scale) * held + scale * noise
+    return held, level[None]
 
 
 def window_text(cond: dict, uncond: dict, shots: list[int], sequences: int) -> tuple[dict, dict]:
     """The text a pass attends to: with several captions, which one each of its latent frames reads (``shots``,
     per frame); one caption keeps the plain cross-attention path."""
     if sequences > 1:
-        index = torch.tensor([shots])
+        index = torch.tensor([shots], device=cond["text"].device)
         return {**cond, "frame_text_index": index}, {**uncond, "frame_text_index": index}
     return {k: v[:, 0] for k, v in cond.items()}, {k: v[:, 0] for k, v in uncond.items()}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from kinema.diffusion import SAMPLER_NAMES
 from kinema.errors import KinemaError
 from kinema.frames import (
     DEFAULT_SECONDS,
@@ -22,11 +23,15 @@ from kinema.frames import (
     MAX_PROMPT_CHARS,
     MAX_SECONDS,
     MAX_SIDE,
+    MODES,
     is_latent_length,
     output_frames,
 )
 
 MAX_WINDOW = 64  # latent frames of a pass (window and context)
+VIDEO_OUTPUTS = (".mp4", ".webm", ".gif")  # kinema.media.write_video: H.264, VP9, GIF
+IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg")
+MAX_LORAS = 8  # LoRAs applied to one generation
 OUTPUT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # a --prompts line's 'name': a file name, no path
 
 
@@ -36,9 +41,9 @@ class Request:
 
     prompt: str
     output: str = "out.mp4"
-    seconds: float = DEFAULT_SECONDS
+    seconds: float | None = None  # None: the model's (for --extend/--connect: what is added)
     frames: int | None = None
-    size: str = DEFAULT_SIZE
+    size: str | None = None  # WIDTHxHEIGHT (default: the model's; DEFAULT_SIZE for kinema's own)
     fps: float | None = None
     steps: int | None = None
     guidance: float | None = None
@@ -57,7 +62,11 @@ class Request:
     context: int | None = None  # long videos: latent frames of context per pass (default: the model's)
     context_noise: float | None = None  # long videos: flow time of later passes' context frames (the model's)
     anchor: float | None = None  # long videos: pull of each later pass back to its shot's latent levels (the model's)
-    expand: bool = True  # expand the prompt into a training-style caption (kinema.inference.expand); not storyboards
+    # expand the prompt into a training-style caption (kinema.inference.expand; default: the model's, on for models
+    # trained on the world's captions); not storyboards
+    expand: bool | None = None
+    expand_with: str | None = None  # an OpenAI-compatible chat endpoint that extends the prompt (kinema.inference.chat)
+    loras: list[str] = field(default_factory=list)  # LoRA files, each FILE or FILE:SCALE (kinema.models.lora)
     step_cache: float | None = None  # First-Block Cache threshold in [0, 1] (default: the model's; 0: off)
 
     def mode(self) -> str:
@@ -65,7 +74,7 @@ class Request:
                                         ("connect", self.connect), ("edit", self.edit)) if on]
         if len(chosen) > 1:
             raise KinemaError(f"choose one of --image, --extend, --loop, --connect, --edit (got {', '.join(chosen)})")
-        if self.output.lower().endswith((".png", ".jpg", ".jpeg")) or self.frames == 1:
+        if Path(self.output).suffix.lower() in IMAGE_OUTPUTS or self.frames == 1:
             if chosen:
                 raise KinemaError(f"an image output cannot be combined with --{chosen[0]}")
             return "image"
@@ -97,7 +106,8 @@ FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "connect": ((list,), "a list of two file paths"), "edit": ((str,), "a file path"), "strength": _NUMBER,
     "sampler": ((str,), "a string"), "storyboard": ((dict,), "a mapping with 'shots'"),
     "window": ((int,), "an integer"), "context": ((int,), "an integer"), "context_noise": _NUMBER, "anchor": _NUMBER,
-    "expand": ((bool,), "true or false"), "step_cache": _NUMBER,
+    "expand": ((bool,), "true or false"), "expand_with": ((str,), "a URL"),
+    "loras": ((list,), "a list of FILE or FILE:SCALE strings"), "step_cache": _NUMBER,
 }
 OPTIONAL = frozenset(f.name for f in fields(Request) if f.default is None)
 
@@ -109,28 +119,60 @@ def check_field(name: str, value: Any) -> None:
         return
     wrong_bool = isinstance(value, bool) and bool not in allowed
     if wrong_bool or not isinstance(value, allowed) or (
-            name == "connect" and not all(isinstance(path, str) for path in value)):
+            name in ("connect", "loras") and not all(isinstance(path, str) for path in value)):
         raise KinemaError(f"{name} must be {words} (got {_shown(value)})")
 
 
-def validate(request: Request, fps_default: float = 8.0) -> Plan:
-    """The mode, length, size and fps of a request; one-line errors before anything is loaded."""
+def validate(request: Request, defaults: Any = None) -> Plan:
+    """The mode, length, size and fps of a request; one-line errors before anything is loaded. ``defaults``: the
+    model's (``SamplingDefaults``, or a model folder's read with ``read_defaults`` before its weights load) for
+    what the request leaves unset; None: kinema.frames' defaults. Checks the output's format and the sampler too,
+    so that nothing is refused after a model has loaded."""
     from kinema.config import parse_size
 
     for item in fields(Request):
         check_field(item.name, getattr(request, item.name))
     _check_text(request)
-    width, height = parse_size(request.size, max_side=MAX_SIDE)
-    fps = fps_default if request.fps is None else request.fps
+    check_output(request.output)
+    width, height = parse_size(request.size or getattr(defaults, "size", DEFAULT_SIZE), max_side=MAX_SIDE)
+    fps = getattr(defaults, "fps", 8.0) if request.fps is None else request.fps
     if not (0 < fps <= MAX_FPS):
         raise KinemaError(f"fps must be > 0 and <= {MAX_FPS:g} (got {fps:g})")
     _check_ranges(request)
+    sampler = request.sampler or getattr(defaults, "sampler", None)
+    if sampler is not None and sampler not in SAMPLER_NAMES:
+        raise KinemaError(f"sampler '{sampler}': choose from {', '.join(SAMPLER_NAMES)}")
     mode = request.mode()
-    frames = _frames(request, mode, fps)
-    for path in [request.image, request.extend, request.edit, *request.connect]:
+    frames = _frames(request, mode, fps, added_seconds(request, defaults))
+    for path in [request.image, request.extend, request.edit, *request.connect, *lora_files(request)]:
         if path is not None and not Path(path).is_file():
             raise KinemaError(f"input file '{path}' does not exist")
+    if request.expand_with is not None and not re.fullmatch(r"https?://\S+", request.expand_with):
+        raise KinemaError(f"expand_with '{request.expand_with}': give an http:// or https:// URL")
     return Plan(mode, frames, width, height, fps)
+
+
+def added_seconds(request: Request, defaults: Any = None) -> float:
+    """The request's seconds, else the model's (for extend and connect: the seconds added)."""
+    return getattr(defaults, "seconds", DEFAULT_SECONDS) if request.seconds is None else request.seconds
+
+
+def check_output(output: str) -> None:
+    """The output's suffix is one kinema writes (``kinema.media``): a video (.mp4, .webm, .gif) or an image (.png,
+    .jpg)."""
+    suffix = Path(output).suffix.lower()
+    if suffix not in VIDEO_OUTPUTS and suffix not in IMAGE_OUTPUTS:
+        raise KinemaError(f"output '{output}': write a video ({', '.join(VIDEO_OUTPUTS)}) or an image "
+                          f"({', '.join(IMAGE_OUTPUTS)})")
+
+
+def lora_files(request: Request) -> list[str]:
+    """The files of a request's LoRAs (each [high=|low=]FILE[:SCALE], the scale checked)."""
+    from kinema.models.lora import parse_lora_spec
+
+    if len(request.loras) > MAX_LORAS:
+        raise KinemaError(f"loras: {len(request.loras)} given, at most {MAX_LORAS}")
+    return [parse_lora_spec(spec).path for spec in request.loras]
 
 
 def _check_text(request: Request) -> None:
@@ -147,7 +189,7 @@ def _check_text(request: Request) -> None:
 
 
 def _check_ranges(request: Request) -> None:
-    if not (0 < request.seconds <= MAX_SECONDS):
+    if request.seconds is not None and not (0 < request.seconds <= MAX_SECONDS):
         raise KinemaError(f"seconds must be > 0 and <= {MAX_SECONDS:g} (got {request.seconds:g})")
     if request.steps is not None and not (1 <= request.steps <= 1000):
         raise KinemaError(f"steps must be between 1 and 1000 (got {request.steps})")
@@ -168,7 +210,7 @@ def _check_ranges(request: Request) -> None:
         raise KinemaError(f"step cache must be a threshold in [0, 1] (got {request.step_cache!r})")
 
 
-def _frames(request: Request, mode: str, fps: float) -> int:
+def _frames(request: Request, mode: str, fps: float, seconds: float) -> int:
     """The output's length: a storyboard's shots, else --frames, else the mode's length for the seconds (for
     the modes that keep input video, a placeholder until the input is read)."""
     if request.storyboard is not None:
@@ -184,7 +226,7 @@ def _frames(request: Request, mode: str, fps: float) -> int:
         if frames < 1 or (mode != "loop" and not is_latent_length(frames)) or frames > MAX_FRAMES:
             raise KinemaError(f"frames {frames}: must be 1 + 4k (1, 5, 9, ...), at most {MAX_FRAMES}")
         return frames
-    return output_frames(mode if mode in ("image", "loop") else "t2v", request.seconds, fps)
+    return output_frames(mode if mode in ("image", "loop") else "t2v", seconds, fps)
 
 
 def read_prompts_file(path: str | Path) -> list[dict]:
@@ -239,3 +281,35 @@ def _shown(value: Any) -> str:
     """A value as an error message quotes it: its repr, cut to 60 characters."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_request(prompt: Any, num_frames: int, height: int, width: int, steps: int, guidance_scale: float,
+                  mode: str, strength: float, step_cache: float = 0.0) -> None:
+    """Limits checked before anything is allocated; one-line errors naming the field."""
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise KinemaError("prompt must be a non-empty string or a list of strings")
+    for p in prompts:
+        if not p.strip():
+            raise KinemaError("prompt is empty")
+        if len(p) > MAX_PROMPT_CHARS:
+            raise KinemaError(f"prompt has {len(p)} characters; the limit is {MAX_PROMPT_CHARS}")
+    if mode not in MODES:
+        raise KinemaError(f"mode '{mode}': choose from {', '.join(MODES)}")
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % 8 or value > MAX_SIDE:
+            raise KinemaError(f"{name} {value}: must be a positive multiple of 8, at most {MAX_SIDE}")
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or not 1 <= num_frames <= MAX_FRAMES:
+        raise KinemaError(f"num_frames {num_frames}: must be between 1 and {MAX_FRAMES}")
+    if mode != "loop" and not is_latent_length(num_frames):
+        raise KinemaError(f"num_frames {num_frames}: must be 1 + 4k (1, 5, 9, 13, ...)")
+    if mode == "loop" and (num_frames % 4 or num_frames < 8):
+        raise KinemaError(f"num_frames {num_frames}: a loop needs a multiple of 4 frames, at least 8")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not (1 <= steps <= 1000):
+        raise KinemaError(f"num_inference_steps {steps}: must be between 1 and 1000")
+    if not (0.0 <= guidance_scale <= 50.0):
+        raise KinemaError(f"guidance_scale {guidance_scale}: must be between 0 and 50")
+    if mode == "edit" and not (0.0 < strength <= 1.0):
+        raise KinemaError(f"strength {strength}: must be in (0, 1]")
+    if isinstance(step_cache, bool) or not isinstance(step_cache, (int, float)) or not (0.0 <= step_cache <= 1.0):
+        raise KinemaError(f"step_cache {step_cache}: must be a threshold in [0, 1] (0: off)")

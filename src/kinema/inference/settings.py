@@ -1,6 +1,7 @@
 """The settings one generation runs with: its own where it gives them, else the model's.
 
-A model folder carries its ``SamplingDefaults`` (``kinema.inference.pipeline``, stored in model_index.json).
+A model folder carries its ``SamplingDefaults`` (stored in model_index.json under ``kinema.defaults``;
+``read_defaults`` reads them without loading any weights, or torch).
 Whatever a request, or a direct call of the pipeline, leaves unset comes from them here and nowhere else:
 ``sampling`` for steps, guidance and sampler, ``windows`` for how a long video is cut into passes. The CLI,
 the server, the suite runner and the pipeline all resolve through these functions, so the metadata written
@@ -9,10 +10,19 @@ with a video says exactly what made it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+from kinema.config import WAN_PIPELINES
 from kinema.errors import KinemaError
+from kinema.frames import DEFAULT_SECONDS, DEFAULT_SIZE
+
+log = logging.getLogger("kinema.inference")
+INDEX = "model_index.json"
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,102 @@ def few_step_from(value: Any) -> FewStep | None:
     if unknown:
         raise KinemaError(f"few_step: unknown key(s) {', '.join(unknown)}")
     return FewStep(**value)
+
+
+@dataclass
+class SamplingDefaults:
+    """A model's defaults, stored in model_index.json under ``kinema.defaults``; a call, a CLI flag or an API field
+    that leaves a setting unset gets it from here (``kinema.inference.settings``)."""
+
+    steps: int = 20
+    guidance_scale: float = 4.0
+    storyboard_guidance: float | None = None  # guidance for storyboards (None: guidance_scale)
+    sampler: str = "euler"
+    shift: float | None = None  # None: grows with the token count (FlowConfig)
+    fps: float = 8.0
+    seconds: float = DEFAULT_SECONDS  # length of a video from text when a call does not say
+    size: str = DEFAULT_SIZE  # WIDTHxHEIGHT when a call does not say
+    # Whether prompts are expanded into the simulated world's caption style (kinema.inference.expand): true for
+    # models trained on world clips, false for models trained on other captions (your own videos).
+    expand: bool = True
+    # Long videos (kinema.inference.longvideo): latent frames per transformer pass, of which up to `context` are the
+    # last frames already made and up to `memory` are memory frames (first of the video, first of the shot).
+    window: int = 13
+    context: int = 1  # 1 drifts less over 60 s than 2 or 4 (benchmarks/RESULTS.md, "Long videos: context")
+    memory: int = 2
+    # Flow time of the context frames of every pass after the first: they enter noised to this level, so small
+    # errors in the frames just made are not copied forward as if they were exact; memory frames stay clean
+    # (0: clean context). 0.3 drifts less over 60 s than clean context (benchmarks/RESULTS.md,
+    # "Long videos: context noise").
+    context_noise: float = 0.3
+    # How strongly each pass after the first pulls the levels (per latent channel and row) and the spread of its
+    # new frames back to those of its shot's opening (kinema.inference.longvideo.anchor_levels; 0: not at all,
+    # 1: fully).
+    anchor: float = 0.0
+    # The "ar" sampler makes latent frames one at a time, each attending to the ones before it (a frame-causal
+    # model): frames already made enter later ones noised to this flow time (0: clean).
+    ar_context_noise: float = 0.0
+    negative_prompt: str = ""  # what a call without a negative prompt steers away from (Wan's own for Wan models)
+    guidance_scale_2: float | None = None  # Wan2.2 A14B: the low-noise expert's guidance (None: guidance_scale)
+    # A few-step transformer beside this one (kinema train distill), picked by the steps a request asks for.
+    few_step: FewStep | None = None
+    # Step caching: diffusers' First-Block Cache at this threshold (the relative change of the first block's
+    # residual under which the other blocks' residual of the call before is reused); 0: off.
+    step_cache: float = 0.0
+    # Fields this version of kinema does not know (written by a newer one): kept, and written back on save.
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.few_step = few_step_from(self.few_step)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> SamplingDefaults:
+        """Defaults from a model folder's ``kinema.defaults``; fields of a newer kinema are kept in ``extra``."""
+        if not isinstance(values, dict):
+            raise TypeError(f"defaults must be an object, got {type(values).__name__}")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        defaults = cls(**{k: v for k, v in values.items() if k in known})
+        defaults.extra = {k: v for k, v in values.items() if k not in known}
+        if defaults.extra:
+            log.debug("model defaults not read by this kinema: %s", ", ".join(sorted(defaults.extra)))
+        return defaults
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        return {**values.pop("extra"), **values}
+
+
+def read_model_index(folder: str | os.PathLike) -> dict:
+    """A model folder's model_index.json as a dict; one-line KinemaError when it is missing or broken. Cheap: the
+    CLI reads a model's defaults with it before any weights load."""
+    folder = Path(folder)
+    index_file = folder / INDEX
+    if not folder.is_dir():
+        raise KinemaError(f"model folder '{folder}' does not exist")
+    if not index_file.is_file():
+        raise KinemaError(f"model folder '{folder}' has no {INDEX}")
+    try:
+        index = json.loads(index_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise KinemaError(f"model folder '{folder}': {INDEX} is not valid JSON ({e})") from None
+    if not isinstance(index, dict):
+        raise KinemaError(f"model folder '{folder}': {INDEX} must be an object")
+    return index
+
+
+def read_defaults(folder: str | os.PathLike) -> SamplingDefaults:
+    """A model folder's sampling defaults, without loading its weights (a diffusers Wan folder's: Wan's for its
+    kind, ``kinema.models.wan.folder_defaults``)."""
+    index = read_model_index(folder)
+    if index.get("_class_name") in WAN_PIPELINES:
+        from kinema.models.wan import folder_defaults
+
+        return SamplingDefaults(**folder_defaults(Path(folder)))
+    section = index.get("kinema")
+    try:
+        return SamplingDefaults.from_dict(section.get("defaults", {}) if isinstance(section, dict) else {})
+    except (TypeError, ValueError) as e:
+        raise KinemaError(f"model folder '{folder}': bad 'kinema.defaults' in {INDEX} ({e})") from None
 
 
 @dataclass(frozen=True)
@@ -123,3 +229,9 @@ def long_video_settings(pipe: Any, request: Any) -> dict[str, Any]:
     """How a video longer than one window is made: window, context, memory, context noise and anchor, from the
     request or else the model's defaults (also written into the output's metadata)."""
     return request_windows(pipe.defaults, request).as_dict()
+
+
+def expands(pipe: Any, request: Any) -> bool:
+    """Whether a request's prompt is expanded with the world: its own choice, else the model's default (on for models
+    trained on the world's captions, off for Wan)."""
+    return pipe.defaults.expand if request.expand is None else request.expand

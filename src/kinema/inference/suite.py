@@ -47,7 +47,7 @@ from kinema.eval.long import LONG_SECONDS, suite_targets
 from kinema.eval.metrics import expectation_from_prompt
 from kinema.frames import is_windowed, latent_count
 from kinema.inference.request import Plan, Request, validate
-from kinema.inference.settings import request_sampling, request_windows
+from kinema.inference.settings import expands, request_sampling, request_windows
 
 SETTINGS = ("seconds", "size", "fps", "steps", "guidance", "seed", "sampler", "negative_prompt", "expand",
             "step_cache")
@@ -230,7 +230,7 @@ def suite_runs(suite: Suite, pipe, out_dir: Path, limit: int | None = None, over
                 settings = settings | {"seed": int(settings.get("seed", n)) + k * SAMPLE_SEED_STRIDE}
             name = f"{n:04d}.mp4" if k == 0 else f"{n:04d}-{k}.mp4"
             request = Request(prompt=item.prompt, output=str(out_dir / name), **settings)
-            plan = validate(request, pipe.defaults.fps)
+            plan = validate(request, pipe.defaults)
             starts = None
             if item.storyboard is not None:
                 starts = storyboard_from_dict(item.storyboard).frame_plan(plan.fps)[1]
@@ -251,7 +251,7 @@ def _generated_and_scored(pipe, run: SuiteRun) -> dict:
     chosen, windows = request_sampling(pipe.defaults, request), request_windows(pipe.defaults, request)
     wanted = {"prompt": request.prompt, "seed": request.seed, "size": f"{width}x{height}", "fps": fps,
               "steps": chosen.steps, "guidance": chosen.guidance, "model_sha256": pipe.weights_sha256,
-              "frames": frames, "expand": request.expand and storyboard is None, "few_step": chosen.few_step,
+              "frames": frames, "expand": expands(pipe, request) and storyboard is None, "few_step": chosen.few_step,
               "step_cache": chosen.step_cache}
     if chosen.few_step:
         wanted["few_step_sha256"] = pipe.few_step_sha256

@@ -152,7 +152,7 @@ def apply_rotary(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
 class Attention(nn.Module):
     """Multi-head attention with RMSNorm on q and k across heads (Wan's qk norm)."""
 
-    def __init__(self, dim: int, heads: int, eps: float) -> None:
+    def __init__(self, dim: int, heads: int, eps: float, image: bool = False) -> None:
         super().__init__()
         self.heads = heads
         self.to_q = nn.Linear(dim, dim)
@@ -161,6 +161,10 @@ class Attention(nn.Module):
         self.to_out = nn.Linear(dim, dim)
         self.norm_q = nn.RMSNorm(dim, eps=eps)
         self.norm_k = nn.RMSNorm(dim, eps=eps)
+        if image:  # Wan2.1 image to video: a second cross-attention, to the image's tokens, summed with the text's
+            self.add_k_proj = nn.Linear(dim, dim)
+            self.add_v_proj = nn.Linear(dim, dim)
+            self.norm_added_k = nn.RMSNorm(dim, eps=eps)
 
     def split(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.heads, -1)).transpose(-3, -2)  # (..., heads, n, d)
@@ -191,23 +195,32 @@ class Attention(nn.Module):
         """Keys and values of text states (B, S, L, D): the part of cross-attention that only the text decides."""
         return self.norm_k(self.to_k(text)), self.to_v(text)
 
+    def image_kv(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of projected image tokens (B, M, D), for the image cross-attention."""
+        return self.norm_added_k(self.add_k_proj(image)), self.add_v_proj(image)
+
     def cross_attention(self, x: torch.Tensor, text: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
                         text_mask: torch.Tensor | None, frame_text_index: torch.Tensor | None,
-                        frames: int) -> torch.Tensor:
+                        frames: int, image: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """x: (B, N, D) with N = F' * HW; text: (B, S, L, D), or its (keys, values) from ``text_kv``;
-        text_mask: (B, S, L); index: (B, F')."""
+        text_mask: (B, S, L); index: (B, F'); image: the image tokens' (keys, values) (B, M, D) each, whose
+        attention is added to the text's before the output projection (Wan2.1 image to video)."""
         b, n, dim = x.shape
         q = self.norm_q(self.to_q(x))  # (B, N, D)
         k, v = text if isinstance(text, tuple) else self.text_kv(text)  # (B, S, L, D) each
         s = k.shape[1]
         mask = None
+        extra = 0.0
+        if image is not None:
+            out = F.scaled_dot_product_attention(self.split(q), self.split(image[0]), self.split(image[1]))
+            extra = out.transpose(1, 2).flatten(2)  # (B, N, D)
         if s == 1 and frame_text_index is None:
             q = self.split(q)  # (B, heads, N, d)
             k, v = self.split(k[:, 0]), self.split(v[:, 0])  # (B, heads, L, d)
             if text_mask is not None:
                 mask = text_mask[:, 0, None, None, :]  # (B, 1, 1, L)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, heads, N, d)
-            return self.to_out(out.transpose(1, 2).flatten(2))
+            return self.to_out(out.transpose(1, 2).flatten(2) + extra)
         # Per-frame text: each frame's queries attend to the sequence its index picks.
         if frame_text_index is None:
             frame_text_index = torch.zeros(b, frames, dtype=torch.long, device=x.device)
@@ -220,7 +233,7 @@ class Attention(nn.Module):
         if text_mask is not None:
             mask = text_mask[rows, frame_text_index].flatten(0, 1)[:, None, None, :]  # (B*F', 1, 1, L)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B*F', heads, HW, d)
-        return self.to_out(out.transpose(1, 2).flatten(2).reshape(b, n, dim))  # (B, N, D)
+        return self.to_out(out.transpose(1, 2).flatten(2).reshape(b, n, dim) + extra)  # (B, N, D)
 
 
 class FeedForward(nn.Module):
@@ -231,6 +244,23 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(gelu_tanh(self.fc1(x)))
+
+
+class ImageProjection(nn.Module):
+    """Image encoder tokens (CLIP's penultimate states) -> model width: LayerNorm, GELU MLP, LayerNorm (Wan2.1's
+    image embedder; its norms run in fp32)."""
+
+    def __init__(self, image_dim: int, dim: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(image_dim)
+        self.fc1 = nn.Linear(image_dim, image_dim)
+        self.fc2 = nn.Linear(image_dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(image.float()).to(self.fc1.weight.dtype)  # (B, M, D_image)
+        x = self.fc2(F.gelu(self.fc1(x)))  # (B, M, D)
+        return self.norm2(x.float()).to(x.dtype)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, frames: int) -> torch.Tensor:
@@ -249,12 +279,12 @@ def add_gated(x: torch.Tensor, h: torch.Tensor, gate: torch.Tensor, frames: int)
 class DiTBlock(nn.Module):
     """Self-attention (3D RoPE) -> cross-attention to text -> MLP, with adaLN per latent frame."""
 
-    def __init__(self, dim: int, ffn_dim: int, heads: int, eps: float) -> None:
+    def __init__(self, dim: int, ffn_dim: int, heads: int, eps: float, image: bool = False) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
         self.attn1 = Attention(dim, heads, eps)
         self.norm2 = nn.LayerNorm(dim, eps=eps, elementwise_affine=True)  # before cross-attention
-        self.attn2 = Attention(dim, heads, eps)
+        self.attn2 = Attention(dim, heads, eps, image)
         self.norm3 = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
         self.ffn = FeedForward(dim, ffn_dim)
         self.scale_shift_table = nn.Parameter(torch.zeros(1, 1, 6, dim))
@@ -262,7 +292,8 @@ class DiTBlock(nn.Module):
     def forward(self, hidden_states: torch.Tensor, modulation: torch.Tensor,
                 text: torch.Tensor | tuple[torch.Tensor, torch.Tensor], text_mask: torch.Tensor | None,
                 frame_text_index: torch.Tensor | None, rope: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                past: FrameKV | None = None, shards: Shards | None = None) -> torch.Tensor:
+                past: FrameKV | None = None, shards: Shards | None = None,
+                image: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """hidden_states: (B, N, D), named as diffusers' blocks name it, which its cache hooks look up."""
         x = hidden_states
         frames = modulation.shape[1]
@@ -270,7 +301,7 @@ class DiTBlock(nn.Module):
         h = self.attn1.self_attention(modulate(self.norm1(x), shift1, scale1, frames), rope,
                                       attention_mask, past, shards)  # (B, N, D)
         x = add_gated(x, h, gate1, frames)
-        x = x + self.attn2.cross_attention(self.norm2(x), text, text_mask, frame_text_index, frames)
+        x = x + self.attn2.cross_attention(self.norm2(x), text, text_mask, frame_text_index, frames, image)
         h = self.ffn(modulate(self.norm3(x), shift2, scale2, frames))  # (B, N, D)
         return add_gated(x, h, gate2, frames)
 
@@ -352,6 +383,7 @@ class TextContext:
     states: torch.Tensor
     kv: list[tuple[torch.Tensor, torch.Tensor]] | None
     mask: torch.Tensor | None
+    image: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # every block's image (keys, values), (B, M, D)
 
 
 class VideoDiT(ModelMixin, ConfigMixin, CacheMixin):
@@ -379,6 +411,7 @@ class VideoDiT(ModelMixin, ConfigMixin, CacheMixin):
         eps: float = 1e-6,
         rope_theta: float = 10000.0,
         causal: bool = False,
+        image_dim: int | None = None,
     ) -> None:
         super().__init__()
         if patch_size[0] != 1:
@@ -396,7 +429,10 @@ class VideoDiT(ModelMixin, ConfigMixin, CacheMixin):
         self.time_proj = nn.Linear(dim, 6 * dim)
         self.text_embedder = TextProjection(text_dim, dim)
         self.rope = RotaryEmbedding3D(attention_head_dim, rope_theta)
-        self.blocks = nn.ModuleList([DiTBlock(dim, ffn_dim, num_attention_heads, eps) for _ in range(num_layers)])
+        # image_dim: Wan2.1 image to video, whose blocks also attend to an image encoder's tokens
+        self.image_embedder = ImageProjection(image_dim, dim) if image_dim else None
+        self.blocks = nn.ModuleList([DiTBlock(dim, ffn_dim, num_attention_heads, eps, bool(image_dim))
+                                     for _ in range(num_layers)])
         self.final = FinalLayer(dim, out_channels * math.prod(patch_size), eps)
         self.gradient_checkpointing = False
         self.sequence_parallel: SequenceParallel | None = None  # set_sequence_parallel
@@ -462,9 +498,11 @@ class VideoDiT(ModelMixin, ConfigMixin, CacheMixin):
         return x.reshape(b, -1, frames, height, width)
 
     def prepare_text(self, text: torch.Tensor, text_mask: torch.Tensor | None = None,
-                     per_block: bool = True) -> TextContext:
+                     per_block: bool = True, image: torch.Tensor | None = None) -> TextContext:
         """Project text states (B, L, D_text) or (B, S, L, D_text) to the model width and, with ``per_block``,
-        compute every block's cross-attention keys and values; reused by every ``forward`` given it."""
+        compute every block's cross-attention keys and values; reused by every ``forward`` given it. ``image``:
+        image encoder tokens (B, M, D_image) for a model with ``image_dim``, made into every block's image keys
+        and values."""
         if text.ndim == 3:
             text = text[:, None]  # (B, 1, L, D_text)
             text_mask = None if text_mask is None else text_mask[:, None]
@@ -474,7 +512,14 @@ class VideoDiT(ModelMixin, ConfigMixin, CacheMixin):
             text_mask = text_mask.bool()
         context = self.text_embedder(text)  # (B, S, L, D)
         kv = [block.attn2.text_kv(context) for block in self.blocks] if per_block else None
-        return TextContext(context, kv, text_mask)
+        if (image is None) != (self.image_embedder is None):
+            raise KinemaError("an image-to-video model needs image tokens, and only it takes them" if image is None
+                              else "image tokens given to a model without image cross-attention")
+        image_kv = None
+        if image is not None:
+            tokens = self.image_embedder(image)  # (B, M, D)
+            image_kv = [block.attn2.image_kv(tokens) for block in self.blocks]
+        return TextContext(context, kv, text_mask, image_kv)
 
     def forward(
         self,
@@ -486,6 +531,7 @@ class VideoDiT(ModelMixin, ConfigMixin, CacheMixin):
         frame_positions: torch.Tensor | None = None,
         attention_frames: torch.Tensor | None = None,
         cache: FrameCache | None = None,
+        condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Velocity for latents x (B, C, F', H', W').
 
@@ -498,6 +544,8 @@ class VideoDiT(ModelMixin, ConfigMixin, CacheMixin):
         attention_frames: (F', F') bool, which latent frames each frame attends to (None: all).
         cache: a ``FrameCache``: x's frames follow the cached ones and attend to them all, and causally to each
             other; ``cache.commit`` then keeps their keys and values.
+        condition: (B, C_cond, F', H', W') channels joined to x before patchifying (Wan2.1 image to video: the
+            known frames' mask and latents), for a model with in_channels = C + C_cond.
         """
         b, _, frames, height, width = x.shape
         _, ph, pw = self.config.patch_size
@@ -531,7 +579,7 @@ class VideoDiT(ModelMixin, ConfigMixin, CacheMixin):
             mask = frame_attention_mask(attention_frames, per_frame)  # (N, N)
         elif self.config.causal:
             mask = frame_attention_mask(block_causal(frames, x.device), per_frame)
-        h = self.patchify(x)  # (B, N, D)
+        h = self.patchify(x if condition is None else torch.cat([x, condition.to(x.dtype)], dim=1))  # (B, N, D)
         shards = None
         if self.sequence_parallel is not None:  # this rank's share of every frame's tokens
             shards = (self.sequence_parallel, frames, per_frame)
@@ -541,12 +589,15 @@ class VideoDiT(ModelMixin, ConfigMixin, CacheMixin):
         modulation = self.time_proj(F.silu(temb)).unflatten(-1, (6, -1))  # (B, F', 6, D)
         for n, block in enumerate(self.blocks):
             context = text.states if text.kv is None else text.kv[n]  # the states, or (keys, values)
+            image = None if text.image is None else text.image[n]
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 h = torch.utils.checkpoint.checkpoint(block, h, modulation, context, text.mask, frame_text_index,
-                                                      rope, mask, use_reentrant=False)
+                                                      rope, mask, None, None, image,
+                                                      use_reentrant=False)
             else:
                 past = None if cache is None else cache.layers[n]
-                h = block(h, modulation, context, text.mask, frame_text_index, rope, mask, past, shards)  # (B, N, D)
+                h = block(h, modulation, context, text.mask, frame_text_index, rope, mask, past, shards,
+                          image)  # (B, N, D)
         h = self.final(h, temb)  # (B, N, C * pt * ph * pw)
         if shards is not None:
             h = self.sequence_parallel.gather_tokens(h, frames, per_frame)  # every rank's tokens

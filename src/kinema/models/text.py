@@ -62,6 +62,14 @@ class TextEncoder:
         self.dim = int(getattr(config, "hidden_size", None) or config.d_model)
         self._memo: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
+    def to(self, device: str | torch.device) -> TextEncoder:
+        """Run on ``device`` (float32 wherever it runs); remembered states move along."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self._memo = {text: (states.to(self.device), mask.to(self.device))
+                      for text, (states, mask) in self._memo.items()}
+        return self
+
     @classmethod
     def default(cls, device: str | torch.device = "cpu") -> TextEncoder:
         return cls(minilm_path(), device=device)
@@ -107,3 +115,79 @@ def pad_token_batches(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[t
         states.append(torch.nn.functional.pad(t, (0, 0, 0, pad)))
         masks.append(torch.nn.functional.pad(m, (0, pad)))
     return torch.cat(states), torch.cat(masks)
+
+
+def clean_prompt(text: str) -> str:
+    """The prompt cleaning of diffusers' Wan pipelines: ftfy (when installed), HTML unescaping, whitespace."""
+    import html
+    import re
+
+    try:
+        import ftfy
+
+        text = ftfy.fix_text(text)
+    except ImportError:
+        pass
+    return re.sub(r"\s+", " ", html.unescape(html.unescape(text)).strip()).strip()
+
+
+class UMT5TextEncoder:
+    """The UMT5 encoder of a diffusers Wan folder (``text_encoder/`` and ``tokenizer/``), encoding as Wan does:
+    each prompt's states up to its length, then zeros to ``max_tokens`` (512), every position attended (the
+    transformer's cross-attention sees the zero rows through its text projection, as in Wan and diffusers)."""
+
+    def __init__(self, encoder_path: str | Path, tokenizer_path: str | Path, max_tokens: int = 512,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, offload: bool = False) -> None:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            from transformers import AutoTokenizer, UMT5EncoderModel
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
+            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, local_files_only=True)
+            self.model = UMT5EncoderModel.from_pretrained(encoder_path, local_files_only=True, dtype=dtype)
+        except (OSError, ValueError) as e:
+            raise KinemaError(f"cannot load the text encoder from '{encoder_path}': {str(e).splitlines()[0]}"
+                              ) from None
+        # offload: held in host memory and moved to ``device`` only to encode (a server's UMT5 is several GB that
+        # CPU offload should not leave on the GPU between requests)
+        self.offload = offload
+        self.model.eval().requires_grad_(False).to("cpu" if offload else device)
+        self.device = torch.device(device)
+        self.max_tokens = max_tokens
+        self.dim = int(self.model.config.d_model)
+        self._memo: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token states (B, max_tokens, D) float32, zero after each prompt's tokens, and an all-True mask."""
+        if isinstance(texts, str):
+            texts = [texts]
+        batch = self.tokenizer([clean_prompt(t) for t in texts], padding="max_length", max_length=self.max_tokens,
+                               truncation=True, add_special_tokens=True, return_attention_mask=True,
+                               return_tensors="pt")
+        ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+        try:
+            states = self.on_device()(ids, mask).last_hidden_state.float()  # (B, L, D)
+        finally:
+            if self.offload:
+                self.model.to("cpu")
+        states = states * mask[..., None].to(states.dtype)  # zeros after each prompt, as Wan pads
+        return states, torch.ones(states.shape[:2], dtype=torch.bool, device=states.device)
+
+    def on_device(self) -> torch.nn.Module:
+        """The encoder on its execution device (moved there now when it is offloaded)."""
+        return self.model.to(self.device) if self.offload else self.model
+
+    def encode_cached(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if text not in self._memo:
+            self._memo[text] = self.encode([text])
+        return self._memo[text]
+
+    def encode_memoized(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return pad_token_batches([self.encode_cached(text) for text in texts])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(clean_prompt(text), truncation=False)["input_ids"])

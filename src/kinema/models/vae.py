@@ -36,7 +36,6 @@ oneDNN directly (see ``_conv3d``); ``benchmarks/bench_vae.py`` compares with dif
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import re
@@ -51,6 +50,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import is_accelerate_available
 from torch import nn
 
+from kinema.config import read_json_object
 from kinema.errors import KinemaError
 
 # A causal cache maps each layer that looks into the past to what it needs from the previous chunk (its
@@ -376,7 +376,33 @@ class DiagonalGaussianDistribution:
 # ----------------------------------------------------------------------------- the model
 
 
-class VideoVAE(ModelMixin, ConfigMixin):
+class LatentScaling:
+    """Per-channel latent statistics (``config.latents_mean`` / ``latents_std``) and the sizes of a video VAE with
+    ``temporal_compression`` and ``spatial_compression``: shared by ``VideoVAE`` and the wrapped Wan2.2 VAE."""
+
+    def _latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (1, -1, 1, 1, 1)
+        mean = torch.tensor(self.config.latents_mean, dtype=like.dtype, device=like.device).view(shape)
+        std = torch.tensor(self.config.latents_std, dtype=like.dtype, device=like.device).view(shape)
+        return mean, std
+
+    def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """(z - mean) / std per channel: what the DiT sees."""
+        mean, std = self._latent_stats(latents)
+        return (latents - mean) / std
+
+    def denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """z * std + mean per channel: back to what the decoder expects."""
+        mean, std = self._latent_stats(latents)
+        return latents * std + mean
+
+    def latent_size(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """(latent_frames, latent_height, latent_width) for a valid video size."""
+        return (1 + (frames - 1) // self.temporal_compression, height // self.spatial_compression,
+                width // self.spatial_compression)
+
+
+class VideoVAE(ModelMixin, ConfigMixin, LatentScaling):
     """Causal video VAE: (B, 3, 1 + 4k, H, W) in [-1, 1] <-> latents (B, C, 1 + k, H/8, W/8).
 
     ``encode``/``decode`` take ``chunk_frames``: None processes the whole clip in one pass; N (a multiple of
@@ -500,29 +526,6 @@ class VideoVAE(ModelMixin, ConfigMixin):
         std = [float(v) for v in torch.as_tensor(std, dtype=torch.float64).flatten()]
         _check_latent_stats(mean, std, self.config.z_dim)
         self.register_to_config(latents_mean=mean, latents_std=std)
-
-    def _latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = (1, -1, 1, 1, 1)
-        mean = torch.tensor(self.config.latents_mean, dtype=like.dtype, device=like.device).view(shape)
-        std = torch.tensor(self.config.latents_std, dtype=like.dtype, device=like.device).view(shape)
-        return mean, std
-
-    def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """(z - mean) / std per channel: what the DiT sees."""
-        mean, std = self._latent_stats(latents)
-        return (latents - mean) / std
-
-    def denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """z * std + mean per channel: back to what the decoder expects."""
-        mean, std = self._latent_stats(latents)
-        return latents * std + mean
-
-    # -- sizes
-
-    def latent_size(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
-        """(latent_frames, latent_height, latent_width) for a valid video size."""
-        return (1 + (frames - 1) // self.temporal_compression, height // self.spatial_compression,
-                width // self.spatial_compression)
 
     # -- encode / decode
 
@@ -686,15 +689,7 @@ def _check_checkpoint_folder(folder: Path) -> None:
         raise KinemaError(f"{where}: folder does not exist")
     if not folder.is_dir():
         raise KinemaError(f"{where}: not a folder (expected config.json and {WEIGHTS_NAME})")
-    config = folder / "config.json"
-    if not config.is_file():
-        raise KinemaError(f"{where}: config.json is missing")
-    try:
-        parsed = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise KinemaError(f"{where}: config.json is not valid JSON ({_one_line(error)})") from None
-    if not isinstance(parsed, dict):
-        raise KinemaError(f"{where}: config.json must hold a JSON object")
+    read_json_object(folder / "config.json", where)
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise KinemaError(f"{where}: {WEIGHTS_NAME} is missing")

@@ -22,8 +22,8 @@ log = logging.getLogger("kinema.serve")
 
 # The fields a request may name; an error message that starts with one of them names that parameter.
 PARAMS = {"prompt", "model", "seconds", "size", "seed", "steps", "guidance", "negative_prompt", "expand", "storyboard",
-          "context_noise", "anchor", "step_cache", "mode", "strength", "direction", "name", "input_reference", "video",
-          "video_end"}
+          "context_noise", "anchor", "expand_with", "loras", "step_cache", "mode", "strength", "direction", "name",
+          "input_reference", "video", "video_end"}
 SHOWN_CHARS = 80  # of a value the client sent, quoted in an error message
 
 

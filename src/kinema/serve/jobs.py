@@ -17,7 +17,7 @@ from typing import Any
 from kinema.errors import KinemaError
 from kinema.frames import is_windowed, latent_count, output_frames
 from kinema.inference.pipeline import MAX_TOKENS_PER_PASS
-from kinema.inference.request import Request, validate
+from kinema.inference.request import Request, added_seconds, validate
 
 OUTPUT_NAME = "video.mp4"
 THUMBNAIL_NAME = "thumbnail.png"
@@ -58,9 +58,10 @@ def check_request(request: Request, pipe, *, input_frames: tuple[int, ...] = (),
     storyboard sets it: there it is the length of the whole result. ``input_frames`` are the frame counts of the
     input videos, known from the upload checks. One-line KinemaError otherwise.
     """
-    mode, frames, width, height, fps = validate(request, pipe.defaults.fps)
+    mode, frames, width, height, fps = validate(request, pipe.defaults)
+    pipe.check_mode(mode)
     if input_frames:  # the modes that keep input video make the input and what is added
-        frames = output_frames(mode, request.seconds, fps, input_frames)
+        frames = output_frames(mode, added_seconds(request, pipe.defaults), fps, input_frames)
     pixels = frames * width * height
     if pixels > max_job_pixels:
         raise KinemaError(f"{frames} frames at {width}x{height} is {pixels:,} pixels; this server allows "
@@ -74,7 +75,7 @@ def check_request(request: Request, pipe, *, input_frames: tuple[int, ...] = (),
         raise KinemaError(f"{frames} frames at {width}x{height} is {tokens} transformer tokens a pass; one pass "
                           f"allows {MAX_TOKENS_PER_PASS} (ask for fewer seconds or a smaller size)")
     whole = input_frames or request.storyboard is not None  # the length is the result's, not the request's
-    return (frames / fps if whole else request.seconds), f"{width}x{height}"
+    return (frames / fps if whole else added_seconds(request, pipe.defaults)), f"{width}x{height}"
 
 
 def seconds_text(seconds: float) -> str:

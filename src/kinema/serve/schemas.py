@@ -38,7 +38,14 @@ class Sampling(BaseModel):
     negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS,
                                         description="kinema: what to steer away from")
     expand: bool | None = Field(None, description="kinema: expand the prompt into the caption style the model "
-                                                "was trained on (default: true; the expansion is in the metadata)")
+                                                "was trained on (default: the model's, on for the embedded model; the "
+                                                "expansion is in the metadata)")
+    expand_with: bool | None = Field(None, description="kinema: extend the prompt with the chat endpoint the server "
+                                     "was started with (kinema serve --expand-with URL); falls back to the prompt "
+                                     "as written")
+    loras: list[str] | None = Field(None, max_length=8, description="kinema: LoRAs the server offers, each NAME or "
+                                    "NAME:SCALE (a .safetensors file in its --lora-dir); low=NAME for "
+                                    "Wan2.2 A14B's low-noise expert")
     context_noise: float | None = Field(None, ge=0, lt=1, description="kinema, long videos: noise level in [0, 1) "
                                         "of the frames each later pass continues from (default: the model's)")
     anchor: float | None = Field(None, ge=0, le=1, description="kinema, long videos: strength in [0, 1] with which "
@@ -124,7 +131,7 @@ def sampling_fields(params: Sampling) -> dict:
               "negative_prompt": params.negative_prompt}
     if params.expand is not None:
         fields["expand"] = params.expand
-    for name in ("context_noise", "anchor", "step_cache"):
+    for name in ("context_noise", "anchor", "expand_with", "loras", "step_cache"):
         if getattr(params, name) is not None:
             fields[name] = getattr(params, name)
     return fields

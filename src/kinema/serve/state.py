@@ -33,6 +33,8 @@ class ServerConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS  # width x height of an uploaded image or video frame
     max_video_pixels: int = 1 << 25  # frames x width x height of an uploaded or generated video
     poll_after_ms: int = 500  # the openai client's poll interval hint
+    lora_dir: Path | None = None  # the LoRA files a request's 'loras' may name; None: requests name none
+    expand_with: str | None = None  # the chat endpoint a request's 'expand_with' uses; None: requests cannot
 
     @property
     def media_folder(self) -> Path:
@@ -80,7 +82,7 @@ def video_object(state: ServerState, job: Job, *, position: bool = False) -> dic
         "context_noise": windows.context_noise, "anchor": windows.anchor, "step_cache": chosen.step_cache,
         "few_step": chosen.few_step,
         "expanded_prompt": params.get("prompt") if params.get("prompt") != job.prompt else None,
-        "characters": server.get("characters", []),
+        "characters": server.get("characters", []), "warnings": server.get("warnings", []),
     }
     if server.get("mode") in ("edit", "remix"):
         extension["strength"] = params.get("strength")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import uuid
@@ -17,6 +18,7 @@ import numpy as np
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
+from kinema.inference.request import OUTPUT_NAME as FILE_NAME
 from kinema.inference.request import Request as GenerateRequest
 from kinema.serve import characters as character_tools
 from kinema.serve.body import Body, parse_fields, parse_json, read_body
@@ -164,17 +166,64 @@ def job_folder(state: ServerState, prefix: str = "video") -> Iterator[tuple[str,
         raise
 
 
+def prompt_warnings(pipe: Any, request: GenerateRequest) -> list[str]:
+    """What the CLI warns about a request, for the studio to show once: a prompt that names nothing a model of the
+    simulated world can draw (``kinema.inference.expand.undrawable``)."""
+    from kinema.inference.expand import undrawable
+    from kinema.inference.storyboard import storyboard_from_dict
+
+    if not getattr(pipe.defaults, "expand", False):  # not a model of the simulated world
+        return []
+    if request.storyboard is not None:
+        text = " ".join(storyboard_from_dict(request.storyboard).shot_texts())
+    else:
+        text = request.prompt
+    warning = undrawable(text)
+    return [warning] if warning else []
+
+
+LORA_NAME = re.compile(FILE_NAME.pattern + r"\.safetensors")  # a file name in the LoRA folder, no path
+
+
+def served_loras(state: ServerState, specs: list[str]) -> list[str]:
+    """A request's LoRAs, each ``[low=]NAME[:SCALE]`` of a file in the server's ``--lora-dir``, as paths there: a
+    client names LoRAs the server offers, never a path of the server's machine."""
+    folder = state.config.lora_dir
+    if folder is None:
+        raise ApiError(400, "loras: this server offers no LoRAs (start it with --lora-dir DIR)", "loras")
+    resolved = []
+    for spec in specs:
+        expert, _, name = spec.rpartition("=")
+        name, _, scale = name.partition(":")
+        if not LORA_NAME.fullmatch(name) or not (folder / name).is_file():
+            raise ApiError(400, f"loras: '{shown(name)}' is not a LoRA this server offers (a .safetensors file name "
+                                f"in its LoRA folder)", "loras")
+        if expert not in ("", "high", "low"):
+            raise ApiError(400, f"loras: '{shown(expert)}=': an expert is high= or low=", "loras")
+        if expert == "low" and getattr(state.pipe, "transformer_2", None) is None:
+            raise ApiError(400, "loras: low= names the low-noise expert, which only Wan2.2 A14B has", "loras")
+        resolved.append(f"{expert}=" * bool(expert) + str(folder / name) + (f":{scale}" if scale else ""))
+    return resolved
+
+
 async def submit(state: ServerState, job_id: str, folder: Path, *, prompt: str, mode: str,
                  request_fields: dict, input_frames: tuple[int, ...] = (), remixed_from: Job | None = None) -> dict:
     """Validate a job, store it (committed before this returns) and wake the worker."""
     expanded, used = character_tools.expand(prompt, state.store.characters())
     if request_fields.get("seed") is None:
         request_fields["seed"] = secrets.randbelow(2**31)
+    if request_fields.get("loras"):
+        request_fields["loras"] = served_loras(state, request_fields["loras"])
+    if request_fields.get("expand_with") is not None:  # a client turns it on; the server names the endpoint
+        if request_fields["expand_with"] and state.config.expand_with is None:
+            raise ApiError(400, "expand_with: this server has no chat endpoint (start it with --expand-with URL)",
+                           "expand_with")
+        request_fields["expand_with"] = state.config.expand_with if request_fields["expand_with"] else None
     request = GenerateRequest(prompt=expanded, output=str(folder / OUTPUT_NAME), **request_fields)
     seconds, size = check_request(request, state.pipe, input_frames=input_frames,
                                   max_job_pixels=state.config.max_video_pixels)
     params = stored_params(request, folder)
-    params["_server"] = {"mode": mode, "characters": used}
+    params["_server"] = {"mode": mode, "characters": used, "warnings": prompt_warnings(state.pipe, request)}
     length = remixed_from.seconds if remixed_from is not None else seconds_text(seconds)  # a remix keeps the length
     job = state.store.add(job_id, model=state.pipe.name, prompt=prompt, seconds=length, size=size, params=params,
                           remixed_from=remixed_from.id if remixed_from else None, max_queue=state.config.max_queue)

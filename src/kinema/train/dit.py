@@ -12,6 +12,7 @@ Runs alike in one process or under torchrun (``python -m kinema.train.dit``).
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from kinema.errors import KinemaError
 from kinema.frames import MAX_SIDE, is_latent_length, shot_of_latent_frames
 from kinema.train import distributed as dist_utils
 from kinema.train.loop import TrainConfig, Trainer, TrainSummary, derived_seed, seed_everything
+from kinema.train.sources import check_folder_settings, folder_buckets, folder_source
 
 logger = logging.getLogger("kinema.train")
 
@@ -65,8 +67,15 @@ class DiTDataConfig:
     workers: int = 0  # render processes
     prefetch: int = 2  # batches rendered ahead (with workers)
     repeat: int = 1  # steps each rendered batch serves, with fresh noise, times and masks each time
+    # Your own videos instead of the world (kinema.train.sources): a folder of videos with captions, its manifest
+    # (default: manifest.jsonl, metadata.jsonl or .csv in the folder, else a .txt beside each video) and its
+    # buckets [frames, height, width] (default: `frames` at each of `sizes`).
+    folder: str | None = None
+    manifest: str | None = None
+    buckets: list[tuple[int, int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        check_folder_settings(self)
         if self.mix and sum(entry.weight for entry in self.mix) <= 0:
             raise ValueError("mix weights must have a positive sum")
         for name in ("workers", "prefetch"):
@@ -180,24 +189,47 @@ def world_source(data: DiTDataConfig, streaming: bool = False):
                           prefetch=data.prefetch)
 
 
-def cache_world_latents(config: DiTTrainConfig, out_dir: str | Path, clips: int, dtype: torch.dtype = torch.float16,
-                        progress=None) -> Path:
-    """Render ``clips`` world clips as ``config.data`` describes, encode them with ``config.vae`` and write a
-    latent cache to ``out_dir`` (resumable: finished shards are kept). Returns the cache's index.json."""
+def training_source(data: DiTDataConfig, batch_size: int, streaming: bool = False):
+    """The clips a DiT run reads: the folder of your videos that ``data.folder`` names, else the world's
+    (``world_source``)."""
+    if data.folder is not None:
+        return folder_source(data, batch_size)
+    return world_source(data, streaming)
+
+
+def training_caches(data: DiTDataConfig) -> list[str]:
+    """The latent caches a DiT run reads: none when ``data.folder`` names your videos, which then win over the
+    config's caches (``kinema train dit --config configs/dit/tiny.yaml data.folder=DIR`` trains on DIR)."""
+    if data.folder is not None and data.latent_cache:
+        print(f"training straight from {data.folder}: data.latent_cache is not read", flush=True)
+        return []
+    return list(data.latent_cache)
+
+
+def cache_training_latents(config: DiTTrainConfig, out_dir: str | Path, clips: int | None = None,
+                           dtype: torch.dtype = torch.float16, progress=None) -> Path:
+    """Encode ``clips`` clips of the run's source (world clips rendered as ``config.data`` describes, or your
+    videos; default for a folder: one epoch, every video once) with ``config.vae`` and write a latent cache to
+    ``out_dir`` (resumable: finished shards are kept). Returns the cache's index.json."""
     from kinema.data.latents import cache_latents
     from kinema.models.vae import VideoVAE
 
+    batch_size = config.train.batch_size
+    source = training_source(config.data, batch_size)
+    if clips is None and config.data.folder is not None:
+        clips = source.batches_per_epoch(batch_size) * batch_size
     if isinstance(clips, bool) or not isinstance(clips, int) or clips < 1:
         raise KinemaError(f"clips must be an integer >= 1 (got {clips!r})")
     vae = VideoVAE.from_pretrained(config.vae).float().eval().requires_grad_(False)
-    batch_size = config.train.batch_size
     batches = -(-clips // batch_size)
 
     def encode(video: torch.Tensor) -> torch.Tensor:
         return vae.normalize_latents(vae.encode(video).mode())
 
-    return cache_latents(world_source(config.data), encode, out_dir, batches, batch_size, dtype=dtype,
-                         progress=progress)
+    try:
+        return cache_latents(source, encode, out_dir, batches, batch_size, dtype=dtype, progress=progress)
+    finally:
+        source.close()
 
 
 def sample_memory_window(latent_frames: int, generator: torch.Generator) -> tuple[list[int], int]:
@@ -233,17 +265,18 @@ class DiTTask:
             fresh = load_init(self.model, config.init, config.init_partial)
             if fresh:
                 print(f"init {config.init}: {', '.join(fresh)} start fresh (shapes differ)", flush=True)
-        self.vae = None if config.data.latent_cache else (
+        data = config.data
+        caches = training_caches(data)
+        self.vae = None if caches else (
             VideoVAE.from_pretrained(config.vae).float().eval().requires_grad_(False).to(self.device))
         self.text = (TextEncoder.default(self.device) if config.text_encoder == "minilm"
                      else TextEncoder(config.text_encoder, device=self.device))
-        data = config.data
         self.latents = None
-        if data.latent_cache:
+        if caches:
             from kinema.data.latents import LatentSource
 
-            self.latents = LatentSource(data.latent_cache, seed=data.seed)
-        self.source = world_source(data, streaming=not data.latent_cache)
+            self.latents = LatentSource(caches, seed=data.seed)
+        self.source = training_source(data, config.train.batch_size, streaming=not caches)
         self._last_raw: tuple | None = None  # (key, raw batch, latents) reused by data.repeat
 
     def _raw(self, index: int, rank: int, world_size: int) -> tuple[dict, torch.Tensor]:
@@ -379,7 +412,7 @@ def export_pipeline(config: DiTTrainConfig, out: str | Path, checkpoint: str | P
     model.load_state_dict(found.model | found.ema, strict=True)
     vae = VideoVAE.from_pretrained(config.vae)
     try:
-        sampling = SamplingDefaults(**(config.sampling | (defaults or {})))
+        sampling = SamplingDefaults(**(folder_defaults(config.data) | config.sampling | (defaults or {})))
     except (TypeError, ValueError) as e:
         raise KinemaError(f"bad sampling defaults: {e}") from None
     pipe = KinemaPipeline(model.eval().to(dtype), vae.to(dtype), defaults=sampling, flow=config.flow,
@@ -390,6 +423,25 @@ def export_pipeline(config: DiTTrainConfig, out: str | Path, checkpoint: str | P
     diffusers_logging.set_verbosity_error()
     pipe.save_pretrained(out)
     return Path(out), found.step
+
+
+def folder_defaults(data: DiTDataConfig) -> dict:
+    """The sampling defaults of a model trained on your videos (``data.folder``, or latent caches made from a
+    folder): their frame rate, the first bucket's size and length, and no prompt expansion (its captions are yours,
+    not the simulated world's). Empty for the world."""
+    found = {"fps": data.fps, "buckets": folder_buckets(data)} if data.folder is not None else None
+    for cache in data.latent_cache if found is None else ():
+        try:
+            source = json.loads((Path(cache) / "index.json").read_text(encoding="utf-8"))["source"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(source, dict) and source.get("source") == "folder":
+            found = {"fps": float(source["fps"]), "buckets": source["buckets"]}
+            break
+    if found is None:
+        return {}
+    frames, height, width = found["buckets"][0]
+    return {"fps": found["fps"], "size": f"{width}x{height}", "seconds": (frames - 1) / found["fps"], "expand": False}
 
 
 def load_dit_config(path: str | Path, overrides: list[str] | None = None) -> DiTTrainConfig:

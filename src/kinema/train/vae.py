@@ -30,6 +30,7 @@ from kinema.errors import KinemaError
 from kinema.frames import MAX_SIDE, is_latent_length
 from kinema.train import distributed as dist_utils
 from kinema.train.loop import TrainConfig, Trainer, TrainSummary, check_sizes, derived_seed, seed_everything
+from kinema.train.sources import check_folder_settings, folder_source
 
 __all__ = ["VAEDataConfig", "VAELossConfig", "VAETask", "VAETrainConfig", "export_checkpoint", "export_vae", "ssim",
            "train_vae"]
@@ -41,9 +42,10 @@ HELD_OUT_SEED_OFFSET = 2**31  # world training clips use scene seeds below this;
 
 @dataclass
 class VAEDataConfig:
-    """Simulated-world clips, rendered on demand (``kinema.data.world.WorldVideoSource``)."""
+    """Simulated-world clips, rendered on demand (``kinema.data.world.WorldVideoSource``), or a folder of your own
+    videos (``kinema.train.sources``)."""
 
-    source: Literal["world"] = "world"
+    source: Literal["world", "folder"] = "world"  # "folder" when `folder` is given
     seed: int = 0
     sizes: list[str] = field(default_factory=lambda: ["64x64"])  # WIDTHxHEIGHT, cycled by batch index
     frames: int = 17  # 1 + 4k
@@ -57,8 +59,19 @@ class VAEDataConfig:
     eval_clips: int = 8  # held-out clips per size
     eval_batch_size: int = 4
     stats_batches: int = 4  # training batches the latent mean/std are measured on
+    # Your own videos (kinema.train.sources): a folder of videos with captions, its manifest (default: found in the
+    # folder, else .txt files) and its buckets [frames, height, width] (default: `frames` at each of `sizes`).
+    # The evaluation clips are then the folder's first videos, from their start (not held out).
+    folder: str | None = None
+    manifest: str | None = None
+    buckets: list[tuple[int, int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        check_folder_settings(self)
+        if self.folder is not None:
+            self.source = "folder"
+        elif self.source == "folder":
+            raise ValueError("source 'folder' needs folder: the folder of your videos")
         check_sizes(self.sizes)
         if not is_latent_length(self.frames):
             raise ValueError(f"frames must be 1 + 4k (1, 5, 9, 13, 17, ...) (got {self.frames})")
@@ -245,10 +258,13 @@ class VAETask:
         if config.freeze_encoder:
             self.model.encoder.requires_grad_(False)
             self.model.quant_conv.requires_grad_(False)
-        self.source = WorldVideoSource(
-            seed=data.seed, sizes=data.size_list(), frames=data.frames, fps=data.fps, shots=tuple(data.shots),
-            occluder_probability=data.occluder_probability, paint_probability=data.paint_probability,
-            workers=data.workers, prefetch=data.prefetch)
+        if data.folder is not None:
+            self.source = folder_source(data, config.train.batch_size)
+        else:
+            self.source = WorldVideoSource(
+                seed=data.seed, sizes=data.size_list(), frames=data.frames, fps=data.fps, shots=tuple(data.shots),
+                occluder_probability=data.occluder_probability, paint_probability=data.paint_probability,
+                workers=data.workers, prefetch=data.prefetch)
         self._eval_videos: list[torch.Tensor] | None = None
 
     def batch(self, index: int, rank: int, world_size: int) -> dict:
@@ -276,6 +292,11 @@ class VAETask:
 
     def held_out_videos(self) -> list[torch.Tensor]:
         """The fixed evaluation clips, in batches of one size: scene seeds 2**31 + clip_seed(eval_seed, i)."""
+        if self._eval_videos is None and self.config.data.folder is not None:
+            data = self.config.data
+            first = folder_source(data, data.eval_batch_size, random_window=False)
+            batches = -(-data.eval_clips // data.eval_batch_size)
+            self._eval_videos = [first.batch(i)["video"] for i in range(min(batches, first.batches_per_epoch()))]
         if self._eval_videos is None:
             from kinema.data.batching import frames_to_video_tensor
             from kinema.data.world import render_clip

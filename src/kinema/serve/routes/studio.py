@@ -34,4 +34,8 @@ async def studio_style() -> Response:
 async def healthz(request: Request) -> dict:
     state = state_of(request)
     alive = state.worker is None or state.worker.alive  # without one, workers elsewhere run the jobs
-    return {"status": "ok" if alive else "worker stopped", "model": state.pipe.name}
+    # expand: whether the model expands prompts by default (the studio's expansion switch starts there); size and
+    # size_multiple: the model's default size and the multiple its sizes come in, for the studio's size choices
+    return {"status": "ok" if alive else "worker stopped", "model": state.pipe.name,
+            "expand": bool(getattr(state.pipe.defaults, "expand", False)), "size": state.pipe.defaults.size,
+            "size_multiple": getattr(state.pipe, "size_multiple", 8)}

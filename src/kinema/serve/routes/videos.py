@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from kinema.errors import KinemaError
-from kinema.frames import DEFAULT_SECONDS, DEFAULT_SIZE
+from kinema.frames import DEFAULT_SECONDS
 from kinema.serve.body import parse_fields, read_body
 from kinema.serve.errors import ApiError
 from kinema.serve.jobs import JOB_ID, METADATA_NAME, OUTPUT_NAME, SPRITESHEET_NAME, THUMBNAIL_NAME
@@ -53,7 +53,7 @@ async def create_video(request: Request) -> dict:
             raise ApiError(400, "prompt: required", "prompt")
         check_queue(state)
         request_fields = {"seconds": DEFAULT_SECONDS if fields.seconds is None else fields.seconds,
-                          "size": fields.size or DEFAULT_SIZE, **sampling_fields(fields)}
+                          "size": fields.size, **sampling_fields(fields)}
         if storyboard is not None:
             request_fields["storyboard"] = storyboard
         with job_folder(state) as (job_id, folder):

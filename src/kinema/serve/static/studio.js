@@ -8,6 +8,7 @@ const state = {
   mode: "text",          // text | storyboard | image | edit | extend | loop | connect | remix
   source: null,          // {id, prompt}: the gallery video a remix or an extension starts from
   aspect: "1:1",
+  multiple: 8,  // sizes are multiples of this (/healthz says the model's)
   current: null,         // id of the video shown in the player
   polling: null,
   nextPage: null,
@@ -46,9 +47,25 @@ async function blobURL(key, path) {
 
 // ---------------------------------------------------------------------------- form
 
+function showModel(health) {
+  // the model's name, its own size among the resolutions (Wan: 480 or 704), chosen when it is not one of them, and
+  // whether it expands prompts
+  $("#model").textContent = `model: ${health.model}`;
+  state.multiple = health.size_multiple || 8;
+  const base = Math.min(...String(health.size || "").split("x").map(Number));
+  const select = $("#resolution");
+  if (base > 0 && ![...select.options].some((o) => Number(o.value) === base)) {
+    select.add(new Option(`model's (${base})`, String(base), true, true));
+  }
+  $("#size").textContent = currentSize();
+  // a model trained on your own captions (or Wan) does not expand prompts: the switch starts at the model's default
+  if (typeof health.expand === "boolean") $("#expand").checked = health.expand;
+}
+
 function sizeFor(aspect, base) {
   const [w, h] = aspect.split(":").map(Number);
-  const long = Math.max(8, Math.round((base * Math.max(w, h)) / Math.min(w, h) / 8) * 8);
+  const step = state.multiple;  // the model's: 8, 16 for Wan2.1, 32 for Wan2.2 TI2V-5B
+  const long = Math.max(step, Math.round((base * Math.max(w, h)) / Math.min(w, h) / step) * step);
   return w >= h ? `${long}x${base}` : `${base}x${long}`;
 }
 
@@ -137,17 +154,18 @@ function buildRequest() {
   const mode = state.mode;
   addSampling(data);
   if (mode === "remix") {
-    const body = { prompt, strength: Number($("#strength").value) };
+    const body = { prompt, strength: Number($("#strength").value), expand: $("#expand").checked };
     for (const [key, value] of data.entries()) body[key] = key === "negative_prompt" ? value : Number(value);
     return [`/v1/videos/${state.source.id}/remix`,
       { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } }];
   }
-  if (mode === "storyboard") {  // the shots set the length; the scene is the prompt
+  if (mode === "storyboard") {  // the shots set the length; the scene is the prompt; shots are not expanded
     data.set("storyboard", JSON.stringify(storyboard()));
     data.set("size", currentSize());
     return ["/v1/videos", { method: "POST", body: data }];
   }
   data.set("prompt", prompt);
+  data.set("expand", $("#expand").checked ? "true" : "false");
   if (mode === "edit") {
     data.set("video", needFile("#video", "a video to edit"));
     data.set("strength", $("#strength").value);
@@ -172,14 +190,23 @@ function buildRequest() {
   return ["/v1/videos", { method: "POST", body: data }];
 }
 
+// What the server warns about a request (a prompt the model cannot draw), shown once, under the form.
+function showWarnings(video) {
+  const warnings = (video.kinema && video.kinema.warnings) || [];
+  $("#form-warning").textContent = warnings.length ? `Warning: ${warnings.join(" ")}` : "";
+  $("#form-warning").hidden = !warnings.length;
+}
+
 async function submit(event) {
   event.preventDefault();
   $("#form-error").textContent = "";
+  $("#form-warning").hidden = true;
   const button = $("#generate");
   button.disabled = true;
   try {
     const [path, options] = buildRequest();
     const video = await (await api(path, options)).json();
+    showWarnings(video);
     track(video);
     loadGallery();
   } catch (error) {
@@ -222,6 +249,8 @@ function track(video) {
     try {
       const latest = await getJSON(`/v1/videos/${video.id}`);
       setProgress(latest);
+      const pending = document.querySelector(`#gallery .card[data-id="${latest.id}"] .pending`);
+      if (pending && latest.status === "in_progress") pending.textContent = `${latest.progress || 0}%`;
       if (latest.status === "completed") { show(latest); loadGallery(); return; }
       if (latest.status === "failed") { loadGallery(); return; }
     } catch (error) {
@@ -254,13 +283,25 @@ async function show(video) {
   }
 }
 
+// A storyboard's shots, one per line: "1. wide, 2 s: the red ball is dropped".
+function shotLines(board) {
+  return board.shots.map((shot, n) => `${n + 1}. ${shot.framing}, ${shot.seconds} s: ${shot.prompt}`).join("\n");
+}
+
 function showMetadata(video, metadata) {
   const list = $("#metadata");
   list.replaceChildren();
+  const board = metadata.storyboard;
   const rows = {
-    id: video.id, prompt: metadata.prompt, mode: metadata.mode, seed: metadata.seed, steps: metadata.steps,
+    id: video.id, prompt: metadata.prompt,
+    // the text the model got: the expansion of the prompt, or each shot's caption
+    "expanded prompt": metadata.expanded_prompt,
+    expansion: metadata.expand === undefined ? undefined : metadata.expand ? "on" : "off",
+    scene: board ? board.scene : undefined, shots: board ? shotLines(board) : undefined,
+    "shot captions": board && metadata.shot_texts ? metadata.shot_texts.join("\n") : undefined,
+    mode: metadata.mode, seed: metadata.seed, steps: metadata.steps,
     guidance: metadata.guidance, sampler: metadata.sampler, size: metadata.size, fps: metadata.fps,
-    frames: metadata.frames, seconds: video.seconds, model: metadata.model,
+    frames: metadata.frames, seconds: video.seconds, model: metadata.model, device: metadata.device,
     "model sha256": metadata.model_sha256, "kinema version": metadata.kinema_version, created: metadata.created,
   };
   if (metadata.negative_prompt) rows["negative prompt"] = metadata.negative_prompt;
@@ -290,8 +331,15 @@ function card(video) {
   badge.textContent = video.status.replace("_", " ");
   badge.classList.add(video.status);
   const done = video.status === "completed";
-  $(".card-remix", node).disabled = !done;
-  $(".card-extend", node).disabled = !done;
+  for (const selector of [".card-remix", ".card-extend"]) {
+    $(selector, node).disabled = !done;
+    $(selector, node).title = done ? "" : "Only a finished video can be remixed or extended";
+  }
+  const pending = $(".pending", node);  // what the card shows until its thumbnail is there
+  const busy = video.status === "queued" || video.status === "in_progress";
+  pending.classList.toggle("busy", busy);
+  pending.textContent = video.status === "in_progress" ? `${video.progress || 0}%` : video.status === "queued"
+    ? "queued" : video.status === "failed" ? "failed" : "";
   $(".thumb", node).addEventListener("click", () => track(video));
   $(".card-remix", node).addEventListener("click", () => setSource(video, "remix"));
   $(".card-extend", node).addEventListener("click", () => setSource(video, "extend"));
@@ -303,9 +351,12 @@ function card(video) {
       $("#form-error").textContent = error.message;
     }
   });
-  if (done) {
+  if (done) {  // the picture is added once it has loaded, so no card ever shows a broken image
     blobURL(`thumb-${video.id}`, `/v1/videos/${video.id}/content?variant=thumbnail`)
-      .then((url) => { $("img", node).src = url; })
+      .then((url) => {
+        const img = Object.assign(document.createElement("img"), { alt: "", src: url });
+        img.addEventListener("load", () => { pending.replaceWith(img); });
+      })
       .catch(() => { /* the card still works without its picture */ });
   }
   return node;
@@ -362,7 +413,7 @@ function start() {
   addShot({ framing: "wide", seconds: 2 });
   addShot({ framing: "closeup", seconds: 2 });
   showMode("text");
-  fetch("/healthz").then((r) => r.json()).then((h) => { $("#model").textContent = `model: ${h.model}`; })
+  fetch("/healthz").then((r) => r.json()).then(showModel)
     .catch(() => { /* the page works without the model name */ });
   loadGallery();
 }
