@@ -213,7 +213,7 @@ def test_train_resume_and_export_a_folder_that_steps_pick_from(tmp_path, word_en
     assert loaded.few_step_sha256 and loaded.few_step_sha256 != loaded.weights_sha256
 
     def latents(steps: int | None) -> torch.Tensor:
-        return loaded("a red ball", num_frames=5, height=32, width=32, num_inference_steps=steps,
+        return loaded("a red ball", num_frames=5, height=32, width=32, num_inference_steps=steps, expand=False,
                       generator=torch.Generator().manual_seed(1), output_type="latent").frames
 
     noise = torch.randn((1, 4, 2, 4, 4), generator=torch.Generator().manual_seed(1))
