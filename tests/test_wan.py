@@ -687,3 +687,34 @@ def test_the_server_makes_image_to_video_with_a_wan_i2v_folder(folders, tmp_path
 
     frames, fps = read_video(tmp_path / "v.mp4")
     assert frames.shape == (5, 32, 48, 3) and fps == 16
+
+
+def test_step_caching_covers_both_a14b_experts_the_scheduler_and_offload(folders):
+    """First-Block Cache on Wan2.2 A14B with the folder's scheduler: each expert gets its own cache, fresh when its
+    turn comes (the low-noise expert's first step runs every block, not the high-noise one's residual), the later
+    steps of an expert skip the other blocks, the caches are off again after the call, and model CPU offload gives
+    the same frames."""
+    folder, _ = folders["wan2.2-a14b"]
+    call = dict(num_frames=5, height=32, width=32, num_inference_steps=4)  # 3 high-noise steps, then 1 low
+    pipe = KinemaPipeline.from_pretrained(folder)
+    assert pipe.defaults.sampler == "scheduler"
+    runs = {"transformer": [], "transformer_2": []}
+    for name, record in runs.items():
+        blocks = getattr(pipe, name).blocks
+        blocks[-1].ffn.register_forward_hook(lambda *_, record=record: record.append("rest"))  # skipped: not run
+        getattr(pipe, name).register_forward_hook(lambda *_, record=record: record.append("call"))
+    plain = pipe(PROMPT, generator=torch.Generator().manual_seed(0), **call).frames
+    assert runs["transformer"].count("rest") == 3 and runs["transformer_2"].count("rest") == 1
+    for record in runs.values():
+        record.clear()
+    cached = pipe(PROMPT, generator=torch.Generator().manual_seed(0), step_cache=1.0, **call).frames
+    assert runs["transformer"].count("call") == 3 and runs["transformer"].count("rest") == 1  # steps 2, 3 reused
+    assert runs["transformer_2"] == ["rest", "call"]  # a fresh cache: every block ran
+    assert not pipe.transformer.is_cache_enabled and not pipe.transformer_2.is_cache_enabled
+    assert not np.array_equal(cached, plain) and cached.std() > 5
+    offloaded = KinemaPipeline.from_pretrained(folder)
+    offloaded.enable_model_cpu_offload(device="cpu")
+    assert np.array_equal(offloaded(PROMPT, generator=torch.Generator().manual_seed(0), step_cache=1.0,
+                                    **call).frames, cached)
+    assert np.array_equal(pipe(PROMPT, generator=torch.Generator().manual_seed(0), step_cache=0.0, **call).frames,
+                          plain)
