@@ -35,41 +35,45 @@ def clip_options(k: int) -> SceneOptions:
     return SceneOptions(seconds=8, shots=(2, 3), occluder_probability=0.5, paint_probability=0.3)
 
 
+def tally(counts: dict[str, list[int]], key: str, right: bool) -> None:
+    counts[key][0] += right
+    counts[key][1] += 1
+
+
+def check_clip(scene, clip, analysis, counts: dict[str, list[int]], offsets: list[float]) -> None:
+    """Adds one clip's checks to ``counts`` ([correct, checks] per key) and its wide-shot centroid errors."""
+    gt = clip.ground_truth
+    framing = np.empty(scene.frames, dtype=object)
+    for shot in scene.shots:
+        framing[shot.start:shot.end] = shot.framing
+    for f, frame in enumerate(analysis.frames):
+        tally(counts, "sky", frame.sky == scene.sky)
+        tally(counts, "ground", frame.ground == scene.ground)
+        for i, obj in enumerate(scene.objects):
+            clean = (gt["visible"][f, i] and gt["occluded"][f, i] == 0 and gt["in_frame"][f, i] >= 0.999
+                     and gt["radius_px"][f, i] >= MIN_RADIUS_PX)
+            if not clean or not frame.objects:
+                continue
+            col, row = gt["col"][f, i], gt["row"][f, i]
+            det = min(frame.objects, key=lambda d: np.hypot(d.col - col, d.row - row))
+            tally(counts, "color", det.color == obj.color)
+            tally(counts, "shape", det.shape == obj.shape)
+            if framing[f] == "wide":
+                tally(counts, "size", det.size == obj.size)
+                offsets.append(float(np.hypot(det.col - col, det.row - row)))
+    tally(counts, "cuts", analysis.cuts == [s.start for s in scene.shots[1:]])
+
+
 def measure(clips: int, seed: int) -> dict:
     counts = {key: [0, 0] for key in ("color", "shape", "size", "sky", "ground", "cuts")}
     offsets: list[float] = []
-    frames_seen = 0
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(clips):
             width, height = FRAME_SIZES[k % 3]
             scene = sample_scene(seed + k, clip_options(k))
             clip = make_clip(scene, width, height)
             path = write_video(Path(tmp) / f"clip{k}.mp4", clip.frames, scene.fps, sidecar=False)
-            analysis = analyze_video(read_video(path)[0], scene.fps)
-            gt = clip.ground_truth
-            framing = np.empty(scene.frames, dtype=object)
-            for shot in scene.shots:
-                framing[shot.start:shot.end] = shot.framing
-            for f, frame in enumerate(analysis.frames):
-                frames_seen += 1
-                for key, want in (("sky", scene.sky), ("ground", scene.ground)):
-                    counts[key][0] += getattr(frame, key) == want
-                    counts[key][1] += 1
-                for i, obj in enumerate(scene.objects):
-                    clean = (gt["visible"][f, i] and gt["occluded"][f, i] == 0 and gt["in_frame"][f, i] >= 0.999
-                             and gt["radius_px"][f, i] >= MIN_RADIUS_PX)
-                    if not clean or not frame.objects:
-                        continue
-                    det = min(frame.objects, key=lambda d: np.hypot(d.col - gt["col"][f, i], d.row - gt["row"][f, i]))
-                    checks = [("color", det.color, obj.color), ("shape", det.shape, obj.shape)]
-                    if framing[f] == "wide":
-                        checks.append(("size", det.size, obj.size))
-                        offsets.append(float(np.hypot(det.col - gt["col"][f, i], det.row - gt["row"][f, i])))
-                    for key, got, want in checks:
-                        counts[key][0] += got == want
-                        counts[key][1] += 1
-            counts["cuts"][0] += analysis.cuts == [s.start for s in scene.shots[1:]]
-            counts["cuts"][1] += 1
+            check_clip(scene, clip, analyze_video(read_video(path)[0], scene.fps), counts, offsets)
     result = {key: {"correct": c, "checks": n, "rate": round(c / n, 4) if n else None}
               for key, (c, n) in counts.items()}
     result["centroid_px"] = {
@@ -77,7 +81,7 @@ def measure(clips: int, seed: int) -> dict:
         "within_1px": round(float(np.mean(np.asarray(offsets) <= 1.0)), 4) if offsets else None,
         "checks": len(offsets),
     }
-    result["frames"] = frames_seen
+    result["frames"] = counts["sky"][1]  # every frame has one sky check
     return result
 
 
