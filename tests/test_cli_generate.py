@@ -38,6 +38,7 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     (["--seconds", "700"], "seconds must be > 0 and <= 600"),
     (["--connect", "a.mp4", "-o", "b.mp4"], "--connect takes two videos, --connect FIRST LAST (got a.mp4)"),
     (["--connect", "a.mp4"], "--connect takes two videos"),
+    (["--crf", "60"], "crf must be an integer between 0 (lossless) and 51 (got 60)"),
 ])
 def test_bad_requests_are_refused_before_the_model_loads(model, tmp_path, args, words):
     (tmp_path / "a.mp4").write_bytes(b"")

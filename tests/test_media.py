@@ -86,6 +86,21 @@ def test_write_read_round_trip_keeps_count_size_fps_and_pixels(tmp_path: Path, s
     assert np.abs(colour_shift).max() < 1.0, colour_shift
 
 
+def test_crf_0_is_lossless_up_to_yuv420p_and_keeps_small_differences_small(tmp_path: Path) -> None:
+    """At crf 0 H.264 codes the yuv420p frames exactly: a frame that differs by one level in a patch reads back
+    within 2 levels of the other's file, where crf 12's choices move that patch's pixels by more."""
+    frames = make_frames(17, height=64, width=64, square=True)
+    nudged = frames.copy()
+    nudged[5:, 20:40, 20:40] = np.clip(nudged[5:, 20:40, 20:40].astype(int) + 1, 0, 255).astype(np.uint8)
+    largest = {}
+    for crf in (12, 0):
+        write_video(tmp_path / "a.mp4", frames, 8.0, crf=crf, sidecar=False)
+        write_video(tmp_path / "b.mp4", nudged, 8.0, crf=crf, sidecar=False)
+        a, b = (read_video(tmp_path / f"{n}.mp4")[0].astype(int) for n in "ab")
+        largest[crf] = int(np.abs(a - b).max())
+    assert largest[0] <= 2 < largest[12], largest
+
+
 def test_float_frames_encode_like_their_uint8_rounding(tmp_path: Path) -> None:
     frames = make_frames(9, 64, 64)
     write_video(tmp_path / "u8.mp4", frames, 8.0)

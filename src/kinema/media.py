@@ -52,6 +52,7 @@ logging.getLogger("libav").addHandler(logging.NullHandler())
 
 DEFAULT_FPS = 8.0  # used when a file does not say how fast it plays (still images, some streams)
 DEFAULT_MAX_PIXELS = 4096 * 4096
+DEFAULT_CRF = 12  # H.264/VP9 quality of written videos: near-transparent at these sizes (0: lossless H.264)
 METADATA_TAG = "comment"  # the MP4 container tag that holds the metadata JSON
 PNG_TEXT_KEY = "kinema"
 VIDEO_SUFFIXES = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".webm": "webm", ".gif": "gif"}
@@ -530,7 +531,7 @@ def write_video(
     fps: float,
     *,
     metadata: dict | None = None,
-    crf: int = 12,
+    crf: int = DEFAULT_CRF,
     sidecar: bool = True,
 ) -> Path:
     """Write (F, H, W, 3) frames (uint8, or float in [0, 1]) as an H.264 yuv420p MP4 that browsers play, a VP9 WebM

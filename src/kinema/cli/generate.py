@@ -97,6 +97,9 @@ def generate(
     step_cache: Annotated[float | None, typer.Option(
         help="Step caching: reuse the later blocks' residual while the first block's changes by less than this "
              "(diffusers' First-Block Cache; 0.05-0.2 is typical, 0: off; default: the model's).")] = None,
+    crf: Annotated[int | None, typer.Option(
+        help="Video quality: the H.264 (or VP9) CRF, lower is better; 0 is lossless H.264, which some browsers "
+             "do not play (default: 12).", show_default=False)] = None,
     device: Device = None,
     offload: Offload = "none",
     dtype: Dtype = None,
@@ -113,7 +116,7 @@ def generate(
                     connect=[str(c) for c in connect] if connect else [], edit=str(edit) if edit else None,
                     strength=strength, sampler=sampler, window=window, context=context,
                     context_noise=context_noise, anchor=anchor, expand=expand, expand_with=expand_with,
-                    loras=list(lora or []), step_cache=step_cache)
+                    loras=list(lora or []), step_cache=step_cache, crf=crf)
     if storyboard is not None or shot:
         if prompts is not None:
             raise KinemaError("--storyboard/--shot make one video; they cannot be combined with --prompts")

@@ -116,7 +116,7 @@ def run(pipe, request: Request, progress=None, prepared: tuple[Plan, dict] | Non
     if plan.mode == "image":
         written = write_image(output, frames_out[0], metadata=metadata)
     else:
-        written = write_video(output, frames_out, plan.fps, metadata=metadata)
+        written = write_video(output, frames_out, plan.fps, metadata=metadata, crf=metadata["crf"])
     if progress is not None and total[0]:
         progress(total[0], total[0], None)
     return written
@@ -155,6 +155,7 @@ def provenance(pipe, request: Request, plan: Plan, result: Any) -> dict:
     """The provenance written into the output and its sidecar JSON: the request, what the pipeline resolved and
     ran with (``result.settings``), the text the model saw, the model and where it ran."""
     from kinema.devices import dtype_name
+    from kinema.media import DEFAULT_CRF
 
     settings = dict(result.settings)
     expanded = result.expanded_prompts[0] if result.expanded_prompts else None
@@ -168,4 +169,4 @@ def provenance(pipe, request: Request, plan: Plan, result: Any) -> dict:
         "device": str(getattr(pipe, "_execution_device", "cpu")),
         "dtype": dtype_name(pipe.dtype) if hasattr(pipe, "dtype") else None,
         "inputs": {k: v for k, v in asdict(request).items() if k in ("image", "extend", "connect", "edit") and v},
-    }
+    } | ({} if plan.mode == "image" else {"crf": DEFAULT_CRF if request.crf is None else request.crf})

@@ -31,6 +31,7 @@ from kinema.frames import (
 MAX_WINDOW = 64  # latent frames of a pass (window and context)
 VIDEO_OUTPUTS = (".mp4", ".webm", ".gif")  # kinema.media.write_video: H.264, VP9, GIF
 IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg")
+MAX_CRF = 51  # kinema.media.write_video's range (H.264's scale)
 MAX_LORAS = 8  # LoRAs applied to one generation
 OUTPUT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # a --prompts line's 'name': a file name, no path
 
@@ -68,6 +69,7 @@ class Request:
     expand_with: str | None = None  # an OpenAI-compatible chat endpoint that extends the prompt (kinema.inference.chat)
     loras: list[str] = field(default_factory=list)  # LoRA files, each FILE or FILE:SCALE (kinema.models.lora)
     step_cache: float | None = None  # First-Block Cache threshold in [0, 1] (default: the model's; 0: off)
+    crf: int | None = None  # the video file's quality: H.264/VP9 CRF, 0 lossless (default: kinema.media's, 12)
 
     def mode(self) -> str:
         chosen = [name for name, on in (("image", self.image), ("extend", self.extend), ("loop", self.loop),
@@ -108,6 +110,7 @@ FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "window": ((int,), "an integer"), "context": ((int,), "an integer"), "context_noise": _NUMBER, "anchor": _NUMBER,
     "expand": ((bool,), "true or false"), "expand_with": ((str,), "a URL"),
     "loras": ((list,), "a list of FILE or FILE:SCALE strings"), "step_cache": _NUMBER,
+    "crf": ((int,), "an integer"),
 }
 OPTIONAL = frozenset(f.name for f in fields(Request) if f.default is None)
 
@@ -208,6 +211,8 @@ def _check_ranges(request: Request) -> None:
         raise KinemaError(f"anchor must be a number in [0, 1] (got {request.anchor!r})")
     if request.step_cache is not None and not 0 <= request.step_cache <= 1:
         raise KinemaError(f"step cache must be a threshold in [0, 1] (got {request.step_cache!r})")
+    if request.crf is not None and not 0 <= request.crf <= MAX_CRF:
+        raise KinemaError(f"crf must be an integer between 0 (lossless) and {MAX_CRF} (got {request.crf})")
 
 
 def _frames(request: Request, mode: str, fps: float, seconds: float) -> int:
