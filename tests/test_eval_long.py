@@ -460,6 +460,12 @@ def test_a_suite_of_a_long_prompt_and_a_storyboard_end_to_end(tmp_path, monkeypa
     saved = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert saved["targets"] == json.loads(json.dumps(targets))
     assert saved["clips"][0]["cross_shot"]["cuts"][0]["frame"] == 17
+    # The cuts pooled by the framing they go to: one into the close-up, one back to the wide view, both kept.
+    assert [c["framing"] for c in board_clip["cross_shot"]["cuts"]] == ["closeup", "wide"]
+    by_framing = targets["cross_shot_consistency"]["by_framing"]
+    assert by_framing == {name: {"cuts": 1, "kept": 1.0, "scene_kept": 1.0, "subject_kept": 1.0}
+                          for name in ("closeup", "wide")}, by_framing
+    assert "by the framing cut to: closeup 1.000 of 1 (scene 1.000, subject 1.000); wide 1.000 of 1" in text
     # Run again: the storyboard's video is reused (its metadata names the same storyboard), same scores.
     again = run_suite(suite, WorldPipe(), tmp_path / "eval", limit=1, progress=False)
     assert again["clips"][0]["generate_seconds"] is None and again["clips"][0]["scores"] == board_clip["scores"]

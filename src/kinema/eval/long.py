@@ -420,6 +420,8 @@ def score_storyboard_clip(frames: np.ndarray, fps: float, shot_starts: Sequence[
     analyses = analyze_shots(frames, shot_starts, fps)
     subjects = shot_subjects(shot_prompts, scene_prompt)
     cross = cross_shot_consistency(frames, shot_starts, fps, subjects=subjects, analyses=analyses)
+    for k, cut in enumerate(cross["cuts"], start=1):  # the framing each cut goes to
+        cut["framing"] = framings[k] if framings is not None and k < len(framings) else None
     adherence = shot_adherence(frames, shot_starts, shot_prompts, fps, scene_prompt, framings, analyses=analyses)
     scores = {k: v for k, v in adherence["summary"].items() if k not in ("clips", "shot_count")}
     scores |= {"cross_shot_consistency": cross["consistency"], "scene_kept": cross["scene_kept"],
@@ -440,12 +442,18 @@ def suite_targets(clips: Sequence[dict]) -> dict:
                        if shot["scores"].get("attributes") is not None]
     seams = [s["seams"]["seam_ratio"] for s in long_clips if (s.get("seams") or {}).get("seam_ratio") is not None]
     consistency = float(np.mean([c["kept"] for c in cuts])) if cuts else None
+    by_framing = {}  # the cuts pooled by the framing they go to (a close-up shows least of the scene)
+    for framing in sorted({c["framing"] for c in cuts if c.get("framing")}):
+        these = [c for c in cuts if c.get("framing") == framing]
+        by_framing[framing] = {"cuts": len(these), "kept": float(np.mean([c["kept"] for c in these])),
+                               "scene_kept": float(np.mean([c["scene_kept"] for c in these])),
+                               "subject_kept": float(np.mean([c["subject_kept"] for c in these]))}
     return {
         "cross_shot_consistency": None if consistency is None else {
             "value": consistency, "cuts": len(cuts), "target": CONSISTENCY_TARGET,
             "scene_kept": float(np.mean([c["scene_kept"] for c in cuts])),
             "subject_kept": float(np.mean([c["subject_kept"] for c in cuts])),
-            "met": consistency >= CONSISTENCY_TARGET},
+            "by_framing": by_framing, "met": consistency >= CONSISTENCY_TARGET},
         "drift": None if not drifts else {
             "mean": float(np.mean(drifts)), "worst": float(max(drifts)), "clips": len(drifts),
             "within_target": float(np.mean([d <= DRIFT_TARGET for d in drifts])), "target": DRIFT_TARGET,
@@ -466,6 +474,10 @@ def format_targets(targets: dict) -> str:
         lines.append(f"cross-shot consistency {cross['value']:.3f} over {cross['cuts']} cuts "
                      f"(scene {cross['scene_kept']:.3f}, subject {cross['subject_kept']:.3f}); "
                      f"target >= {cross['target']:.2f}: {'met' if cross['met'] else 'NOT met'}")
+        if cross.get("by_framing"):
+            lines.append("  by the framing cut to: " + "; ".join(
+                f"{name} {part['kept']:.3f} of {part['cuts']} (scene {part['scene_kept']:.3f}, subject "
+                f"{part['subject_kept']:.3f})" for name, part in cross["by_framing"].items()))
     if targets.get("shot_attributes") is not None:
         lines.append(f"adherence per shot (attributes) {targets['shot_attributes']:.3f}")
     drift_info = targets.get("drift")
