@@ -422,7 +422,7 @@ def world_run(pipe, request, progress=None):
                 "steps": request.steps or pipe.defaults.steps, "guidance": pipe.defaults.guidance_scale,
                 "model": pipe.name, "model_sha256": pipe.weights_sha256, "frames": frames,
                 "storyboard": None if request.storyboard is None else board.to_dict(), "shot_starts": starts,
-                "expand": expands(pipe, request) and request.storyboard is None}
+                "expand": expands(pipe, request)}
     if request.storyboard is not None or 1 + (frames - 1) // 4 > pipe.defaults.window:
         metadata |= long_video_settings(pipe, request)
     return write_video(Path(request.output), video, fps, metadata=metadata)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kinema.inference.expand import expand_prompt
+from kinema.inference.expand import expand_prompt, expand_storyboard
+from kinema.inference.storyboard import Shot, Storyboard, storyboard_from_dict
 from kinema.world.caption import parse_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,3 +127,54 @@ def test_a_prompt_that_names_nothing_of_the_world_gets_one_warning_naming_its_wo
     assert "\n" not in warning
     for prompt in ("a red ball bounces", "a ball", "at night on the snow", "a wall"):
         assert undrawable(prompt) is None, prompt
+
+
+def split_scene(text: str) -> tuple[str, str]:
+    """A storyboard shot's caption as (the scene's caption, the shot's own)."""
+    end = text.index(". ", text.index("The objects: ")) + 1
+    return text[:end], text[end + 1:]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_storyboard_of_the_suite_expands_to_shots_that_keep_what_they_name(seed):
+    data = yaml.safe_load((ROOT / "configs" / "eval" / "storyboard.yaml").read_text())
+    boards = [storyboard_from_dict(p["storyboard"]) for p in data["prompts"]]
+    assert len(boards) >= 10
+    for board in boards:
+        texts = expand_storyboard(board, seed=seed)
+        assert texts is not None and len(texts) == len(board.shots), board
+        scenes = {split_scene(text)[0] for text in texts}
+        assert len(scenes) == 1, texts  # one scene, in the same words, in every shot
+        scene_asked = parse_prompt(board.scene)
+        for shot, text in zip(board.shots, texts):
+            asked, got = parse_prompt(f"{board.scene} {shot.prompt}"), parse_prompt(text)
+            for key in ("sky", "ground", "occluder"):
+                if asked[key] is not None:
+                    assert got[key] == asked[key], (board, text, key)
+            assert parse_prompt(split_scene(text)[1])["framings"] == [shot.framing], text
+            named = parse_prompt(shot.prompt)["objects"] or scene_asked["objects"]
+            if not named:
+                continue
+            want = named[0]  # the shot's subject: its caption is about it and does what the shot asks
+            same = [o for o in got["objects"] if all(want[k] is None or o[k] == want[k] for k in ("color", "shape"))]
+            assert same, (shot, text)
+            if shot.framing != "wide":
+                head = split_scene(text)[1].split(". ")[0]
+                assert want["color"] is None or want["color"] in head, (shot, text)
+            if want["action"] not in (None, "thrown_in"):
+                assert want["action"] in {o["action"] for o in same}, (shot, text)
+
+
+def test_a_storyboard_expansion_is_seeded_and_keeps_objects_apart():
+    board = Storyboard((Shot(2.0, "wide", "a red ball and a blue ball"), Shot(2.0, "closeup", "the blue ball bounces")),
+                       "At night on snow.")
+    texts = expand_storyboard(board, seed=3)
+    assert texts == expand_storyboard(board, seed=3)
+    assert any(expand_storyboard(board, seed=s) != texts for s in range(4, 8))
+    scene, close_up = split_scene(texts[1])
+    looks = {(o["color"], o["shape"]) for o in parse_prompt(scene)["objects"]}
+    assert parse_prompt(scene)["sky"] == "night" and looks == {("red", "ball"), ("blue", "ball")}, scene
+    head = close_up.split(". ")[0]
+    assert parse_prompt(head)["framings"] == ["closeup"] and "blue" in head and "red" not in head, close_up
+    nothing = Storyboard((Shot(2.0, "wide", "a quiet afternoon"),), "somewhere else")
+    assert expand_storyboard(nothing) is None

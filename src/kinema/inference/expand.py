@@ -190,6 +190,31 @@ def _with_seen(parsed: dict, named: list[dict], seen: dict, prompt_first: bool) 
     return {**parsed, **stage}, objects + left
 
 
+def _filled_look(rng: np.random.Generator, want: dict, looks: set, bouncing: bool) -> tuple[str, str, str, str]:
+    """(shape, colour, size, material) of an object the prompt names as ``want``, what it leaves open drawn from
+    ``rng``: a colour not already taken by another object of that shape (``looks``, which gains this one), a
+    medium or large size, and a bouncy material where the prompt speaks of bouncing."""
+    shape = want["shape"] or SHAPES[int(rng.integers(len(SHAPES)))]
+    color = want["color"]
+    while color is None or (color, shape) in looks - {(want["color"], want["shape"])}:
+        color = COLORS[int(rng.integers(len(COLORS)))]
+    looks.add((color, shape))
+    size = want["size"] or FILL_SIZES[int(rng.integers(len(FILL_SIZES)))]
+    material = want["material"] or ("bouncy" if bouncing else tuple(MATERIALS)[int(rng.integers(len(MATERIALS)))])
+    return shape, color, size, material
+
+
+def _placed(rng: np.random.Generator, action: str, size: str, size_named: bool, taken: list[tuple[float, float]]
+            ) -> tuple[str, float, float, float, float]:
+    """(size, x, y, vx, vy) of an object starting ``action`` on a stage where ``taken`` holds the others' (x,
+    radius); ``taken`` gains this one."""
+    radius = SIZES[size]
+    y, vx, vy = initial_motion(rng, action, radius)
+    x = start_x(rng, action, radius, taken)
+    taken.append((x, radius))
+    return size, x, y, vx, vy
+
+
 def expand_prompt(prompt: str, seed: int = 0, seconds: float = 4.0, fps: float = 8.0, seen: dict | None = None,
                   prompt_first: bool = False) -> str | None:
     """The training-style caption of a simulated scene that matches ``prompt`` (and ``seen``, what the input
@@ -212,21 +237,12 @@ def expand_prompt(prompt: str, seed: int = 0, seconds: float = 4.0, fps: float =
     taken: list[tuple[float, float]] = []
     looks = {(o["color"], o["shape"]) for o in named if o["color"] and o["shape"]}
     for i, want in enumerate(named[:MAX_OBJECTS]):
-        shape = want["shape"] or SHAPES[int(rng.integers(len(SHAPES)))]
-        color = want["color"]
-        while color is None or (color, shape) in looks - {(want["color"], want["shape"])}:
-            color = COLORS[int(rng.integers(len(COLORS)))]
-        looks.add((color, shape))
-        size = want["size"] or FILL_SIZES[int(rng.integers(len(FILL_SIZES)))]
-        material = want["material"] or ("bouncy" if bouncing else tuple(MATERIALS)[int(rng.integers(len(MATERIALS)))])
+        shape, color, size, material = _filled_look(rng, want, looks, bouncing)
         action = want["action"]
         if action is None or action == "thrown_in":
             choices = ("dropped", "tossed", "thrown_left", "thrown_right") if bouncing else MOVING
             action = choices[int(rng.integers(len(choices)))] if i == 0 else "rests"
-        radius = SIZES[size]
-        y, vx, vy = initial_motion(rng, action, radius)
-        x = start_x(rng, action, radius, taken)
-        taken.append((x, radius))
+        size, x, y, vx, vy = _placed(rng, action, size, bool(want["size"]), taken)
         objects.append(ObjectSpec(i, color, shape, size, material, bool(want["paint"]), action, x, y, vx, vy))
     frames = frames_for_seconds(seconds, fps)
     scene = SceneSpec(seed=int(seed), fps=float(fps), frames=frames, sky=sky, ground=ground,
@@ -236,17 +252,95 @@ def expand_prompt(prompt: str, seed: int = 0, seconds: float = 4.0, fps: float =
     return caption_clip(scene, simulate(scene)).caption
 
 
+def _same_object(a: dict, b: dict) -> bool:
+    """Whether two mentions can name one object: no colour, shape or size of one contradicts the other's."""
+    return all(a[key] is None or b[key] is None or a[key] == b[key] for key in ("color", "shape", "size"))
+
+
+def expand_storyboard(board: Any, seed: int = 0, fps: float = 8.0) -> list[str] | None:
+    """Each shot's caption in the shape of the training captions of multi-shot world clips: the scene's caption
+    (stage and objects, the same words in every shot) followed by the shot's own ("A close-up of the red ball. The
+    red ball is thrown to the left. ..."). None if neither the scene nor any shot names something of the world.
+
+    The objects are those the scene prompt names, then those only a shot names; a shot's mention is the scene's
+    object that it does not contradict. What every prompt leaves open (stage, size, colour, material) is drawn once
+    from ``seed``, so every shot shows the same scene. Each shot is then simulated on its own for its seconds, its
+    subject (the object its prompt names first) doing what the prompt says (else what the scene prompt says, else
+    a motion drawn from the seed) and the others what the shot says of them or resting, and the world's captioner
+    describes it, so a shot's caption says only what happens in such a shot."""
+    texts = [board.scene, *(shot.prompt for shot in board.shots)]
+    parsed = [parse_prompt(text) for text in texts]
+    mentions = [_objects_named(text) for text in texts]
+    if not any(mentions) and all(p[key] is None for p in parsed for key in ("sky", "ground", "occluder")):
+        return None
+    objects: list[dict] = []  # one per object of the scene, each mention merged into it
+    for named in mentions:
+        for want in named:
+            match = next((o for o in objects if _same_object(o, want)), None)
+            if match is None and len(objects) < MAX_OBJECTS:
+                objects.append(dict(want, action=None))
+            elif match is not None:
+                match.update({k: v for k, v in want.items() if k != "action" and match[k] is None})
+    objects = objects or [{"color": None, "shape": None, "size": None, "material": None, "paint": None}]
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x73686f74]))
+    bouncing = any(_BOUNCE.search(text.lower()) for text in texts)
+    colors = [o["color"] for o in objects if o["color"]]
+    sky = next((p["sky"] for p in parsed if p["sky"]), None) or _contrasting(rng, SKIES, SKY_COLORS, colors)
+    ground = next((p["ground"] for p in parsed if p["ground"]), None) or _contrasting(rng, GROUNDS, GROUND_COLORS,
+                                                                                      colors)
+    occluder = next((p["occluder"] for p in parsed if p["occluder"]), None)
+    looks: set = {(o["color"], o["shape"]) for o in objects if o["color"] and o["shape"]}
+    filled = [_filled_look(rng, o, looks, bouncing) for o in objects]
+    occluder_x, far_seed = float(rng.uniform(3.0, STAGE_WIDTH - 3.0)), int(rng.integers(1 << 30))
+
+    def acting(named: list[dict]) -> dict[int, str]:  # object index -> the action a prompt gives it
+        out: dict[int, str] = {}
+        for want in named:
+            i = next((n for n, o in enumerate(objects) if _same_object(o, want)), None)
+            if i is not None and want["action"] not in (None, "thrown_in"):
+                out.setdefault(i, want["action"])
+        return out
+
+    in_scene = acting(mentions[0])
+    scene_caption, out = None, []
+    for k, shot in enumerate(board.shots):
+        named = mentions[k + 1]
+        subject = next((n for n, o in enumerate(objects) if named and _same_object(o, named[0])), 0)
+        actions = in_scene | acting(named)
+        shot_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x73686f74, k]))
+        if subject not in actions:
+            choices = ("dropped", "tossed", "thrown_left", "thrown_right") if bouncing else MOVING
+            actions[subject] = choices[int(shot_rng.integers(len(choices)))]
+        specs, taken = [], []
+        for i, (shape, color, size, material) in enumerate(filled):
+            action = actions.get(i, "rests")
+            size, x, y, vx, vy = _placed(shot_rng, action, size, bool(objects[i]["size"]), taken)
+            specs.append(ObjectSpec(i, color, shape, size, material, bool(objects[i]["paint"]), action, x, y, vx, vy))
+        frames = frames_for_seconds(shot.seconds, fps)
+        scene = SceneSpec(seed=int(seed), fps=float(fps), frames=frames, sky=sky, ground=ground, occluder=occluder,
+                          occluder_x=occluder_x, objects=specs, shots=[ShotSpec(0, frames, shot.framing, subject)],
+                          far_seed=far_seed)
+        captions = caption_clip(scene, simulate(scene))
+        scene_caption = scene_caption or captions.scene
+        out.append(f"{scene_caption} {captions.shots[0]}")
+    return out
+
+
 def expand_prompts(call: Any, items: Sequence[Any] = (), edited: Any = None) -> tuple[list[str], list[str | None]]:
     """The text each prompt of a pipeline call (``KinemaPipeline.resolve_call``) is generated from, and its
     expansion (None where the prompt is used as given). Expands when ``call.expand``, on what the input shows (the
     call's known ``items`` and the video it ``edited``: ``input_clips``); warns once per prompt that names nothing
-    of the world when the model draws the world. Storyboards are not expanded (their shots are written in the
-    captions' own shape)."""
+    of the world when the model draws the world. A storyboard gives its shots' texts (``expand_storyboard`` when
+    ``call.expand``, else as written) and their expansion joined by " | "."""
     board = call.storyboard
     if board is not None:
-        if call.world_prompts and not any(names_the_world(text) for text in board.shot_texts()):
-            log.warning("%s", undrawable(" ".join(board.shot_texts())))
-        return [board.scene], [None]
+        written = board.shot_texts()
+        if call.world_prompts and not any(names_the_world(text) for text in written):
+            log.warning("%s", undrawable(" ".join(written)))
+        shots = expand_storyboard(board, seed=call.seed, fps=call.fps) if call.expand else None
+        if shots is not None:
+            log.info("expanded shots: %s", " | ".join(shots))
+        return shots or written, [None if shots is None else " | ".join(shots)]
     if call.expand_with is not None:
         return extended_prompts(call)
     seen = None

@@ -821,7 +821,7 @@ class KinemaPipeline(DiffusionPipeline):
         settings = {"steps": call.chosen.steps, "guidance": call.chosen.guidance, "sampler": call.chosen.sampler,
                     "few_step": call.chosen.few_step, "step_cache": call.chosen.step_cache,
                     **({"few_step_sha256": self.few_step_sha256} if call.chosen.few_step else {}), "fps": call.fps,
-                    "mode": call.mode, "expand": call.expand and call.storyboard is None, **settings}
+                    "mode": call.mode, "expand": call.expand, **settings}
         if call.storyboard is not None:
             seen = [" | ".join(settings["shot_texts"])]
         else:
@@ -992,7 +992,7 @@ class KinemaPipeline(DiffusionPipeline):
 
         settings: dict = call.windows.as_dict()
         if call.storyboard is not None:
-            shots, shot_starts = call.storyboard.shot_texts(), call.storyboard.frame_plan(call.fps)[1]
+            shots, shot_starts = list(texts), call.storyboard.frame_plan(call.fps)[1]  # expand_prompts' shot texts
             per_video = [shots]
             settings |= {"storyboard": call.storyboard.to_dict(), "shot_texts": shots, "shot_starts": shot_starts}
         else:

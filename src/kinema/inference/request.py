@@ -63,8 +63,8 @@ class Request:
     context: int | None = None  # long videos: latent frames of context per pass (default: the model's)
     context_noise: float | None = None  # long videos: flow time of later passes' context frames (the model's)
     anchor: float | None = None  # long videos: pull of each later pass back to its shot's latent levels (the model's)
-    # expand the prompt into a training-style caption (kinema.inference.expand; default: the model's, on for models
-    # trained on the world's captions); not storyboards
+    # expand the prompt (a storyboard's shots) into training-style captions (kinema.inference.expand; default: the
+    # model's, on for models trained on the world's captions)
     expand: bool | None = None
     expand_with: str | None = None  # an OpenAI-compatible chat endpoint that extends the prompt (kinema.inference.chat)
     loras: list[str] = field(default_factory=list)  # LoRA files, each FILE or FILE:SCALE (kinema.models.lora)

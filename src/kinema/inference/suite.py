@@ -251,7 +251,7 @@ def _generated_and_scored(pipe, run: SuiteRun) -> dict:
     chosen, windows = request_sampling(pipe.defaults, request), request_windows(pipe.defaults, request)
     wanted = {"prompt": request.prompt, "seed": request.seed, "size": f"{width}x{height}", "fps": fps,
               "steps": chosen.steps, "guidance": chosen.guidance, "model_sha256": pipe.weights_sha256,
-              "frames": frames, "expand": expands(pipe, request) and storyboard is None, "few_step": chosen.few_step,
+              "frames": frames, "expand": expands(pipe, request), "few_step": chosen.few_step,
               "step_cache": chosen.step_cache}
     if chosen.few_step:
         wanted["few_step_sha256"] = pipe.few_step_sha256
