@@ -77,10 +77,12 @@ def test_the_api_expands_the_prompt_as_the_cli_does_and_makes_the_same_video(pip
     assert np.array_equal(out.frames, plain)
     written = {}
     monkeypatch.setattr("kinema.media.write_video",
-                        lambda path, frames, fps, metadata: written.update(frames=frames, metadata=metadata) or path)
+                        lambda path, frames, fps, metadata, crf: written.update(frames=frames, metadata=metadata,
+                                                                                 crf=crf) or path)
     generate.run(pipe, Request(prompt=PROMPT, output=str(tmp_path / "x.mp4"), frames=9, seed=4))
     assert np.array_equal(written["frames"], out.frames[0])
     assert written["metadata"]["expanded_prompt"] == expected
+    assert written["crf"] == written["metadata"]["crf"] == 12  # the file's quality, recorded with it
 
 
 def test_a_long_num_frames_runs_in_windows(pipe):
