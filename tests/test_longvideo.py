@@ -233,24 +233,24 @@ def test_cli_storyboard_and_long_video(tmp_path, random_model):
     meta = read_metadata(out)
     assert frames.shape[0] == 25 and meta["shot_starts"] == [0, 17]
     assert meta["storyboard"]["shots"][1]["framing"] == "closeup"
-    # The model expands prompts, so each shot gets the training captions' shape: the scene's caption, the same in
-    # every shot, then the shot's own about its subject.
-    scene, _, close_up = meta["shot_texts"][1].partition(" A close-up of the red ")
-    assert scene.startswith("A scene on sand") and "The objects: a" in scene and "red ball." in scene, scene
-    assert meta["shot_texts"][0].startswith(scene + " A wide shot. ") and close_up, meta["shot_texts"]
-    assert meta["expand"] and meta["expanded_prompt"] == " | ".join(meta["shot_texts"])
+    # Shots are used as written unless expansion is asked for, even by a model that expands prompts.
+    assert meta["shot_texts"][1] == "Sand, day. A close-up. the red ball bounces" and not meta["expand"]
+    assert meta["expanded_prompt"] is None
     flags = tmp_path / "flags.mp4"
     result = run("generate", "Sand, day.", "--shot", "2:wide:a red ball", "--shot", "1:close-up:the red ball bounces",
                  "-o", str(flags), "--model", str(random_model))
     assert result.returncode == 0, result.stderr
     assert np.array_equal(read_video(flags)[0], frames), "flags and file describe the same storyboard"
-    written = tmp_path / "written.mp4"
-    result = run("generate", "--storyboard", str(board), "-o", str(written), "--model", str(random_model),
-                 "--no-expand")
+    # --expand gives each shot the training captions' shape: the scene's caption, the same in every shot, then the
+    # shot's own about its subject.
+    expanded = tmp_path / "expanded.mp4"
+    result = run("generate", "--storyboard", str(board), "-o", str(expanded), "--model", str(random_model), "--expand")
     assert result.returncode == 0, result.stderr
-    meta = read_metadata(written)
-    assert meta["shot_texts"][1] == "Sand, day. A close-up. the red ball bounces" and not meta["expand"]
-    assert meta["expanded_prompt"] is None
+    meta = read_metadata(expanded)
+    scene, _, close_up = meta["shot_texts"][1].partition(" A close-up of the red ")
+    assert scene.startswith("A scene on sand") and "The objects: a" in scene and "red ball." in scene, scene
+    assert meta["shot_texts"][0].startswith(scene + " A wide shot. ") and close_up, meta["shot_texts"]
+    assert meta["expand"] and meta["expanded_prompt"] == " | ".join(meta["shot_texts"])
     long = tmp_path / "long.mp4"
     result = run("generate", "a blue box rolls to the left", "--seconds", "12", "-o", str(long), "--model",
                  str(random_model), "--size", "32x32", "--context-noise", "0.25", "--anchor", "0.5")

@@ -47,7 +47,8 @@ def eval_suite(
     step_cache: Annotated[float | None, typer.Option(
         help="First-Block Cache threshold in [0, 1] for every prompt (0: off; default: the model's).")] = None,
     expand: Annotated[bool | None, typer.Option(
-        "--expand/--no-expand", help="Prompt expansion for every prompt (default: the model's).")] = None,
+        "--expand/--no-expand", help="Prompt expansion for every prompt (default: the model's; a storyboard's shots "
+                                     "only with --expand).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON alone on standard output "
                                                           "(the table goes to standard error).")] = False,
     device: Device = None,

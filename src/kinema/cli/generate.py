@@ -82,7 +82,8 @@ def generate(
     expand: Annotated[bool | None, typer.Option(
         "--expand/--no-expand", help="Expand the prompt into the caption style the model was trained on "
                                      "(printed and stored in the metadata; default: the model's, on for models "
-                                     "trained on the world's captions, off for Wan).", show_default=False)] = None,
+                                     "trained on the world's captions, off for Wan; a storyboard's shots only "
+                                     "with --expand).", show_default=False)] = None,
     expand_with: Annotated[str | None, typer.Option(
         help="Extend the prompt with this OpenAI-compatible chat endpoint (a local llama.cpp, vLLM or Ollama "
              "server, e.g. http://127.0.0.1:8080/v1); on a timeout or a bad answer the prompt is used as written.")

@@ -60,6 +60,7 @@ from kinema.inference.settings import (
     Sampling,
     SamplingDefaults,
     Windows,
+    expand_default,
     read_model_index,
     sampling,
     windows,
@@ -902,7 +903,7 @@ class KinemaPipeline(DiffusionPipeline):
             raise KinemaError("a storyboard makes one video a call")
         return Call(mode=mode, prompts=prompts, negatives=negatives, num_frames=num_frames, height=height, width=width,
                     fps=fps, videos_per_prompt=videos_per_prompt, chosen=chosen, windows=settings, windowed=windowed,
-                    storyboard=board, expand=self.defaults.expand if expand is None else bool(expand),
+                    storyboard=board, expand=expand_default(self.defaults, board) if expand is None else bool(expand),
                     expand_with=expand_with,
                     world_prompts=bool(self.defaults.expand), seed=generator_seed(generator),
                     given=self.given_latents(video) if mode == "extend_forward" and video is not None else 0)

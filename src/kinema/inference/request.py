@@ -64,7 +64,7 @@ class Request:
     context_noise: float | None = None  # long videos: flow time of later passes' context frames (the model's)
     anchor: float | None = None  # long videos: pull of each later pass back to its shot's latent levels (the model's)
     # expand the prompt (a storyboard's shots) into training-style captions (kinema.inference.expand; default: the
-    # model's, on for models trained on the world's captions)
+    # model's, on for models trained on the world's captions, for a storyboard off: settings.expand_default)
     expand: bool | None = None
     expand_with: str | None = None  # an OpenAI-compatible chat endpoint that extends the prompt (kinema.inference.chat)
     loras: list[str] = field(default_factory=list)  # LoRA files, each FILE or FILE:SCALE (kinema.models.lora)

@@ -231,7 +231,14 @@ def long_video_settings(pipe: Any, request: Any) -> dict[str, Any]:
     return request_windows(pipe.defaults, request).as_dict()
 
 
+def expand_default(defaults: Any, storyboard: Any = None) -> bool:
+    """Whether prompts are expanded when a request does not say: the model's default (on for models trained on the
+    world's captions, off for Wan); a storyboard's shots only when asked (measured on the storyboard suite, their
+    expansion keeps the subject at more cuts and the scene at fewer, and no more cuts in all:
+    benchmarks/RESULTS.md)."""
+    return bool(defaults.expand) and storyboard is None
+
+
 def expands(pipe: Any, request: Any) -> bool:
-    """Whether a request's prompt is expanded with the world: its own choice, else the model's default (on for models
-    trained on the world's captions, off for Wan)."""
-    return pipe.defaults.expand if request.expand is None else request.expand
+    """Whether a request's prompt is expanded with the world: its own choice, else ``expand_default``."""
+    return expand_default(pipe.defaults, request.storyboard) if request.expand is None else request.expand

@@ -159,9 +159,8 @@ function buildRequest() {
     return [`/v1/videos/${state.source.id}/remix`,
       { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } }];
   }
-  if (mode === "storyboard") {  // the shots set the length; the scene is the prompt; the switch expands each shot
+  if (mode === "storyboard") {  // the shots set the length; the scene is the prompt; shots are used as written
     data.set("storyboard", JSON.stringify(storyboard()));
-    data.set("expand", $("#expand").checked ? "true" : "false");
     data.set("size", currentSize());
     return ["/v1/videos", { method: "POST", body: data }];
   }
