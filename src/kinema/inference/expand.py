@@ -51,6 +51,7 @@ from kinema.world.scene import (
 )
 
 MOVING = tuple(a for a in ACTIONS if a != "rests")
+BOUNCING = ("dropped", "tossed", "thrown_left", "thrown_right")  # the motions drawn for a prompt about bouncing
 # An object whose size the prompt leaves open is drawn medium or large: a small one is a few pixels
 # across at 64x64, which is what the default model renders least reliably.
 FILL_SIZES = ("medium", "large")
@@ -240,7 +241,7 @@ def expand_prompt(prompt: str, seed: int = 0, seconds: float = 4.0, fps: float =
         shape, color, size, material = _filled_look(rng, want, looks, bouncing)
         action = want["action"]
         if action is None or action == "thrown_in":
-            choices = ("dropped", "tossed", "thrown_left", "thrown_right") if bouncing else MOVING
+            choices = BOUNCING if bouncing else MOVING
             action = choices[int(rng.integers(len(choices)))] if i == 0 else "rests"
         size, x, y, vx, vy = _placed(rng, action, size, bool(want["size"]), taken)
         objects.append(ObjectSpec(i, color, shape, size, material, bool(want["paint"]), action, x, y, vx, vy))
@@ -293,10 +294,13 @@ def expand_storyboard(board: Any, seed: int = 0, fps: float = 8.0) -> list[str] 
     filled = [_filled_look(rng, o, looks, bouncing) for o in objects]
     occluder_x, far_seed = float(rng.uniform(3.0, STAGE_WIDTH - 3.0)), int(rng.integers(1 << 30))
 
+    def index_of(want: dict) -> int | None:  # the scene's object a mention names
+        return next((n for n, o in enumerate(objects) if _same_object(o, want)), None)
+
     def acting(named: list[dict]) -> dict[int, str]:  # object index -> the action a prompt gives it
         out: dict[int, str] = {}
         for want in named:
-            i = next((n for n, o in enumerate(objects) if _same_object(o, want)), None)
+            i = index_of(want)
             if i is not None and want["action"] not in (None, "thrown_in"):
                 out.setdefault(i, want["action"])
         return out
@@ -305,11 +309,11 @@ def expand_storyboard(board: Any, seed: int = 0, fps: float = 8.0) -> list[str] 
     scene_caption, out = None, []
     for k, shot in enumerate(board.shots):
         named = mentions[k + 1]
-        subject = next((n for n, o in enumerate(objects) if named and _same_object(o, named[0])), 0)
+        subject = (index_of(named[0]) if named else None) or 0
         actions = in_scene | acting(named)
         shot_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x73686f74, k]))
         if subject not in actions:
-            choices = ("dropped", "tossed", "thrown_left", "thrown_right") if bouncing else MOVING
+            choices = BOUNCING if bouncing else MOVING
             actions[subject] = choices[int(shot_rng.integers(len(choices)))]
         specs, taken = [], []
         for i, (shape, color, size, material) in enumerate(filled):
