@@ -196,6 +196,15 @@ def test_freeze_encoder_keeps_the_latents_and_trains_the_decoder(tmp_path):
     assert any(not torch.equal(after[n], t) for n, t in before.items() if n.startswith("decoder."))
     assert tuned.config.latents_mean == init.config.latents_mean
     assert tuned.config.latents_std == init.config.latents_std
+    # `kinema train export-vae` of the run's checkpoint keeps them too
+    from kinema.train.vae import export_checkpoint
+
+    second = config(tmp_path / "second", f"init={tmp_path / 'first' / 'vae'}", "freeze_encoder=true")
+    folder, _ = export_checkpoint(second, tmp_path / "exported", dtype=torch.float32)
+    exported = VideoVAE.from_pretrained(folder)
+    assert exported.config.latents_mean == init.config.latents_mean
+    assert exported.config.latents_std == init.config.latents_std
+    assert all(torch.equal(exported.state_dict()[n], t) for n, t in tuned.state_dict().items())
     with pytest.raises(ConfigError, match="freeze_encoder needs init"):
         train_vae(config(tmp_path / "third", "freeze_encoder=true"))
 
