@@ -340,3 +340,17 @@ def test_causal_attention_joint_batches_do_not_see_later_frames(tmp_path, small_
                         lambda *a, **k: seen.append(k.get("attention_frames")) or forward(*a, **k))
     task.loss(task.model, task.batch(0, 0, 1))
     assert seen and torch.equal(seen[0], torch.ones(3, 3, dtype=torch.bool).tril())
+
+
+def test_data_framings_choose_the_shots_the_world_renders(tmp_path, small_vae):
+    from kinema.train.dit import world_source
+    from kinema.world.scene import sample_scene
+
+    config = dit_config(tmp_path, small_vae, "data.frames=33", "data.shots=[2,3]", "data.framings=[wide,closeup]")
+    source = world_source(config.data)
+    seen = {shot.framing for i in range(12) for shot in sample_scene(i, source.options).shots}
+    assert seen == {"wide", "closeup"}
+    everything = world_source(dit_config(tmp_path, small_vae, "data.frames=33", "data.shots=[2,3]").data)
+    assert {shot.framing for i in range(12) for shot in sample_scene(i, everything.options).shots} > seen
+    with pytest.raises(KinemaError, match="framings must list some of wide, medium, closeup, pan"):
+        dit_config(tmp_path, small_vae, "data.framings=[wide,zoom]")

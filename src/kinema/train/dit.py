@@ -28,6 +28,7 @@ from kinema.frames import MAX_SIDE, is_latent_length, shot_of_latent_frames
 from kinema.train import distributed as dist_utils
 from kinema.train.loop import TrainConfig, Trainer, TrainSummary, derived_seed, seed_everything
 from kinema.train.sources import check_folder_settings, folder_buckets, folder_source
+from kinema.world.scene import FRAMINGS
 
 logger = logging.getLogger("kinema.train")
 
@@ -57,6 +58,8 @@ class DiTDataConfig:
     frames: int = 17
     fps: float = 8.0
     shots: tuple[int, int] = (1, 1)
+    # the camera framings later shots of multi-shot clips are drawn from (a clip's first shot is wide)
+    framings: list[str] = field(default_factory=lambda: list(FRAMINGS))
     occluder_probability: float = 0.5
     paint_probability: float = 0.3
     # folders written by ``kinema train cache-latents``; when given, training reads these instead of
@@ -76,6 +79,9 @@ class DiTDataConfig:
 
     def __post_init__(self) -> None:
         check_folder_settings(self)
+        unknown = [f for f in self.framings if f not in FRAMINGS]
+        if unknown or not self.framings:
+            raise ValueError(f"framings must list some of {', '.join(FRAMINGS)} (got {self.framings})")
         if self.mix and sum(entry.weight for entry in self.mix) <= 0:
             raise ValueError("mix weights must have a positive sum")
         for name in ("workers", "prefetch"):
@@ -177,7 +183,8 @@ def world_source(data: DiTDataConfig, streaming: bool = False):
 
     def one(frames: int, shots: tuple[int, int], seed: int, pooled: bool = False) -> WorldVideoSource:
         return WorldVideoSource(seed=seed, sizes=[parse_size(s) for s in data.sizes], frames=frames, fps=data.fps,
-                                shots=tuple(shots), occluder_probability=data.occluder_probability,
+                                shots=tuple(shots), framings=tuple(data.framings),
+                                occluder_probability=data.occluder_probability,
                                 paint_probability=data.paint_probability, workers=data.workers if pooled else 0,
                                 prefetch=data.prefetch if pooled else 0)
 
