@@ -226,3 +226,36 @@ def test_a_wider_decoder_trains_on_a_frozen_encoder(tmp_path):
     assert tuned.decode(init.encode(video).mode()).shape == video.shape
     with pytest.raises(KinemaError, match="does not match the model config"):
         train_vae(config(tmp_path / "third", wide, f"init={first}"))
+
+
+def test_widen_latents_starts_from_the_old_vae_and_trains_the_new_channels(tmp_path):
+    """A VAE with more latent channels, warm-started from one with fewer: before training it reconstructs exactly
+    as the old one, the old channels' means are the old latents, and training gives the new channels a use."""
+    from kinema.models.vae import VideoVAE
+    from kinema.train.vae import build_vae, load_init_weights
+
+    train_vae(config(tmp_path / "first"))
+    old = VideoVAE.from_pretrained(tmp_path / "first" / "vae").eval()
+    options = {k: v for k, v in old.config.items()
+               if not k.startswith("_") and k not in ("latents_mean", "latents_std")}
+    wide = build_vae(options | {"z_dim": 2 * old.config.z_dim}).eval()
+    load_init_weights(wide, str(tmp_path / "first" / "vae"), widen=True)
+    video = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    with torch.no_grad():
+        before, after = old.encode(video), wide.encode(video)
+        z = old.config.z_dim
+        assert torch.allclose(after.mean[:, :z], before.mean, atol=1e-5)
+        assert torch.allclose(after.logvar[:, :z], before.logvar, atol=1e-5)
+        assert after.mean[:, z:].abs().max() > 0  # the new channels carry something ...
+        assert torch.allclose(wide.decode(after.mean), old.decode(before.mean), atol=1e-5)  # ... that is ignored
+    widened = config(tmp_path / "wide", f"model={json.dumps(options | {'z_dim': 2 * z})}",
+                     f"init={tmp_path / 'first' / 'vae'}", "widen_latents=true")
+    train_vae(widened)
+    trained = VideoVAE.from_pretrained(tmp_path / "wide" / "vae")
+    assert trained.config.z_dim == 2 * z and len(trained.config.latents_mean) == 2 * z
+    assert trained.state_dict()["decoder.conv_in.weight"][:, z:].abs().max() > 0
+    with pytest.raises(ConfigError, match="widen_latents needs init"):
+        config(tmp_path / "bad", "widen_latents=true")
+    same = config(tmp_path / "same", f"init={tmp_path / 'first' / 'vae'}", "widen_latents=true")
+    with pytest.raises(KinemaError, match="must be larger than init's"):
+        train_vae(same)

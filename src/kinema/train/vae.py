@@ -126,6 +126,9 @@ class VAETrainConfig:
     # train the decoder only, from `init`: the encoder and the latent statistics stay as they are, so the latents
     # a DiT was trained on keep their meaning while the decoder improves
     freeze_encoder: bool = False
+    # `init` has fewer latent channels (z_dim) than `model`: its channels become the first ones and the new ones
+    # start where the decoder ignores them, so training starts from the init's reconstructions (widen_latents)
+    widen_latents: bool = False
     data: VAEDataConfig = field(default_factory=VAEDataConfig)
     loss: VAELossConfig = field(default_factory=VAELossConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir=Path("runs/vae")))
@@ -133,6 +136,8 @@ class VAETrainConfig:
     def __post_init__(self) -> None:
         if self.freeze_encoder and not self.init:
             raise ValueError("freeze_encoder needs init (the VAE whose encoder is kept)")
+        if self.widen_latents and (not self.init or self.freeze_encoder):
+            raise ValueError("widen_latents needs init (the VAE to widen) and a trainable encoder")
         if isinstance(self.model, str):
             from kinema.models.vae import VAE_CONFIGS
 
@@ -158,14 +163,72 @@ def build_vae(model: str | dict[str, Any]) -> nn.Module:
         raise KinemaError(f"config key 'model': {error}") from None
 
 
-def load_init_weights(model: nn.Module, folder: str, encoder_only: bool = False) -> None:
+def _grid(index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index the (rows, columns) block of a square weight that ``index`` selects on both sides."""
+    rows = torch.tensor(index)
+    return rows[:, None], rows[None, :]
+
+
+def widen_latent_state(state: dict[str, torch.Tensor], model: nn.Module, z_dim: int) -> dict[str, torch.Tensor]:
+    """The weights of a VideoVAE with ``z_dim`` latent channels, laid into ``model``, which has more.
+
+    Latent channel c < z_dim keeps its meaning (mean at c, log-variance at Z + c of the moments, Z the new count).
+    The new channels keep ``model``'s fresh initialisation on the encoder side, and every weight that carries them
+    into an old channel or into the decoder is zero, so ``model`` reconstructs exactly as the old VAE did and
+    learns what to put in them."""
+    target = {k: v.clone() for k, v in model.state_dict().items()}
+    new_z = model.config.z_dim
+    moments = list(range(z_dim)) + list(range(new_z, new_z + z_dim))  # old moment i -> new index
+    latent = list(range(z_dim))
+    for name, value in state.items():
+        if name not in target:
+            raise RuntimeError(f"unexpected tensor {name}")
+        out = target[name]
+        if out.shape == value.shape:
+            target[name] = value.clone()
+        elif name in ("encoder.conv_out.weight", "encoder.conv_out.bias"):
+            out[moments] = value
+        elif name == "quant_conv.weight":
+            out[:, moments] = 0.0  # nothing old reads a new moment ...
+            out[moments] = 0.0
+            out[_grid(moments)] = value  # ... and the old moments are computed as before
+        elif name == "quant_conv.bias":
+            out[moments] = value
+        elif name == "post_quant_conv.weight":
+            out[latent] = 0.0
+            out[_grid(latent)] = value
+        elif name == "post_quant_conv.bias":
+            out[latent] = value
+        elif name == "decoder.conv_in.weight":
+            out.zero_()
+            out[:, latent] = value
+        else:
+            raise RuntimeError(f"{name} {tuple(value.shape)} does not fit {tuple(out.shape)}")
+    missing = set(target) - set(state)
+    if missing:
+        raise RuntimeError(f"missing tensor {sorted(missing)[0]}")
+    return target
+
+
+def load_init_weights(model: nn.Module, folder: str, encoder_only: bool = False, widen: bool = False) -> None:
     """Copy the weights of a pretrained VideoVAE folder into ``model`` (same architecture required), or with
     ``encoder_only`` its encoder and quant_conv and whatever else has the same shape (a wider or deeper decoder
-    starts fresh)."""
+    starts fresh), or with ``widen`` into a model with more latent channels (``widen_latent_state``)."""
     from kinema.models.vae import VideoVAE
 
     pretrained = VideoVAE.from_pretrained(folder)
     state = pretrained.state_dict()
+    if widen:
+        old, new = pretrained.config.z_dim, model.config.z_dim
+        if new <= old:
+            raise KinemaError(f"config key 'widen_latents': the model's z_dim ({new}) must be larger than "
+                              f"init's ({old})")
+        try:
+            model.load_state_dict(widen_latent_state(state, model, old), strict=True)
+        except RuntimeError as error:
+            raise KinemaError(f"config key 'init': '{folder}' does not match the model config apart from z_dim "
+                              f"({str(error).splitlines()[0]})") from None
+        return  # the latent statistics are measured again at export
     try:
         if encoder_only:
             shapes = model.state_dict()
@@ -254,7 +317,8 @@ class VAETask:
         data = config.data
         self.model = build_vae(config.model)
         if config.init:
-            load_init_weights(self.model, config.init, encoder_only=config.freeze_encoder)
+            load_init_weights(self.model, config.init, encoder_only=config.freeze_encoder,
+                              widen=config.widen_latents)
         if config.freeze_encoder:
             self.model.encoder.requires_grad_(False)
             self.model.quant_conv.requires_grad_(False)
