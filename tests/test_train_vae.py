@@ -259,3 +259,27 @@ def test_widen_latents_starts_from_the_old_vae_and_trains_the_new_channels(tmp_p
     same = config(tmp_path / "same", f"init={tmp_path / 'first' / 'vae'}", "widen_latents=true")
     with pytest.raises(KinemaError, match="must be larger than init's"):
         train_vae(same)
+
+
+def test_init_partial_keeps_what_fits_after_a_patch_size_change(tmp_path):
+    """A VAE warm-started from one with another patch_size (4x and 8x spatial compression): every tensor of the same
+    name and shape is copied, the first and last convolutions start fresh, and without init_partial the mismatch is a
+    one-line error that names the option."""
+    from kinema.models.vae import VideoVAE
+
+    train_vae(config(tmp_path / "first"))
+    old = VideoVAE.from_pretrained(tmp_path / "first" / "vae")
+    options = {k: v for k, v in old.config.items()
+               if not k.startswith("_") and k not in ("latents_mean", "latents_std")}
+    model = f"model={json.dumps(options | {'patch_size': 3 - options['patch_size']})}"  # 1 <-> 2
+    init = f"init={tmp_path / 'first' / 'vae'}"
+    with pytest.raises(KinemaError, match="set init_partial: true"):
+        VAETask(config(tmp_path / "strict", model, init))
+    task = VAETask(config(tmp_path / "partial", model, init, "init_partial=true"))
+    before, after = old.state_dict(), task.model.state_dict()
+    fresh = sorted(k for k in after if k not in before or before[k].shape != after[k].shape)
+    assert fresh and {".".join(k.split(".")[:2]) for k in fresh} <= {"encoder.conv_in", "decoder.conv_out"}
+    assert all(torch.equal(after[k], before[k]) for k in after if k not in fresh)
+    task.source.close()
+    with pytest.raises(ConfigError, match="init_partial needs init"):
+        config(tmp_path / "bad", "init_partial=true")

@@ -129,6 +129,9 @@ class VAETrainConfig:
     # `init` has fewer latent channels (z_dim) than `model`: its channels become the first ones and the new ones
     # start where the decoder ignores them, so training starts from the init's reconstructions (widen_latents)
     widen_latents: bool = False
+    # with init: start the tensors whose shapes differ (e.g. the first and last convolutions after a patch_size
+    # change) fresh instead of refusing
+    init_partial: bool = False
     data: VAEDataConfig = field(default_factory=VAEDataConfig)
     loss: VAELossConfig = field(default_factory=VAELossConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir=Path("runs/vae")))
@@ -138,6 +141,8 @@ class VAETrainConfig:
             raise ValueError("freeze_encoder needs init (the VAE whose encoder is kept)")
         if self.widen_latents and (not self.init or self.freeze_encoder):
             raise ValueError("widen_latents needs init (the VAE to widen) and a trainable encoder")
+        if self.init_partial and (not self.init or self.freeze_encoder or self.widen_latents):
+            raise ValueError("init_partial needs init, and goes with neither freeze_encoder nor widen_latents")
         if isinstance(self.model, str):
             from kinema.models.vae import VAE_CONFIGS
 
@@ -210,14 +215,24 @@ def widen_latent_state(state: dict[str, torch.Tensor], model: nn.Module, z_dim: 
     return target
 
 
-def load_init_weights(model: nn.Module, folder: str, encoder_only: bool = False, widen: bool = False) -> None:
+def load_init_weights(model: nn.Module, folder: str, encoder_only: bool = False, widen: bool = False,
+                      partial: bool = False) -> list[str]:
     """Copy the weights of a pretrained VideoVAE folder into ``model`` (same architecture required), or with
     ``encoder_only`` its encoder and quant_conv and whatever else has the same shape (a wider or deeper decoder
-    starts fresh), or with ``widen`` into a model with more latent channels (``widen_latent_state``)."""
+    starts fresh), or with ``widen`` into a model with more latent channels (``widen_latent_state``), or with
+    ``partial`` every tensor whose name and shape match. Returns the names of the tensors left fresh."""
     from kinema.models.vae import VideoVAE
 
     pretrained = VideoVAE.from_pretrained(folder)
     state = pretrained.state_dict()
+    if partial:
+        shapes = model.state_dict()
+        fresh = [k for k in shapes if k not in state or state[k].shape != shapes[k].shape]
+        if len(fresh) == len(shapes):
+            raise KinemaError(f"config key 'init': no tensor of '{folder}' fits the model config")
+        model.load_state_dict({k: v for k, v in state.items() if k in shapes and k not in fresh}, strict=False)
+        model.set_latent_stats(pretrained.config.latents_mean, pretrained.config.latents_std)
+        return fresh
     if widen:
         old, new = pretrained.config.z_dim, model.config.z_dim
         if new <= old:
@@ -228,7 +243,7 @@ def load_init_weights(model: nn.Module, folder: str, encoder_only: bool = False,
         except RuntimeError as error:
             raise KinemaError(f"config key 'init': '{folder}' does not match the model config apart from z_dim "
                               f"({str(error).splitlines()[0]})") from None
-        return  # the latent statistics are measured again at export
+        return []  # the latent statistics are measured again at export
     try:
         if encoder_only:
             shapes = model.state_dict()
@@ -242,8 +257,10 @@ def load_init_weights(model: nn.Module, folder: str, encoder_only: bool = False,
             model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise KinemaError(f"config key 'init': '{folder}' does not match the model config "
-                          f"({str(error).splitlines()[0]})") from None
+                          f"({str(error).splitlines()[0]}); set init_partial: true to start what differs fresh"
+                          ) from None
     model.set_latent_stats(pretrained.config.latents_mean, pretrained.config.latents_std)
+    return []
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -317,8 +334,10 @@ class VAETask:
         data = config.data
         self.model = build_vae(config.model)
         if config.init:
-            load_init_weights(self.model, config.init, encoder_only=config.freeze_encoder,
-                              widen=config.widen_latents)
+            fresh = load_init_weights(self.model, config.init, encoder_only=config.freeze_encoder,
+                                      widen=config.widen_latents, partial=config.init_partial)
+            if fresh:
+                logger.info(f"init {config.init}: {', '.join(fresh)} start fresh (shapes differ)")
         if config.freeze_encoder:
             self.model.encoder.requires_grad_(False)
             self.model.quant_conv.requires_grad_(False)
