@@ -283,3 +283,22 @@ def test_init_partial_keeps_what_fits_after_a_patch_size_change(tmp_path):
     task.source.close()
     with pytest.raises(ConfigError, match="init_partial needs init"):
         config(tmp_path / "bad", "init_partial=true")
+
+
+def test_edge_loss_charges_blurred_edges_and_not_flat_shifts(tmp_path):
+    """The edge term: zero for a perfect reconstruction and for a uniform colour shift, positive for a box whose edges
+    come back blurred, even where pixel L1 is the same; a run with it logs it, and a negative weight is refused."""
+    from kinema.train.vae import edge_l1
+
+    video = -torch.ones(1, 3, 5, 16, 16)
+    video[..., 4:12, 4:12] = 1.0  # a white box on black
+    blurred = torch.nn.functional.avg_pool3d(video, (1, 3, 3), stride=1, padding=(0, 1, 1), count_include_pad=False)
+    shifted = video + (blurred - video).abs().mean()  # as far off in pixel L1 as the blur, but no edge is lost
+    assert edge_l1(video, video) == 0
+    assert torch.isclose((shifted - video).abs().mean(), (blurred - video).abs().mean())
+    assert edge_l1(shifted, video) < 1e-6 < edge_l1(blurred, video)
+    train_vae(config(tmp_path / "edge", "loss.edge=1.0", "train.steps=2"))
+    logged = [line for line in metric_lines(tmp_path / "edge") if "loss" in line]
+    assert logged and all(line["edge_l1"] > 0 for line in logged)
+    with pytest.raises(ConfigError, match="edge must be >= 0"):
+        config(tmp_path / "bad", "loss.edge=-1")
