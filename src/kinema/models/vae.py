@@ -526,6 +526,12 @@ class VideoVAE(ModelMixin, ConfigMixin, LatentScaling):
         std = [float(v) for v in torch.as_tensor(std, dtype=torch.float64).flatten()]
         _check_latent_stats(mean, std, self.config.z_dim)
         self.register_to_config(latents_mean=mean, latents_std=std)
+        # diffusers lists the arguments __init__ was not given as defaults, and from_config drops those: these are no
+        # longer defaults, so a copy made with from_config keeps them
+        defaults = self.config.get("_use_default_values")
+        if defaults is not None:
+            kept = [k for k in defaults if k not in ("latents_mean", "latents_std")]
+            self.register_to_config(_use_default_values=kept)
 
     # -- encode / decode
 

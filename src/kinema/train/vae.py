@@ -486,9 +486,7 @@ def export_checkpoint(config: VAETrainConfig, out: str | Path, checkpoint: str |
     vae = VideoVAE.from_config(task.model.config)
     vae.load_state_dict(found.model | found.ema, strict=True)
     vae.eval()
-    if config.freeze_encoder:  # a frozen encoder keeps its init's statistics, which from_config leaves out
-        vae.set_latent_stats(task.model.config.latents_mean, task.model.config.latents_std)
-    else:
+    if not config.freeze_encoder:  # a frozen encoder keeps its init's statistics (from the model's config)
         mean, std = measure_latent_stats(vae, task, torch.device("cpu"))
         vae.set_latent_stats(mean.tolist(), std.tolist())
     from diffusers.utils import logging as diffusers_logging
