@@ -126,6 +126,8 @@ def main() -> None:
     from kinema.models.vae import VideoVAE
 
     try:
+        if not 1 <= args.clips <= 10_000:
+            raise KinemaError(f"clips must be between 1 and 10000 (got {args.clips})")
         size = parse_size(args.size)
         sources = {"single": render(args.out, args.seed, args.clips, 4.0, (1, 1), size),
                    "storyboard": render(args.out, args.seed + 1, args.clips, 10.0, (3, 5), size)}
