@@ -274,6 +274,41 @@ def test_model_name_with_overrides_and_partial_init(tmp_path):
         load_init(VideoDiT(**{**two_channels, "num_layers": 2}), str(tmp_path / "init"), partial=True)
 
 
+def test_init_with_smaller_patches_converts_the_patch_layers(tmp_path):
+    """From 2x2 patches to 1x1: a cell embeds as the 2x2 patch that repeats it, and predicts the mean of what
+    the 2x2 patch predicted for its four copies; with rope_spatial_scale 0.5 row 2k sits where row k did."""
+    import torch.nn.functional as F
+
+    from kinema.models.dit import VideoDiT
+    from kinema.train.dit import load_init
+
+    torch.manual_seed(0)
+    source = VideoDiT(**MODEL)
+    with torch.no_grad():
+        for p in source.parameters():
+            p.normal_()
+    source.save_pretrained(tmp_path / "init")
+    target = VideoDiT(**{**MODEL, "patch_size": (1, 1, 1), "rope_spatial_scale": 0.5})
+    with pytest.raises(KinemaError, match="init_partial"):
+        load_init(target, str(tmp_path / "init"))
+    assert load_init(target, str(tmp_path / "init"), partial=True) == []
+    for key, value in target.state_dict().items():
+        if not key.startswith(("patch_embedding.weight", "final.proj_out")):
+            assert torch.equal(value, source.state_dict()[key]), key
+    channels = MODEL.get("in_channels", 16)
+    x = torch.randn(2, channels, 3, 4, 6)
+    upsampled = x.repeat_interleave(2, dim=3).repeat_interleave(2, dim=4)
+    assert torch.allclose(target.patchify(x), source.patchify(upsampled), atol=1e-4)
+    hidden = torch.randn(2, 3 * 4 * 6, source.final.proj_out.in_features)
+    old = source.unpatchify(F.linear(hidden, source.final.proj_out.weight, source.final.proj_out.bias), 3, 8, 12)
+    new = target.unpatchify(F.linear(hidden, target.final.proj_out.weight, target.final.proj_out.bias), 3, 4, 6)
+    assert torch.allclose(new, F.avg_pool3d(old, (1, 2, 2)), atol=1e-4)
+    half, whole = target.rope(1, 8, 1, "cpu"), source.rope(1, 4, 1, "cpu")
+    assert torch.allclose(half[::2], whole, atol=1e-6) and not torch.allclose(half[1], whole[1], atol=1e-3)
+    with pytest.raises(KinemaError, match="rope_spatial_scale"):
+        VideoDiT(**{**MODEL, "rope_spatial_scale": 0.0})
+
+
 def test_memoized_text_states_match_plain_encoding(monkeypatch):
     from kinema.models.text import TextEncoder
 

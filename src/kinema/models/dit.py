@@ -90,11 +90,14 @@ class RotaryEmbedding3D(nn.Module):
     """3D RoPE: the head dimension is split over (t, h, w) as in Wan: h and w get 2*(d//6) each.
 
     Positions are computed at run time for any (F', H', W'), so there is no position table;
-    ``frame_positions`` lets long-video windows place their frames anywhere in time.
+    ``frame_positions`` lets long-video windows place their frames anywhere in time. ``spatial_scale``
+    multiplies the row and column positions: 0.5 places tokens of 1×1 patches where a 2×2-patch model
+    placed the patches that held them, so that such a model can be continued with smaller patches.
     """
 
-    def __init__(self, head_dim: int, theta: float = 10000.0) -> None:
+    def __init__(self, head_dim: int, theta: float = 10000.0, spatial_scale: float = 1.0) -> None:
         super().__init__()
+        self.spatial_scale = float(spatial_scale)
         self.h_dim = self.w_dim = 2 * (head_dim // 6)
         self.t_dim = head_dim - self.h_dim - self.w_dim
         self.theta = theta
@@ -119,8 +122,8 @@ class RotaryEmbedding3D(nn.Module):
             if frame_positions is None:
                 frame_positions = torch.arange(frames, device=device)
             t = self._angles(frame_positions.to(device), self.t_dim)  # (F', t_dim/2)
-            h = self._angles(torch.arange(height, device=device), self.h_dim)  # (H', h_dim/2)
-            w = self._angles(torch.arange(width, device=device), self.w_dim)  # (W', w_dim/2)
+            h = self._angles(torch.arange(height, device=device) * self.spatial_scale, self.h_dim)  # (H', h_dim/2)
+            w = self._angles(torch.arange(width, device=device) * self.spatial_scale, self.w_dim)  # (W', w_dim/2)
             angles = torch.cat([
                 t[:, None, None].expand(frames, height, width, -1),
                 h[None, :, None].expand(frames, height, width, -1),
@@ -410,6 +413,7 @@ class VideoDiT(ModelMixin, ConfigMixin, CacheMixin):
         freq_dim: int = 256,
         eps: float = 1e-6,
         rope_theta: float = 10000.0,
+        rope_spatial_scale: float = 1.0,
         causal: bool = False,
         image_dim: int | None = None,
     ) -> None:
@@ -428,7 +432,9 @@ class VideoDiT(ModelMixin, ConfigMixin, CacheMixin):
         self.time_embedder = TimestepEmbedder(dim, freq_dim)
         self.time_proj = nn.Linear(dim, 6 * dim)
         self.text_embedder = TextProjection(text_dim, dim)
-        self.rope = RotaryEmbedding3D(attention_head_dim, rope_theta)
+        if not 0 < rope_spatial_scale <= 1:
+            raise KinemaError(f"rope_spatial_scale {rope_spatial_scale} must be in (0, 1]")
+        self.rope = RotaryEmbedding3D(attention_head_dim, rope_theta, rope_spatial_scale)
         # image_dim: Wan2.1 image to video, whose blocks also attend to an image encoder's tokens
         self.image_embedder = ImageProjection(image_dim, dim) if image_dim else None
         self.blocks = nn.ModuleList([DiTBlock(dim, ffn_dim, num_attention_heads, eps, bool(image_dim))

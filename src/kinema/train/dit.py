@@ -103,8 +103,9 @@ class DiTTrainConfig:
     # a name in DIT_CONFIGS, or VideoDiT keyword arguments (with `name`: that config's, overridden)
     model: str | dict[str, Any] = "tiny"
     init: str | None = None  # a pretrained transformer folder to start from
-    # with init: start the tensors whose shapes differ (e.g. the patch layers after a patch_size change) fresh
-    # instead of refusing
+    # with init: start the tensors whose shapes differ fresh instead of refusing; after a change to spatial
+    # patches r times smaller (2x2 -> 1x1), the patch layers are converted instead (set the model's
+    # rope_spatial_scale to 1/r so that the tokens keep the old patches' positions)
     init_partial: bool = False
     vae: str = "src/kinema/weights/kinema-tiny/vae"
     text_encoder: str = "minilm"
@@ -170,8 +171,41 @@ def load_init(model: nn.Module, path: str, partial: bool = False) -> list[str]:
     if differ and not partial:
         shapes = ", ".join(f"{k} {tuple(source[k].shape)} vs {tuple(target[k].shape)}" for k in differ[:3])
         raise KinemaError(f"init {path}: tensor shapes differ ({shapes}); set init_partial: true to start those fresh")
-    model.load_state_dict({k: v for k, v in source.items() if k not in differ}, strict=False)
+    converted = _repatch(source, target, differ) if differ else {}
+    differ = [k for k in differ if k not in converted]
+    model.load_state_dict({k: v for k, v in source.items() if k not in differ} | converted, strict=False)
     return differ
+
+
+_PATCH_TENSORS = ("patch_embedding.weight", "final.proj_out.weight", "final.proj_out.bias")
+
+
+def _repatch(source: dict, target: dict, differ: list[str]) -> dict[str, torch.Tensor]:
+    """The patch layers of a model with r times smaller spatial patches, from a model's with larger ones.
+
+    A small patch embeds as the large patch that repeats each of its cells r × r times (the large kernel
+    summed over each r × r group), and predicts for each cell the mean of what the large patch predicted for
+    that cell's r × r copies. On latents that are smooth at the large patch's scale the new model starts
+    near the old one; with ``rope_spatial_scale`` 1/r its tokens also sit where the old patches did.
+    Returns {} where the layers differ in any other way."""
+    if not set(differ) <= set(_PATCH_TENSORS) or "patch_embedding.weight" not in differ:
+        return {}
+    big, small = source["patch_embedding.weight"], target["patch_embedding.weight"]  # (D, C, 1, ph, pw)
+    if big.shape[:3] != small.shape[:3]:
+        return {}
+    (ph, pw), (qh, qw) = big.shape[3:], small.shape[3:]
+    if ph % qh or pw % qw or (ph // qh) != (pw // qw):
+        return {}
+    r = ph // qh
+    d, c = big.shape[:2]
+    embed = big.reshape(d, c, 1, qh, r, qw, r).sum(dim=(4, 6))
+    out_w, out_b = source["final.proj_out.weight"], source["final.proj_out.bias"]  # rows in (ph, pw, C) order
+    channels = out_w.shape[0] // (ph * pw)
+    if target["final.proj_out.weight"].shape[0] != channels * qh * qw:
+        return {}
+    out_w = out_w.reshape(qh, r, qw, r, channels, -1).mean(dim=(1, 3)).reshape(qh * qw * channels, -1)
+    out_b = out_b.reshape(qh, r, qw, r, channels).mean(dim=(1, 3)).reshape(-1)
+    return {"patch_embedding.weight": embed, "final.proj_out.weight": out_w, "final.proj_out.bias": out_b}
 
 
 def world_source(data: DiTDataConfig, streaming: bool = False):
