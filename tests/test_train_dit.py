@@ -243,6 +243,19 @@ def test_streamed_mix_config_errors(tmp_path, small_vae):
         assert words in str(error.value) and "\n" not in str(error.value)
 
 
+def saved_random_dit(folder: Path, **options):
+    """A VideoDiT with every weight drawn at random (none left at zero), saved to ``folder``."""
+    from kinema.models.dit import VideoDiT
+
+    torch.manual_seed(0)
+    model = VideoDiT(**options)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    model.save_pretrained(folder)
+    return model
+
+
 def test_model_name_with_overrides_and_partial_init(tmp_path):
     from kinema.models.dit import VideoDiT
     from kinema.train.dit import build_dit, load_init
@@ -254,12 +267,7 @@ def test_model_name_with_overrides_and_partial_init(tmp_path):
         build_dit({"name": "huge"})
 
     two_channels = {**MODEL, "in_channels": 2, "out_channels": 2}  # width 32: 2 channels x 4 x 4 fit exactly
-    torch.manual_seed(0)
-    source = VideoDiT(**two_channels)
-    with torch.no_grad():
-        for p in source.parameters():
-            p.normal_()
-    source.save_pretrained(tmp_path / "init")
+    source = saved_random_dit(tmp_path / "init", **two_channels)
     target = VideoDiT(**{**two_channels, "patch_size": (1, 4, 4)})
     fresh_before = {k: v.clone() for k, v in target.state_dict().items()}
     with pytest.raises(KinemaError, match="init_partial"):
@@ -282,12 +290,7 @@ def test_init_with_smaller_patches_converts_the_patch_layers(tmp_path):
     from kinema.models.dit import VideoDiT
     from kinema.train.dit import load_init
 
-    torch.manual_seed(0)
-    source = VideoDiT(**MODEL)
-    with torch.no_grad():
-        for p in source.parameters():
-            p.normal_()
-    source.save_pretrained(tmp_path / "init")
+    source = saved_random_dit(tmp_path / "init", **MODEL)
     target = VideoDiT(**{**MODEL, "patch_size": (1, 1, 1), "rope_spatial_scale": 0.5})
     with pytest.raises(KinemaError, match="init_partial"):
         load_init(target, str(tmp_path / "init"))

@@ -229,14 +229,14 @@ def load_init_weights(model: nn.Module, folder: str, encoder_only: bool = False,
 
     pretrained = VideoVAE.from_pretrained(folder)
     state = pretrained.state_dict()
+    shapes = model.state_dict()
+    fits = {k: v for k, v in state.items() if k in shapes and shapes[k].shape == v.shape}
     if partial:
-        shapes = model.state_dict()
-        fresh = [k for k in shapes if k not in state or state[k].shape != shapes[k].shape]
-        if len(fresh) == len(shapes):
+        if not fits:
             raise KinemaError(f"config key 'init': no tensor of '{folder}' fits the model config")
-        model.load_state_dict({k: v for k, v in state.items() if k in shapes and k not in fresh}, strict=False)
+        model.load_state_dict(fits, strict=False)
         model.set_latent_stats(pretrained.config.latents_mean, pretrained.config.latents_std)
-        return fresh
+        return [k for k in shapes if k not in fits]
     if widen:
         old, new = pretrained.config.z_dim, model.config.z_dim
         if new <= old:
@@ -248,21 +248,19 @@ def load_init_weights(model: nn.Module, folder: str, encoder_only: bool = False,
             raise KinemaError(f"config key 'init': '{folder}' does not match the model config apart from z_dim "
                               f"({str(error).splitlines()[0]})") from None
         return []  # the latent statistics are measured again at export
-    try:
-        if encoder_only:
-            shapes = model.state_dict()
-            encoder = [k for k in shapes if k.startswith(("encoder.", "quant_conv."))]
-            differ = [k for k in encoder if k not in state or state[k].shape != shapes[k].shape]
-            if differ:
-                raise RuntimeError(f"encoder tensors differ: {', '.join(differ[:3])}")
-            model.load_state_dict({k: v for k, v in state.items()
-                                   if k in shapes and shapes[k].shape == v.shape}, strict=False)
-        else:
+    if encoder_only:
+        differ = [k for k in shapes if k.startswith(("encoder.", "quant_conv.")) and k not in fits]
+        if differ:
+            raise KinemaError(f"config key 'init': '{folder}' does not match the model config (encoder tensors "
+                              f"differ: {', '.join(differ[:3])})")
+        model.load_state_dict(fits, strict=False)
+    else:
+        try:
             model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise KinemaError(f"config key 'init': '{folder}' does not match the model config "
-                          f"({str(error).splitlines()[0]}); set init_partial: true to start what differs fresh"
-                          ) from None
+        except RuntimeError as error:
+            raise KinemaError(f"config key 'init': '{folder}' does not match the model config "
+                              f"({str(error).splitlines()[0]}); set init_partial: true to start what differs "
+                              "fresh") from None
     model.set_latent_stats(pretrained.config.latents_mean, pretrained.config.latents_std)
     return []
 
