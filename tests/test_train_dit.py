@@ -397,11 +397,10 @@ def test_data_framings_choose_the_shots_the_world_renders(tmp_path, small_vae):
 def test_the_shipped_config_exports_the_shipped_sampling_defaults():
     """Retraining the default model with its own config must not lose a sampling default the shipped folder holds
     (the long-video anchor and storyboard guidance): an export writes the config's `sampling:` section."""
-    from kinema.inference.settings import SamplingDefaults
-    from kinema.train.dit import folder_defaults, load_dit_config
+    from kinema.train.dit import export_defaults, load_dit_config
 
     root = Path(__file__).resolve().parents[1]
     shipped = json.loads((root / "src/kinema/weights/kinema-tiny/model_index.json").read_text())["kinema"]["defaults"]
     config = load_dit_config(root / "configs/dit/tiny.yaml")
-    exported = SamplingDefaults(**(folder_defaults(config.data) | config.sampling)).to_dict()
+    exported = export_defaults(config).to_dict()
     assert {key: exported.get(key) for key in shipped} == shipped

@@ -444,7 +444,7 @@ def export_pipeline(config: DiTTrainConfig, out: str | Path, checkpoint: str | P
                     defaults: dict | None = None) -> tuple[Path, int]:
     """Write a complete pipeline folder (model_index.json, transformer/ with the EMA weights of a checkpoint,
     vae/ from ``config.vae``) that ``kinema generate --model OUT`` loads. Default: the newest checkpoint."""
-    from kinema.inference.pipeline import KinemaPipeline, SamplingDefaults
+    from kinema.inference.pipeline import KinemaPipeline
     from kinema.models.vae import VideoVAE
     from kinema.train.checkpoint import checkpoint_to_export
 
@@ -452,10 +452,7 @@ def export_pipeline(config: DiTTrainConfig, out: str | Path, checkpoint: str | P
     model = build_dit(config.model)
     model.load_state_dict(found.model | found.ema, strict=True)
     vae = VideoVAE.from_pretrained(config.vae)
-    try:
-        sampling = SamplingDefaults(**(folder_defaults(config.data) | config.sampling | (defaults or {})))
-    except (TypeError, ValueError) as e:
-        raise KinemaError(f"bad sampling defaults: {e}") from None
+    sampling = export_defaults(config, defaults)
     pipe = KinemaPipeline(model.eval().to(dtype), vae.to(dtype), defaults=sampling, flow=config.flow,
                           text_encoder_name=config.text_encoder)
     pipe.name = name or Path(out).name
@@ -464,6 +461,17 @@ def export_pipeline(config: DiTTrainConfig, out: str | Path, checkpoint: str | P
     diffusers_logging.set_verbosity_error()
     pipe.save_pretrained(out)
     return Path(out), found.step
+
+
+def export_defaults(config: DiTTrainConfig, defaults: dict | None = None):
+    """The sampling defaults an export writes: the data's (``folder_defaults``), then the config's ``sampling:``
+    section, then ``defaults``."""
+    from kinema.inference.pipeline import SamplingDefaults
+
+    try:
+        return SamplingDefaults(**(folder_defaults(config.data) | config.sampling | (defaults or {})))
+    except (TypeError, ValueError) as e:
+        raise KinemaError(f"bad sampling defaults: {e}") from None
 
 
 def folder_defaults(data: DiTDataConfig) -> dict:
